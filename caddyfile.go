@@ -1,0 +1,332 @@
+package passwordless
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("passwordless", parseCaddyfile)
+	// Among the auth handlers, so a Caddyfile needs no order line.
+	httpcaddyfile.RegisterDirectiveOrder("passwordless", httpcaddyfile.After, "forward_auth")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	p := new(Passwordless)
+	err := p.UnmarshalCaddyfile(h.Dispenser)
+	return p, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	passwordless {
+//		prefix /auth
+//		storage sqlite <file>
+//		code_length 6
+//		code_ttl 15m
+//		max_attempts 5
+//		register_new_users true
+//		demo_user <alias> <code>
+//		email {
+//			from "Example <noreply@example.com>"
+//			subject "Your login code"
+//			smtp <host:port> {
+//				username <user>
+//				password <password>
+//				tls starttls|implicit|none
+//				timeout 10s
+//			}
+//			log
+//			text_template <file>
+//			html_template <file>
+//		}
+//		jwt {
+//			algorithm EdDSA|ES256|RS256|HS256
+//			secret <secret>...
+//			key_file <file>...
+//			ttl 15m
+//			refresh_ttl 720h
+//			issuer <iss>
+//			audience <aud>
+//		}
+//		protect <paths...>
+//		public <paths...>
+//	}
+func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "prefix":
+			if err := oneArg(d, &p.Prefix); err != nil {
+				return err
+			}
+			if p.Prefix == "" || p.Prefix[0] != '/' {
+				return d.Errf("prefix must start with /, not %q", p.Prefix)
+			}
+		case "storage":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("storage needs a driver and its argument: storage sqlite <file>")
+			}
+			if args[0] != "sqlite" {
+				return d.Errf("unknown storage driver %q (this build has: sqlite)", args[0])
+			}
+			p.Storage = &StorageConfig{Driver: args[0], DSN: args[1]}
+		case "code_length":
+			n, err := intArg(d)
+			if err != nil {
+				return err
+			}
+			if n < 6 || n > 10 {
+				return d.Errf("code_length must be between 6 and 10, not %d", n)
+			}
+			p.CodeLength = n
+		case "code_ttl":
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			if dur > 24*time.Hour {
+				return d.Errf("code_ttl must be at most 24h, not %s", dur)
+			}
+			p.CodeTTL = caddy.Duration(dur)
+		case "max_attempts":
+			n, err := intArg(d)
+			if err != nil {
+				return err
+			}
+			if n < 1 || n > 100 {
+				return d.Errf("max_attempts must be between 1 and 100, not %d", n)
+			}
+			p.MaxAttempts = n
+		case "register_new_users":
+			var v string
+			if err := oneArg(d, &v); err != nil {
+				return err
+			}
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return d.Errf("register_new_users must be true or false, not %q", v)
+			}
+			p.RegisterNewUsers = &b
+		case "demo_user":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("demo_user needs an alias and a code")
+			}
+			p.DemoUsers = append(p.DemoUsers, DemoUser{Alias: args[0], Code: args[1]})
+		case "email":
+			if p.Email != nil {
+				return d.Err("email is given twice")
+			}
+			p.Email = new(EmailConfig)
+			if err := p.Email.unmarshal(d); err != nil {
+				return err
+			}
+		case "jwt":
+			if p.JWT != nil {
+				return d.Err("jwt is given twice")
+			}
+			p.JWT = new(JWTConfig)
+			if err := p.JWT.unmarshal(d); err != nil {
+				return err
+			}
+		case "protect":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			p.Protect = append(p.Protect, args...)
+		case "public":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			p.Public = append(p.Public, args...)
+		default:
+			return d.Errf("unrecognized passwordless subdirective %q", d.Val())
+		}
+	}
+	return nil
+}
+
+func (e *EmailConfig) unmarshal(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "from":
+			if err := oneArg(d, &e.From); err != nil {
+				return err
+			}
+		case "subject":
+			if err := oneArg(d, &e.Subject); err != nil {
+				return err
+			}
+		case "log":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			e.Log = true
+		case "text_template":
+			if err := oneArg(d, &e.TextTemplate); err != nil {
+				return err
+			}
+		case "html_template":
+			if err := oneArg(d, &e.HTMLTemplate); err != nil {
+				return err
+			}
+		case "smtp":
+			s := new(SMTPConfig)
+			if err := oneArg(d, &s.Address); err != nil {
+				return err
+			}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				switch d.Val() {
+				case "username":
+					if err := oneArg(d, &s.Username); err != nil {
+						return err
+					}
+				case "password":
+					if err := oneArg(d, &s.Password); err != nil {
+						return err
+					}
+				case "tls":
+					if err := oneArg(d, &s.TLS); err != nil {
+						return err
+					}
+					switch s.TLS {
+					case "starttls", "implicit", "none":
+					default:
+						return d.Errf("smtp tls must be starttls, implicit or none, not %q", s.TLS)
+					}
+				case "timeout":
+					dur, err := durationArg(d)
+					if err != nil {
+						return err
+					}
+					s.Timeout = caddy.Duration(dur)
+				default:
+					return d.Errf("unrecognized smtp subdirective %q", d.Val())
+				}
+			}
+			e.SMTP = s
+		default:
+			return d.Errf("unrecognized email subdirective %q", d.Val())
+		}
+	}
+	if e.Log && e.SMTP != nil {
+		return d.Err("email: choose smtp or log, not both")
+	}
+	if e.SMTP != nil && e.From == "" {
+		return d.Err("email: smtp needs a from address")
+	}
+	return nil
+}
+
+func (j *JWTConfig) unmarshal(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "algorithm":
+			if err := oneArg(d, &j.Algorithm); err != nil {
+				return err
+			}
+			switch j.Algorithm {
+			case "EdDSA", "ES256", "RS256", "HS256":
+			default:
+				return d.Errf("jwt algorithm must be EdDSA, ES256, RS256 or HS256, not %q", j.Algorithm)
+			}
+		case "secret":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			j.Secrets = append(j.Secrets, args...)
+		case "key_file":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			j.KeyFiles = append(j.KeyFiles, args...)
+		case "ttl", "refresh_ttl":
+			name := d.Val()
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			if name == "ttl" {
+				j.TTL = caddy.Duration(dur)
+			} else {
+				j.RefreshTTL = caddy.Duration(dur)
+			}
+		case "issuer":
+			if err := oneArg(d, &j.Issuer); err != nil {
+				return err
+			}
+		case "audience":
+			if err := oneArg(d, &j.Audience); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("unrecognized jwt subdirective %q", d.Val())
+		}
+	}
+	return nil
+}
+
+// oneArg reads exactly one argument into dst.
+func oneArg(d *caddyfile.Dispenser, dst *string) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+func intArg(d *caddyfile.Dispenser) (int, error) {
+	name := d.Val()
+	var v string
+	if err := oneArg(d, &v); err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, d.Errf("%s must be a whole number, not %q", name, v)
+	}
+	return n, nil
+}
+
+// durationArg reads one positive duration such as 15m or 1h30m.
+func durationArg(d *caddyfile.Dispenser) (time.Duration, error) {
+	name := d.Val()
+	var v string
+	if err := oneArg(d, &v); err != nil {
+		return 0, err
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil {
+		return 0, d.Errf("%s: %q is not a duration (like 90s, 15m or 1h)", name, v)
+	}
+	if dur <= 0 {
+		return 0, d.Errf("%s must be positive, not %s", name, v)
+	}
+	return dur, nil
+}
+
+// Interface guards
+var _ caddyfile.Unmarshaler = (*Passwordless)(nil)

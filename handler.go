@@ -1,0 +1,402 @@
+package passwordless
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap"
+)
+
+// identityHeaders tell the upstream who the user is. Whatever a client
+// sends under these names is dropped on every request, so a backend can
+// trust them.
+var identityHeaders = []string{"X-Auth-User-Id", "X-Auth-User-Email", "X-Auth-User-Mobile"}
+
+// ServeHTTP answers the endpoints under the prefix and guards the rest.
+func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	for _, h := range identityHeaders {
+		r.Header.Del(h)
+	}
+	if rest, ok := p.endpointPath(r.URL.Path); ok {
+		p.serveEndpoint(w, r, rest)
+		return nil
+	}
+	// Preflight requests carry no credentials by design (CORS).
+	if r.Method == http.MethodOptions || !p.protect.Match(r) || p.public.Match(r) {
+		return next.ServeHTTP(w, r)
+	}
+	claims, reason := p.authenticate(r)
+	if claims == nil {
+		// Anonymous traffic is normal: debug, not error, so it does not
+		// flood the log.
+		p.logger.Debug("request not authenticated", zap.String("reason", reason), zap.String("path", r.URL.Path))
+		p.unauthorized(w, reason)
+		return nil
+	}
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	repl.Set("http.auth.user.id", claims.Subject)
+	repl.Set("http.auth.user.email", claims.Email)
+	repl.Set("http.auth.user.mobile", claims.Mobile)
+	r.Header.Set("X-Auth-User-Id", claims.Subject)
+	if claims.Email != "" {
+		r.Header.Set("X-Auth-User-Email", claims.Email)
+	}
+	if claims.Mobile != "" {
+		r.Header.Set("X-Auth-User-Mobile", claims.Mobile)
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// endpointPath reports whether path is under the prefix and returns the
+// endpoint name, without the trailing slash drfpasswordless clients send.
+func (p *Passwordless) endpointPath(path string) (string, bool) {
+	if path != p.Prefix && !strings.HasPrefix(path, p.Prefix+"/") {
+		return "", false
+	}
+	return strings.Trim(strings.TrimPrefix(path, p.Prefix), "/"), true
+}
+
+type endpoint struct {
+	method string
+	serve  func(w http.ResponseWriter, r *http.Request) *apiError
+}
+
+func (p *Passwordless) endpoints() map[string]endpoint {
+	m := map[string]endpoint{
+		"token":     {http.MethodPost, p.serveToken},
+		"refresh":   {http.MethodPost, p.serveRefresh},
+		"logout":    {http.MethodPost, p.serveLogout},
+		"me":        {http.MethodGet, p.serveMe},
+		"jwks.json": {http.MethodGet, p.serveJWKS},
+		"verify":    {http.MethodPost, p.serveVerify},
+	}
+	if _, ok := p.senders[KindEmail]; ok {
+		m["email"] = endpoint{http.MethodPost, p.serveSend(KindEmail)}
+		m["verify/email"] = endpoint{http.MethodPost, p.serveSendVerify(KindEmail)}
+	}
+	if _, ok := p.senders[KindMobile]; ok {
+		m["mobile"] = endpoint{http.MethodPost, p.serveSend(KindMobile)}
+		m["verify/mobile"] = endpoint{http.MethodPost, p.serveSendVerify(KindMobile)}
+	}
+	return m
+}
+
+func (p *Passwordless) serveEndpoint(w http.ResponseWriter, r *http.Request, name string) {
+	ep, ok := p.endpoints()[name]
+	if !ok {
+		writeError(w, &apiError{status: http.StatusNotFound, detail: "Not found."})
+		return
+	}
+	allow := ep.method + ", OPTIONS"
+	if ep.method == http.MethodGet {
+		allow = "GET, HEAD, OPTIONS"
+	}
+	switch {
+	case r.Method == http.MethodOptions:
+		w.Header().Set("Allow", allow)
+		w.WriteHeader(http.StatusNoContent)
+		return
+	case r.Method != ep.method && !(r.Method == http.MethodHead && ep.method == http.MethodGet):
+		writeError(w, &apiError{status: http.StatusMethodNotAllowed, detail: "Method \"" + r.Method + "\" not allowed.", allow: allow})
+		return
+	}
+	if e := ep.serve(w, r); e != nil {
+		writeError(w, e)
+	}
+}
+
+// aliasField reads the one alias field of a request: `email` or `mobile`.
+func (p *Passwordless) aliasField(f map[string]string, kind AliasKind) (Alias, *apiError) {
+	field := string(kind)
+	v, ok := f[field]
+	if !ok || strings.TrimSpace(v) == "" {
+		return Alias{}, fieldError(field, "This field is required.")
+	}
+	var norm string
+	var err error
+	if kind == KindEmail {
+		norm, err = normalizeEmail(v)
+	} else {
+		norm, err = normalizeMobile(v)
+	}
+	if err != nil {
+		return Alias{}, fieldError(field, err.Error())
+	}
+	return Alias{Kind: kind, Value: norm}, nil
+}
+
+// exchangeFields reads the body of /token and /verify: one alias and a code.
+func (p *Passwordless) exchangeFields(w http.ResponseWriter, r *http.Request) (Alias, string, *apiError) {
+	f, e := readFields(w, r, "email", "mobile", "token")
+	if e != nil {
+		return Alias{}, "", e
+	}
+	hasEmail, hasMobile := strings.TrimSpace(f["email"]) != "", strings.TrimSpace(f["mobile"]) != ""
+	var kind AliasKind
+	switch {
+	case hasEmail && hasMobile:
+		return Alias{}, "", badRequest("Give either an email address or a mobile number, not both.")
+	case hasEmail:
+		kind = KindEmail
+	case hasMobile:
+		kind = KindMobile
+	default:
+		return Alias{}, "", badRequest("Give an email address or a mobile number.")
+	}
+	if _, ok := p.senders[kind]; !ok {
+		return Alias{}, "", fieldError(string(kind), "Login by "+string(kind)+" is not enabled.")
+	}
+	a, e := p.aliasField(f, kind)
+	if e != nil {
+		return Alias{}, "", e
+	}
+	code := strings.TrimSpace(f["token"])
+	if code == "" {
+		return Alias{}, "", fieldError("token", "This field is required.")
+	}
+	if !isDigits(code, p.CodeLength) {
+		return Alias{}, "", fieldError("token", "The code is invalid or has expired.")
+	}
+	return a, code, nil
+}
+
+// sendFields reads the body of a send endpoint. drfpasswordless clients
+// often send the other alias field empty or null; it is accepted only so.
+func (p *Passwordless) sendFields(w http.ResponseWriter, r *http.Request, kind AliasKind) (map[string]string, *apiError) {
+	f, e := readFields(w, r, string(KindEmail), string(KindMobile))
+	if e != nil {
+		return nil, e
+	}
+	other := KindMobile
+	if kind == KindMobile {
+		other = KindEmail
+	}
+	if strings.TrimSpace(f[string(other)]) != "" {
+		return nil, fieldError(string(other), "This field is not accepted here.")
+	}
+	return f, nil
+}
+
+var sentDetail = map[AliasKind]string{
+	KindEmail:  "A login token has been sent to your email.",
+	KindMobile: "A login token has been sent to your mobile.",
+}
+
+// serveSend is POST {prefix}/email and /mobile: send a login code.
+func (p *Passwordless) serveSend(kind AliasKind) func(http.ResponseWriter, *http.Request) *apiError {
+	return func(w http.ResponseWriter, r *http.Request) *apiError {
+		f, e := p.sendFields(w, r, kind)
+		if e != nil {
+			return e
+		}
+		a, e := p.aliasField(f, kind)
+		if e != nil {
+			return e
+		}
+		ctx := r.Context()
+		if _, ok := p.demoCode(a); ok {
+			// The demo code is fixed and known: nothing to send.
+			writeJSON(w, http.StatusOK, map[string]string{"detail": sentDetail[kind]})
+			return nil
+		}
+		if !*p.RegisterNewUsers {
+			_, err := p.store.UserByAlias(ctx, a)
+			if errors.Is(err, ErrNotFound) {
+				// Same answer as for a known alias, and nothing sent: the
+				// response must not tell whether an account exists.
+				writeJSON(w, http.StatusOK, map[string]string{"detail": sentDetail[kind]})
+				return nil
+			}
+			if err != nil {
+				return p.internal("looking up user", err)
+			}
+		}
+		if e := p.sendCode(ctx, a, purposeLogin, ""); e != nil {
+			return e
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"detail": sentDetail[kind]})
+		return nil
+	}
+}
+
+// sendCode makes a code for alias and purpose, stores its hash, and sends
+// it. A code that could not be delivered is voided.
+func (p *Passwordless) sendCode(ctx context.Context, a Alias, purpose, userID string) *apiError {
+	code, err := newCode(p.CodeLength)
+	if err != nil {
+		return p.internal("generating code", err)
+	}
+	id, err := randomID()
+	if err != nil {
+		return p.internal("generating code id", err)
+	}
+	t := now()
+	c := Code{
+		ID: id, Alias: a.Key(), Purpose: purpose, UserID: userID,
+		Hash:      codeHash(p.hmacKey, a.Key(), purpose, code),
+		ExpiresAt: t.Add(time.Duration(p.CodeTTL)), CreatedAt: t,
+	}
+	if err := p.store.SaveCode(ctx, c); err != nil {
+		return p.internal("storing code", err)
+	}
+	err = p.senders[a.Kind].Send(ctx, Message{To: a.Value, Code: code, Purpose: purpose, TTL: time.Duration(p.CodeTTL)})
+	if err == nil {
+		return nil
+	}
+	// The code never reached its owner: nobody may redeem it.
+	if derr := p.store.DeleteCode(context.WithoutCancel(ctx), id); derr != nil {
+		p.logger.Error("voiding undelivered code", zap.Error(derr))
+	}
+	if errors.Is(err, errBadRecipient) {
+		p.logger.Info("provider refused recipient", zap.String("channel", string(a.Kind)), zap.Error(err))
+		return fieldError(string(a.Kind), map[AliasKind]string{
+			KindEmail:  "This email address cannot receive messages.",
+			KindMobile: "This mobile number cannot receive messages.",
+		}[a.Kind])
+	}
+	p.logger.Error("sending code failed", zap.String("channel", string(a.Kind)), zap.Error(err))
+	return &apiError{status: http.StatusServiceUnavailable, detail: "The code could not be sent. Please try again later."}
+}
+
+// invalidCode is the one answer to every failed exchange: wrong, expired,
+// used, unknown alias or another alias's code all look the same.
+var invalidCode = &apiError{status: http.StatusBadRequest, detail: "The code is invalid or has expired."}
+
+// redeem checks a presented code for alias and purpose. It answers the
+// stored code on success.
+func (p *Passwordless) redeem(ctx context.Context, a Alias, purpose, code string) (Code, *apiError) {
+	key := a.Key()
+	stored, res, err := p.store.RedeemCode(ctx, key, purpose, func(hash []byte) bool {
+		return subtle.ConstantTimeCompare(hash, codeHash(p.hmacKey, key, purpose, code)) == 1
+	}, p.MaxAttempts, now())
+	if err != nil {
+		return Code{}, p.internal("redeeming code", err)
+	}
+	if res != CodeOK {
+		return Code{}, invalidCode
+	}
+	return stored, nil
+}
+
+// demoCode returns the fixed code of a demo user.
+func (p *Passwordless) demoCode(a Alias) (string, bool) {
+	for _, d := range p.DemoUsers {
+		if da, err := parseAlias(d.Alias); err == nil && da == a {
+			return d.Code, true
+		}
+	}
+	return "", false
+}
+
+// serveToken is POST {prefix}/token: exchange a code for tokens.
+func (p *Passwordless) serveToken(w http.ResponseWriter, r *http.Request) *apiError {
+	a, code, e := p.exchangeFields(w, r)
+	if e != nil {
+		return e
+	}
+	ctx := context.WithoutCancel(r.Context())
+	demo, isDemo := p.demoCode(a)
+	if isDemo {
+		// A demo alias logs in only with its fixed code.
+		if subtle.ConstantTimeCompare([]byte(demo), []byte(code)) != 1 {
+			return invalidCode
+		}
+	} else if _, e := p.redeem(ctx, a, purposeLogin, code); e != nil {
+		return e
+	}
+	u, err := p.store.Login(ctx, a, *p.RegisterNewUsers || isDemo, now())
+	if errors.Is(err, ErrNotFound) {
+		return invalidCode
+	}
+	if err != nil {
+		return p.internal("logging in", err)
+	}
+	resp, e := p.newSession(ctx, u)
+	if e != nil {
+		return e
+	}
+	p.logger.Info("user logged in", zap.String("user", u.ID), zap.String("via", string(a.Kind)))
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+type tokenResponse struct {
+	Token        string `json:"token"`
+	RefreshToken string `json:"refresh_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+}
+
+// newSession starts a session for u and issues its first tokens.
+func (p *Passwordless) newSession(ctx context.Context, u User) (tokenResponse, *apiError) {
+	sid, err := randomID()
+	if err != nil {
+		return tokenResponse{}, p.internal("generating session id", err)
+	}
+	refresh, err := randomToken()
+	if err != nil {
+		return tokenResponse{}, p.internal("generating refresh token", err)
+	}
+	t := now()
+	refreshExp := t.Add(time.Duration(p.JWT.RefreshTTL))
+	s := Session{ID: sid, UserID: u.ID, CreatedAt: t, ExpiresAt: refreshExp}
+	if err := p.store.CreateSession(ctx, s, opaqueHash(refresh), refreshExp); err != nil {
+		return tokenResponse{}, p.internal("creating session", err)
+	}
+	return p.tokens(u, sid, refresh)
+}
+
+// tokens issues an access token for u in session sid, next to refresh.
+func (p *Passwordless) tokens(u User, sid, refresh string) (tokenResponse, *apiError) {
+	jti, err := randomID()
+	if err != nil {
+		return tokenResponse{}, p.internal("generating token id", err)
+	}
+	t := now()
+	ttl := time.Duration(p.JWT.TTL)
+	c := &Claims{
+		Email: u.Email, Mobile: u.Mobile, SessionID: sid,
+		RegisteredClaims: jwt.RegisteredClaims{
+			Subject: u.ID, ID: jti, Issuer: p.JWT.Issuer,
+			IssuedAt: jwt.NewNumericDate(t), ExpiresAt: jwt.NewNumericDate(t.Add(ttl)),
+		},
+	}
+	if p.JWT.Audience != "" {
+		c.Audience = jwt.ClaimStrings{p.JWT.Audience}
+	}
+	tok, err := p.keys.sign(c)
+	if err != nil {
+		return tokenResponse{}, p.internal("signing token", err)
+	}
+	return tokenResponse{Token: tok, RefreshToken: refresh, TokenType: "Bearer", ExpiresIn: int64(ttl / time.Second)}, nil
+}
+
+// internal logs a technical failure and answers 500 without its details.
+func (p *Passwordless) internal(what string, err error) *apiError {
+	p.logger.Error(what, zap.Error(err))
+	return &apiError{status: http.StatusInternalServerError, detail: "Internal error. Please try again later."}
+}
+
+const (
+	reasonMissing = "missing"
+	reasonInvalid = "invalid"
+	reasonRevoked = "revoked"
+)
+
+// unauthorized answers 401 as RFC 6750 asks.
+func (p *Passwordless) unauthorized(w http.ResponseWriter, reason string) {
+	if reason == reasonMissing {
+		w.Header().Set("WWW-Authenticate", `Bearer`)
+		writeError(w, &apiError{status: http.StatusUnauthorized, detail: "Authentication credentials were not provided."})
+		return
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+	writeError(w, &apiError{status: http.StatusUnauthorized, detail: "The token is invalid or has expired."})
+}

@@ -1,0 +1,100 @@
+package passwordless
+
+import (
+	"context"
+	"errors"
+	htmltemplate "html/template"
+	"io"
+	"strings"
+	"text/template"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Sender delivers a code to an alias. It is all the handler knows of SMTP,
+// Twilio or the log.
+type Sender interface {
+	Send(ctx context.Context, m Message) error
+}
+
+// Message is one code on its way to a person.
+type Message struct {
+	To      string // the normalised email address or E.164 number
+	Code    string
+	Purpose string // purposeLogin or purposeVerify
+	TTL     time.Duration
+}
+
+// errBadRecipient is what a sender answers when the provider refuses the
+// address or number itself: the user's input is wrong (400), not the
+// service (503).
+var errBadRecipient = errors.New("recipient refused by provider")
+
+// templateData is what message templates see.
+type templateData struct {
+	Code    string
+	Purpose string
+	Minutes int
+	To      string
+}
+
+func newTemplateData(m Message) templateData {
+	return templateData{Code: m.Code, Purpose: m.Purpose, Minutes: int(m.TTL.Round(time.Minute) / time.Minute), To: m.To}
+}
+
+// codePlaceholder is the short form users can write in templates and
+// messages instead of {{.Code}}.
+const codePlaceholder = "{code}"
+
+func expandCodePlaceholder(s string) string {
+	return strings.ReplaceAll(s, codePlaceholder, "{{.Code}}")
+}
+
+const defaultTextTemplate = `{{if eq .Purpose "verify"}}Use this code to verify your address: {{.Code}}{{else}}Your login code is {{.Code}}{{end}}
+
+It expires in {{.Minutes}} minutes. If you did not ask for it, you can ignore this message.
+`
+
+const defaultHTMLTemplate = `<!DOCTYPE html>
+<html lang="en"><body style="font-family: sans-serif">
+<p>{{if eq .Purpose "verify"}}Use this code to verify your address:{{else}}Your login code is:{{end}}</p>
+<p style="font-size: 2em; font-weight: bold; letter-spacing: 0.2em">{{.Code}}</p>
+<p>It expires in {{.Minutes}} minutes. If you did not ask for it, you can ignore this message.</p>
+</body></html>
+`
+
+func parseTextTemplate(name, src string) (*template.Template, error) {
+	return template.New(name).Option("missingkey=error").Parse(expandCodePlaceholder(src))
+}
+
+func parseHTMLTemplate(name, src string) (*htmltemplate.Template, error) {
+	return htmltemplate.New(name).Option("missingkey=error").Parse(expandCodePlaceholder(src))
+}
+
+func render(t interface {
+	Execute(w io.Writer, data any) error
+}, data templateData) (string, error) {
+	var b strings.Builder
+	err := t.Execute(&b, data)
+	return b.String(), err
+}
+
+// logSender writes messages to Caddy's log instead of sending them. It is
+// for development: it is the one place a code may appear in a log.
+type logSender struct {
+	logger  *zap.Logger
+	channel string
+	render  func(Message) (string, error)
+}
+
+func (s *logSender) Send(_ context.Context, m Message) error {
+	body, err := s.render(m)
+	if err != nil {
+		return err
+	}
+	s.logger.Warn("code not sent: log sender is for development only",
+		zap.String("channel", s.channel), zap.String("to", m.To), zap.String("purpose", m.Purpose),
+		zap.String("code", m.Code), zap.String("message", body))
+	return nil
+}

@@ -1,0 +1,134 @@
+package passwordless
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Store keeps everything that must outlive a request: codes, users,
+// sessions, keys and rate-limit counters. Every implementation passes the
+// same contract test (storage_test.go). Times are passed in by the caller so
+// that one clock, which tests can move, rules the whole plugin.
+type Store interface {
+	// Secret returns the value stored under name, storing generate's result
+	// first if there is none. Concurrent callers, on any instance, all get
+	// the value that was stored first.
+	Secret(ctx context.Context, name string, generate func() ([]byte, error)) ([]byte, error)
+
+	// SaveCode stores c as the only live code for its alias and purpose:
+	// older codes of that pair die.
+	SaveCode(ctx context.Context, c Code) error
+	// RedeemCode looks up the live code for alias and purpose and asks match
+	// whether the presented code fits its hash. On a match that is not
+	// expired, the code is consumed: of concurrent callers exactly one gets
+	// CodeOK. A mismatch counts an attempt; the code dies on the
+	// maxAttempts-th.
+	RedeemCode(ctx context.Context, alias, purpose string, match func(hash []byte) bool, maxAttempts int, now time.Time) (Code, CodeResult, error)
+	// DeleteCode voids one code, e.g. when it could not be delivered.
+	DeleteCode(ctx context.Context, id string) error
+
+	// UserByAlias returns the user that owns alias, or ErrNotFound.
+	UserByAlias(ctx context.Context, a Alias) (User, error)
+	// UserByID returns the user with that id, or ErrNotFound.
+	UserByID(ctx context.Context, id string) (User, error)
+	// Login returns the user that owns a, creating it when create is true
+	// (ErrNotFound otherwise), and marks a verified.
+	Login(ctx context.Context, a Alias, create bool, now time.Time) (User, error)
+	// LinkAlias gives a to the user and marks it verified. If another user
+	// owns a it answers ErrAliasTaken and changes nothing.
+	LinkAlias(ctx context.Context, userID string, a Alias) (User, error)
+
+	// CreateSession stores a new session with its first refresh token hash.
+	CreateSession(ctx context.Context, s Session, refreshHash []byte, refreshExpires time.Time) error
+	// RotateRefresh exchanges a live refresh token (by hash) for a new one in
+	// the same session. A token that was already used revokes its whole
+	// session and answers ErrRefreshReused; an unknown, expired or revoked
+	// one answers ErrNotFound.
+	RotateRefresh(ctx context.Context, oldHash, newHash []byte, newExpires, now time.Time) (Session, error)
+	// RevokeSession ends a session: its tokens stop working.
+	RevokeSession(ctx context.Context, id string) error
+	// SessionActive reports whether the session exists and is not revoked.
+	SessionActive(ctx context.Context, id string, now time.Time) (bool, error)
+
+	// Hit counts one event under key unless limit events already happened
+	// in the window ending now; then nothing is counted and it answers how
+	// long until the oldest of them leaves the window.
+	Hit(ctx context.Context, key string, limit int, window time.Duration, now time.Time) (retryAfter time.Duration, err error)
+	// Failure counts a wrong guess for alias and returns the count of
+	// consecutive failures; LockedUntil and ResetFailures read and clear it.
+	Failure(ctx context.Context, alias string, lockFor func(failures int) time.Duration, now time.Time) (failures int, lockedUntil time.Time, err error)
+	LockedUntil(ctx context.Context, alias string) (time.Time, error)
+	ResetFailures(ctx context.Context, alias string) error
+}
+
+// Store errors that callers act on.
+var (
+	ErrNotFound      = errors.New("not found")
+	ErrAliasTaken    = errors.New("alias belongs to another account")
+	ErrRefreshReused = errors.New("refresh token reused")
+)
+
+// Purposes keep codes of one kind from being redeemed as another: a code
+// sent to verify an alias can never log anybody in.
+const (
+	purposeLogin  = "login"
+	purposeVerify = "verify"
+)
+
+// Code is a one-time code as stored: never the digits, only their HMAC.
+type Code struct {
+	ID        string
+	Alias     string // normalised, with its kind: "email:a@b.c", "mobile:+1555..."
+	Purpose   string
+	UserID    string // for verify codes: the account that asked
+	Hash      []byte
+	ExpiresAt time.Time
+	CreatedAt time.Time
+}
+
+// CodeResult is the outcome of RedeemCode.
+type CodeResult int
+
+const (
+	CodeOK       CodeResult = iota
+	CodeMissing             // no live code for that alias and purpose
+	CodeWrong               // the code did not match; an attempt was counted
+	CodeExpired             // the code matched but its time was up
+	CodeConsumed            // another request redeemed it first
+)
+
+// AliasKind is what an alias is: an email address or a mobile number.
+type AliasKind string
+
+const (
+	KindEmail  AliasKind = "email"
+	KindMobile AliasKind = "mobile"
+)
+
+// Alias is a normalised email address or E.164 number.
+type Alias struct {
+	Kind  AliasKind
+	Value string
+}
+
+// Key is the alias as one string, used to key codes, limits and failures.
+func (a Alias) Key() string { return string(a.Kind) + ":" + a.Value }
+
+// User is an account.
+type User struct {
+	ID             string
+	Email          string
+	Mobile         string
+	EmailVerified  bool
+	MobileVerified bool
+	CreatedAt      time.Time
+}
+
+// Session is one login: the access and refresh tokens it issues die with it.
+type Session struct {
+	ID        string
+	UserID    string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}

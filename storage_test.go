@@ -1,0 +1,307 @@
+package passwordless
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// storeFactories lists every Store implementation; each runs the same
+// contract test.
+var storeFactories = map[string]func(t *testing.T) Store{
+	"sqlite": func(t *testing.T) Store {
+		s, err := openSQLite(filepath.Join(t.TempDir(), "contract.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { releaseSQLite(s) })
+		return s
+	},
+}
+
+func TestStoreContract(t *testing.T) {
+	for name, open := range storeFactories {
+		t.Run(name, func(t *testing.T) {
+			t.Run("secret generated once", func(t *testing.T) { testSecret(t, open(t)) })
+			t.Run("codes", func(t *testing.T) { testCodes(t, open(t)) })
+			t.Run("concurrent redeem", func(t *testing.T) { testConcurrentRedeem(t, open(t)) })
+			t.Run("users", func(t *testing.T) { testUsers(t, open(t)) })
+			t.Run("sessions", func(t *testing.T) { testSessions(t, open(t)) })
+			t.Run("hit", func(t *testing.T) { testHit(t, open(t)) })
+			t.Run("failures", func(t *testing.T) { testFailures(t, open(t)) })
+		})
+	}
+}
+
+func testSecret(t *testing.T, s Store) {
+	ctx := context.Background()
+	var calls atomic.Int32
+	gen := func() ([]byte, error) {
+		calls.Add(1)
+		return randomBytes(32)
+	}
+	var wg sync.WaitGroup
+	got := make([][]byte, 8)
+	for i := range got {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v, err := s.Secret(ctx, "k", gen)
+			if err != nil {
+				t.Error(err)
+			}
+			got[i] = v
+		}()
+	}
+	wg.Wait()
+	for _, v := range got[1:] {
+		if !bytes.Equal(v, got[0]) || len(v) != 32 {
+			t.Fatal("concurrent callers got different secrets")
+		}
+	}
+}
+
+func testCodes(t *testing.T, s Store) {
+	ctx := context.Background()
+	t0 := time.Now().Truncate(time.Millisecond) // stores keep milliseconds
+	eq := func(want []byte) func([]byte) bool { return func(h []byte) bool { return bytes.Equal(h, want) } }
+	save := func(id string, hash []byte) {
+		if err := s.SaveCode(ctx, Code{ID: id, Alias: "email:a@example.com", Purpose: purposeLogin, Hash: hash, ExpiresAt: t0.Add(time.Minute), CreatedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	redeem := func(hash []byte, at time.Time) CodeResult {
+		_, res, err := s.RedeemCode(ctx, "email:a@example.com", purposeLogin, eq(hash), 3, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if r := redeem([]byte("x"), t0); r != CodeMissing {
+		t.Fatalf("no code: %v", r)
+	}
+	save("1", []byte("one"))
+	save("2", []byte("two")) // kills "one"
+	if r := redeem([]byte("one"), t0); r != CodeWrong {
+		t.Fatalf("replaced code: %v", r)
+	}
+	if _, res, _ := s.RedeemCode(ctx, "email:a@example.com", purposeVerify, eq([]byte("two")), 3, t0); res != CodeMissing {
+		t.Fatalf("other purpose: %v", res)
+	}
+	if r := redeem([]byte("two"), t0); r != CodeOK {
+		t.Fatalf("right code: %v", r)
+	}
+	if r := redeem([]byte("two"), t0); r != CodeMissing {
+		t.Fatalf("reused code: %v", r)
+	}
+	save("3", []byte("three"))
+	if r := redeem([]byte("three"), t0.Add(time.Minute)); r != CodeExpired {
+		t.Fatalf("expired code: %v", r)
+	}
+	save("4", []byte("four"))
+	for range 3 {
+		if r := redeem([]byte("bad"), t0); r != CodeWrong {
+			t.Fatalf("wrong guess: %v", r)
+		}
+	}
+	if r := redeem([]byte("four"), t0); r != CodeMissing {
+		t.Fatalf("code survived max attempts: %v", r)
+	}
+	save("5", []byte("five"))
+	if err := s.DeleteCode(ctx, "5"); err != nil {
+		t.Fatal(err)
+	}
+	if r := redeem([]byte("five"), t0); r != CodeMissing {
+		t.Fatalf("deleted code: %v", r)
+	}
+}
+
+func testConcurrentRedeem(t *testing.T, s Store) {
+	ctx := context.Background()
+	t0 := time.Now().Truncate(time.Millisecond) // stores keep milliseconds
+	for round := range 5 {
+		if err := s.SaveCode(ctx, Code{ID: "c" + string(rune('a'+round)), Alias: "email:r@example.com", Purpose: purposeLogin, Hash: []byte("h"), ExpiresAt: t0.Add(time.Minute), CreatedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+		var ok atomic.Int32
+		var wg sync.WaitGroup
+		for range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, res, err := s.RedeemCode(ctx, "email:r@example.com", purposeLogin, func(h []byte) bool { return bytes.Equal(h, []byte("h")) }, 5, t0)
+				if err != nil {
+					t.Error(err)
+				}
+				if res == CodeOK {
+					ok.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		if ok.Load() != 1 {
+			t.Fatalf("round %d: %d winners", round, ok.Load())
+		}
+	}
+}
+
+func testUsers(t *testing.T, s Store) {
+	ctx := context.Background()
+	t0 := time.Now().Truncate(time.Millisecond) // stores keep milliseconds
+	a := Alias{Kind: KindEmail, Value: "u@example.com"}
+	if _, err := s.Login(ctx, a, false, t0); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("login without create: %v", err)
+	}
+	u, err := s.Login(ctx, a, true, t0)
+	if err != nil || u.ID == "" || u.Email != a.Value || !u.EmailVerified {
+		t.Fatalf("created %+v, %v", u, err)
+	}
+	again, err := s.Login(ctx, a, false, t0)
+	if err != nil || again.ID != u.ID {
+		t.Fatalf("second login %+v, %v", again, err)
+	}
+	m := Alias{Kind: KindMobile, Value: "+15551234567"}
+	linked, err := s.LinkAlias(ctx, u.ID, m)
+	if err != nil || linked.Mobile != m.Value || !linked.MobileVerified {
+		t.Fatalf("link %+v, %v", linked, err)
+	}
+	other, _ := s.Login(ctx, Alias{Kind: KindEmail, Value: "o@example.com"}, true, t0)
+	if _, err := s.LinkAlias(ctx, other.ID, m); !errors.Is(err, ErrAliasTaken) {
+		t.Fatalf("link of a taken alias: %v", err)
+	}
+	if byM, _ := s.UserByAlias(ctx, m); byM.ID != u.ID {
+		t.Fatal("taken alias moved")
+	}
+	if _, err := s.UserByID(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown id: %v", err)
+	}
+}
+
+func testSessions(t *testing.T, s Store) {
+	ctx := context.Background()
+	t0 := time.Now().Truncate(time.Millisecond) // stores keep milliseconds
+	u, _ := s.Login(ctx, Alias{Kind: KindEmail, Value: "s@example.com"}, true, t0)
+	sess := Session{ID: "s1", UserID: u.ID, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}
+	if err := s.CreateSession(ctx, sess, []byte("r1"), t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := s.SessionActive(ctx, "s1", t0); !ok {
+		t.Fatal("new session inactive")
+	}
+	if _, err := s.RotateRefresh(ctx, []byte("r1"), []byte("r2"), t0.Add(time.Hour), t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RotateRefresh(ctx, []byte("r1"), []byte("r3"), t0.Add(time.Hour), t0); !errors.Is(err, ErrRefreshReused) {
+		t.Fatalf("reuse: %v", err)
+	}
+	if ok, _ := s.SessionActive(ctx, "s1", t0); ok {
+		t.Fatal("reuse did not revoke the session")
+	}
+	if _, err := s.RotateRefresh(ctx, []byte("r2"), []byte("r4"), t0.Add(time.Hour), t0); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("rotation in a revoked session: %v", err)
+	}
+	s.CreateSession(ctx, Session{ID: "s2", UserID: u.ID, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, []byte("q1"), t0.Add(time.Hour))
+	if _, err := s.RotateRefresh(ctx, []byte("q1"), []byte("q2"), t0.Add(3*time.Hour), t0.Add(2*time.Hour)); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("expired refresh token: %v", err)
+	}
+	if err := s.RevokeSession(ctx, "s2"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := s.SessionActive(ctx, "s2", t0); ok {
+		t.Fatal("revoked session active")
+	}
+}
+
+func testHit(t *testing.T, s Store) {
+	ctx := context.Background()
+	t0 := time.Now().Truncate(time.Millisecond) // stores keep milliseconds
+	for i := range 3 {
+		if wait, err := s.Hit(ctx, "k", 3, time.Hour, t0.Add(time.Duration(i)*time.Minute)); err != nil || wait != 0 {
+			t.Fatalf("hit %d: %v %v", i, wait, err)
+		}
+	}
+	wait, err := s.Hit(ctx, "k", 3, time.Hour, t0.Add(10*time.Minute))
+	if err != nil || wait != 50*time.Minute {
+		t.Fatalf("over the limit: wait %v, %v; want 50m", wait, err)
+	}
+	if wait, _ := s.Hit(ctx, "k", 3, time.Hour, t0.Add(time.Hour)); wait != 0 {
+		t.Fatalf("after the oldest left the window: %v", wait)
+	}
+	// Exact under concurrency: 50 callers, limit 7, exactly 7 pass.
+	var passed atomic.Int32
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w, err := s.Hit(ctx, "c", 7, time.Hour, t0)
+			if err != nil {
+				t.Error(err)
+			}
+			if w == 0 {
+				passed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if passed.Load() != 7 {
+		t.Fatalf("%d passed a limit of 7", passed.Load())
+	}
+}
+
+func testFailures(t *testing.T, s Store) {
+	ctx := context.Background()
+	t0 := time.Now().Truncate(time.Millisecond) // stores keep milliseconds
+	lock := func(n int) time.Duration {
+		if n >= 3 {
+			return time.Minute
+		}
+		return 0
+	}
+	for i := 1; i <= 3; i++ {
+		n, until, err := s.Failure(ctx, "a", lock, t0)
+		if err != nil || n != i {
+			t.Fatalf("failure %d: %d %v", i, n, err)
+		}
+		if (i == 3) != !until.IsZero() {
+			t.Fatalf("failure %d: locked until %v", i, until)
+		}
+	}
+	if until, _ := s.LockedUntil(ctx, "a"); !until.Equal(t0.Add(time.Minute).Truncate(time.Millisecond)) {
+		t.Fatalf("locked until %v", until)
+	}
+	if err := s.ResetFailures(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if until, _ := s.LockedUntil(ctx, "a"); !until.IsZero() {
+		t.Fatalf("still locked after reset: %v", until)
+	}
+}
+
+func TestSQLiteHandleShared(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "shared.db")
+	a, err := openSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := openSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a != b {
+		t.Fatal("two handles for one file")
+	}
+	releaseSQLite(a)
+	if err := b.db.Ping(); err != nil {
+		t.Fatalf("closed while still in use: %v", err)
+	}
+	releaseSQLite(b)
+	if err := b.db.Ping(); err == nil {
+		t.Fatal("still open after the last release")
+	}
+}

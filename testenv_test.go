@@ -1,0 +1,259 @@
+package passwordless
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+)
+
+// testClock is the plugin's clock in tests: real time plus an offset the
+// test moves, so a test can skip an hour without waiting for it.
+type testClock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+var clock = new(testClock)
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.offset += d
+}
+
+func TestMain(m *testing.M) {
+	now = clock.Now
+	dir, err := os.MkdirTemp("", "pwl-test-ca")
+	if err != nil {
+		panic(err)
+	}
+	if err := setupTestCA(dir); err != nil {
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const (
+	testPort = 9080
+	testBase = "http://localhost:9080"
+)
+
+// upstream is the backend behind the protection; it reports what it got.
+type upstream struct {
+	*httptest.Server
+	mu   sync.Mutex
+	seen []http.Header
+}
+
+func startUpstream(t testing.TB) *upstream {
+	u := &upstream{}
+	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.mu.Lock()
+		u.seen = append(u.seen, r.Header.Clone())
+		u.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]string{
+			"path":   r.URL.Path,
+			"id":     r.Header.Get("X-Auth-User-Id"),
+			"email":  r.Header.Get("X-Auth-User-Email"),
+			"mobile": r.Header.Get("X-Auth-User-Mobile"),
+		})
+	}))
+	t.Cleanup(u.Close)
+	return u
+}
+
+func (u *upstream) requests() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.seen)
+}
+
+func (u *upstream) lastHeader() http.Header {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.seen) == 0 {
+		return nil
+	}
+	return u.seen[len(u.seen)-1]
+}
+
+// env is one Caddy, started from a Caddyfile, with a real SMTP server, a
+// real SQLite file and an upstream that reports what it received.
+type env struct {
+	t        testing.TB
+	tester   *caddytest.Tester
+	smtp     *smtpServer
+	upstream *upstream
+	db       string
+}
+
+type envOption func(*envConfig)
+
+type envConfig struct {
+	extra   string // more passwordless subdirectives
+	email   string // the email block; default: SMTP to the test server
+	site    string // more site directives, before reverse_proxy
+	db      string
+	noEmail bool
+}
+
+func withConfig(s string) envOption { return func(c *envConfig) { c.extra += "\n" + s } }
+func withEmail(s string) envOption  { return func(c *envConfig) { c.email = s } }
+func withSite(s string) envOption   { return func(c *envConfig) { c.site += "\n" + s } }
+func withDB(path string) envOption  { return func(c *envConfig) { c.db = path } }
+func withoutEmail() envOption       { return func(c *envConfig) { c.noEmail = true } }
+
+func newEnv(t testing.TB, opts ...envOption) *env {
+	t.Helper()
+	e := &env{t: t, smtp: startSMTP(t), upstream: startUpstream(t)}
+	cfg := envConfig{db: filepath.Join(t.TempDir(), "pwl.db")}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	e.db = cfg.db
+	if cfg.email == "" && !cfg.noEmail {
+		cfg.email = fmt.Sprintf(`email {
+			from "Login <login@example.com>"
+			smtp %s {
+				tls none
+				timeout 5s
+			}
+		}`, e.smtp.addr)
+	}
+	caddyfile := fmt.Sprintf(`{
+	admin localhost:2999
+	http_port %d
+	https_port 9443
+	auto_https off
+	skip_install_trust
+	grace_period 1ms
+}
+http://localhost:%d {
+	passwordless {
+		storage sqlite %s
+		%s
+		%s
+	}
+	%s
+	reverse_proxy %s
+}
+`, testPort, testPort, e.db, cfg.email, cfg.extra, cfg.site, strings.TrimPrefix(e.upstream.URL, "http://"))
+	e.tester = caddytest.NewTester(t)
+	e.tester.InitServer(caddyfile, "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
+	return e
+}
+
+// response is what a client saw.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+	json   map[string]any
+}
+
+func (r response) str(key string) string {
+	s, _ := r.json[key].(string)
+	return s
+}
+
+func (e *env) do(method, path string, header http.Header, body io.Reader) response {
+	e.t.Helper()
+	req, err := http.NewRequest(method, testBase+path, body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
+	client := &http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err := client.Do(req)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	r := response{status: res.StatusCode, header: res.Header, body: b}
+	_ = json.Unmarshal(b, &r.json)
+	return r
+}
+
+// postForm posts a form-encoded body, as drfpasswordless's tests do.
+func (e *env) postForm(path string, fields map[string]string, header ...string) response {
+	e.t.Helper()
+	v := url.Values{}
+	for k, val := range fields {
+		v.Set(k, val)
+	}
+	h := http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}
+	for i := 0; i+1 < len(header); i += 2 {
+		h.Set(header[i], header[i+1])
+	}
+	return e.do(http.MethodPost, path, h, strings.NewReader(v.Encode()))
+}
+
+// postJSON posts a JSON body.
+func (e *env) postJSON(path string, body any, header ...string) response {
+	e.t.Helper()
+	b, err := json.Marshal(body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	h := http.Header{"Content-Type": {"application/json"}}
+	for i := 0; i+1 < len(header); i += 2 {
+		h.Set(header[i], header[i+1])
+	}
+	return e.do(http.MethodPost, path, h, strings.NewReader(string(b)))
+}
+
+func (e *env) get(path string, header ...string) response {
+	e.t.Helper()
+	h := http.Header{}
+	for i := 0; i+1 < len(header); i += 2 {
+		h.Set(header[i], header[i+1])
+	}
+	return e.do(http.MethodGet, path, h, nil)
+}
+
+// login runs the whole email flow and returns the token response.
+func (e *env) login(email string) response {
+	e.t.Helper()
+	r := e.postForm("/auth/email/", map[string]string{"email": email})
+	expectStatus(e.t, r, http.StatusOK)
+	code := e.smtp.code(e.t, email)
+	r = e.postForm("/auth/token/", map[string]string{"email": email, "token": code})
+	expectStatus(e.t, r, http.StatusOK)
+	return r
+}
+
+func expectStatus(t testing.TB, r response, want int) {
+	t.Helper()
+	if r.status != want {
+		t.Fatalf("status %d, want %d; body: %s", r.status, want, r.body)
+	}
+}
+
+func bearer(tok string) []string { return []string{"Authorization", "Bearer " + tok} }
