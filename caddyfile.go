@@ -139,6 +139,14 @@ func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := p.JWT.unmarshal(d); err != nil {
 				return err
 			}
+		case "rate_limit":
+			if p.RateLimit != nil {
+				return d.Err("rate_limit is given twice")
+			}
+			p.RateLimit = new(RateLimitConfig)
+			if err := p.RateLimit.unmarshal(d); err != nil {
+				return err
+			}
 		case "protect":
 			args := d.RemainingArgs()
 			if len(args) == 0 {
@@ -281,6 +289,50 @@ func (j *JWTConfig) unmarshal(d *caddyfile.Dispenser) error {
 			}
 		default:
 			return d.Errf("unrecognized jwt subdirective %q", d.Val())
+		}
+	}
+	return nil
+}
+
+func (rl *RateLimitConfig) unmarshal(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "send_interval":
+			var v string
+			if err := oneArg(d, &v); err != nil {
+				return err
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur < 0 {
+				return d.Errf("send_interval: %q is not a duration (like 60s; 0s turns the check off)", v)
+			}
+			iv := caddy.Duration(dur)
+			rl.SendInterval = &iv
+		case "per_alias", "per_ip":
+			name := d.Val()
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("%s needs a count and a window, like: %s 5 1h", name, name)
+			}
+			n, err := strconv.Atoi(args[0])
+			if err != nil || n < 1 {
+				return d.Errf("%s: the count must be a whole number of at least 1, not %q", name, args[0])
+			}
+			w, err := caddy.ParseDuration(args[1])
+			if err != nil || w <= 0 {
+				return d.Errf("%s: the window must be a positive duration (like 1h), not %q", name, args[1])
+			}
+			l := &Limit{Count: n, Window: caddy.Duration(w)}
+			if name == "per_alias" {
+				rl.PerAlias = l
+			} else {
+				rl.PerIP = l
+			}
+		default:
+			return d.Errf("unrecognized rate_limit subdirective %q", d.Val())
 		}
 	}
 	return nil

@@ -201,24 +201,30 @@ func (p *Passwordless) serveSend(kind AliasKind) func(http.ResponseWriter, *http
 			return e
 		}
 		ctx := r.Context()
+		// Limits come first and hold alike for known, unknown and demo
+		// aliases, so they tell nothing about which is which.
+		if e := p.allowIP(r); e != nil {
+			return e
+		}
+		if e := p.allowSend(ctx, a); e != nil {
+			return e
+		}
 		if _, ok := p.demoCode(a); ok {
 			// The demo code is fixed and known: nothing to send.
 			writeJSON(w, http.StatusOK, map[string]string{"detail": sentDetail[kind]})
 			return nil
 		}
+		deliver := true
 		if !*p.RegisterNewUsers {
 			_, err := p.store.UserByAlias(ctx, a)
-			if errors.Is(err, ErrNotFound) {
-				// Same answer as for a known alias, and nothing sent: the
-				// response must not tell whether an account exists.
-				writeJSON(w, http.StatusOK, map[string]string{"detail": sentDetail[kind]})
-				return nil
-			}
-			if err != nil {
+			if err != nil && !errors.Is(err, ErrNotFound) {
 				return p.internal("looking up user", err)
 			}
+			// An unknown alias gets the same work, answer and time as a
+			// known one, but nothing is sent and its code can never log in.
+			deliver = err == nil
 		}
-		if e := p.sendCode(ctx, a, purposeLogin, ""); e != nil {
+		if e := p.sendCode(ctx, a, purposeLogin, "", deliver); e != nil {
 			return e
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"detail": sentDetail[kind]})
@@ -228,7 +234,7 @@ func (p *Passwordless) serveSend(kind AliasKind) func(http.ResponseWriter, *http
 
 // sendCode makes a code for alias and purpose, stores its hash, and sends
 // it. A code that could not be delivered is voided.
-func (p *Passwordless) sendCode(ctx context.Context, a Alias, purpose, userID string) *apiError {
+func (p *Passwordless) sendCode(ctx context.Context, a Alias, purpose, userID string, deliver bool) *apiError {
 	code, err := newCode(p.CodeLength)
 	if err != nil {
 		return p.internal("generating code", err)
@@ -246,8 +252,14 @@ func (p *Passwordless) sendCode(ctx context.Context, a Alias, purpose, userID st
 	if err := p.store.SaveCode(ctx, c); err != nil {
 		return p.internal("storing code", err)
 	}
+	if !deliver {
+		p.timers[a.Kind].imitate(ctx)
+		return nil
+	}
+	start := time.Now()
 	err = p.senders[a.Kind].Send(ctx, Message{To: a.Value, Code: code, Purpose: purpose, TTL: time.Duration(p.CodeTTL)})
 	if err == nil {
+		p.timers[a.Kind].observe(time.Since(start))
 		return nil
 	}
 	// The code never reached its owner: nobody may redeem it.
@@ -302,21 +314,34 @@ func (p *Passwordless) serveToken(w http.ResponseWriter, r *http.Request) *apiEr
 		return e
 	}
 	ctx := context.WithoutCancel(r.Context())
+	if e := p.checkLock(ctx, a); e != nil {
+		return e
+	}
 	demo, isDemo := p.demoCode(a)
 	if isDemo {
+		// A fixed code is only as safe as the limits around it.
+		if e := p.allowIP(r); e != nil {
+			return e
+		}
 		// A demo alias logs in only with its fixed code.
 		if subtle.ConstantTimeCompare([]byte(demo), []byte(code)) != 1 {
-			return invalidCode
+			return p.failed(ctx, a)
 		}
 	} else if _, e := p.redeem(ctx, a, purposeLogin, code); e != nil {
+		if e == invalidCode {
+			return p.failed(ctx, a)
+		}
 		return e
 	}
 	u, err := p.store.Login(ctx, a, *p.RegisterNewUsers || isDemo, now())
 	if errors.Is(err, ErrNotFound) {
-		return invalidCode
+		return p.failed(ctx, a)
 	}
 	if err != nil {
 		return p.internal("logging in", err)
+	}
+	if err := p.store.ResetFailures(ctx, a.Key()); err != nil {
+		return p.internal("resetting failures", err)
 	}
 	resp, e := p.newSession(ctx, u)
 	if e != nil {

@@ -68,6 +68,9 @@ type Passwordless struct {
 	// How tokens are signed and how long they live.
 	JWT *JWTConfig `json:"jwt,omitempty"`
 
+	// Limits on sending codes. Defaults apply when absent.
+	RateLimit *RateLimitConfig `json:"rate_limit,omitempty"`
+
 	// Paths (Caddy path matcher syntax) that need a valid token.
 	// Default: `/*`. The endpoints under the prefix are never protected.
 	Protect []string `json:"protect,omitempty"`
@@ -80,6 +83,7 @@ type Passwordless struct {
 	hmacKey  []byte
 	keys     *keySet
 	senders  map[AliasKind]Sender
+	timers   map[AliasKind]*sendTimer
 	protect  caddyhttp.MatchPath
 	public   caddyhttp.MatchPath
 	logger   *zap.Logger
@@ -227,6 +231,10 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 		env(&p.DemoUsers[i].Alias)
 		env(&p.DemoUsers[i].Code)
 	}
+	if p.RateLimit == nil {
+		p.RateLimit = new(RateLimitConfig)
+	}
+	p.RateLimit.provision()
 	if p.Storage == nil {
 		p.Storage = new(StorageConfig)
 	}
@@ -253,6 +261,7 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 	}
 
 	p.senders = make(map[AliasKind]Sender)
+	p.timers = map[AliasKind]*sendTimer{KindEmail: new(sendTimer), KindMobile: new(sendTimer)}
 	if p.Email != nil {
 		s, err := p.Email.provision(env, p.logger)
 		if err != nil {
@@ -321,6 +330,11 @@ func (p *Passwordless) Validate() error {
 	}
 	if j.TTL < 0 || j.RefreshTTL < 0 {
 		return errors.New("jwt: ttl and refresh_ttl must be positive")
+	}
+	if p.RateLimit != nil && p.RateLimit.SendInterval != nil {
+		if err := p.RateLimit.validate(); err != nil {
+			return err
+		}
 	}
 	for _, d := range p.DemoUsers {
 		if _, err := parseAlias(d.Alias); err != nil {

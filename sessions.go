@@ -140,7 +140,13 @@ func (p *Passwordless) serveSendVerify(kind AliasKind) func(http.ResponseWriter,
 		if e != nil {
 			return e
 		}
-		if e := p.sendCode(r.Context(), a, purposeVerify, c.Subject); e != nil {
+		if e := p.allowIP(r); e != nil {
+			return e
+		}
+		if e := p.allowSend(r.Context(), a); e != nil {
+			return e
+		}
+		if e := p.sendCode(r.Context(), a, purposeVerify, c.Subject, true); e != nil {
 			return e
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"detail": "A verification code has been sent to your " + string(kind) + "."})
@@ -160,14 +166,20 @@ func (p *Passwordless) serveVerify(w http.ResponseWriter, r *http.Request) *apiE
 		return e
 	}
 	ctx := context.WithoutCancel(r.Context())
+	if e := p.checkLock(ctx, a); e != nil {
+		return e
+	}
 	stored, e := p.redeem(ctx, a, purposeVerify, code)
+	if e == invalidCode {
+		return p.failed(ctx, a)
+	}
 	if e != nil {
 		return e
 	}
 	// The code proves the alias to the account that asked for it, not to
 	// whoever presents it.
 	if stored.UserID != c.Subject {
-		return invalidCode
+		return p.failed(ctx, a)
 	}
 	u, err := p.store.LinkAlias(ctx, c.Subject, a)
 	if errors.Is(err, ErrAliasTaken) {
@@ -175,6 +187,9 @@ func (p *Passwordless) serveVerify(w http.ResponseWriter, r *http.Request) *apiE
 	}
 	if err != nil {
 		return p.internal("linking alias", err)
+	}
+	if err := p.store.ResetFailures(ctx, a.Key()); err != nil {
+		return p.internal("resetting failures", err)
 	}
 	writeJSON(w, http.StatusOK, meResponse{ID: u.ID, Email: orNull(u.Email), Mobile: orNull(u.Mobile),
 		EmailVerified: u.EmailVerified, MobileVerified: u.MobileVerified})

@@ -115,6 +115,7 @@ type envConfig struct {
 	email   string // the email block; default: SMTP to the test server
 	site    string // more site directives, before reverse_proxy
 	db      string
+	global  string // more global options
 	noEmail bool
 }
 
@@ -122,6 +123,7 @@ func withConfig(s string) envOption { return func(c *envConfig) { c.extra += "\n
 func withEmail(s string) envOption  { return func(c *envConfig) { c.email = s } }
 func withSite(s string) envOption   { return func(c *envConfig) { c.site += "\n" + s } }
 func withDB(path string) envOption  { return func(c *envConfig) { c.db = path } }
+func withGlobal(s string) envOption { return func(c *envConfig) { c.global += "\n" + s } }
 func withoutEmail() envOption       { return func(c *envConfig) { c.noEmail = true } }
 
 func newEnv(t testing.TB, opts ...envOption) *env {
@@ -148,6 +150,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	auto_https off
 	skip_install_trust
 	grace_period 1ms
+	%s
 }
 http://localhost:%d {
 	passwordless {
@@ -158,7 +161,7 @@ http://localhost:%d {
 	%s
 	reverse_proxy %s
 }
-`, testPort, testPort, e.db, cfg.email, cfg.extra, cfg.site, strings.TrimPrefix(e.upstream.URL, "http://"))
+`, testPort, cfg.global, testPort, e.db, cfg.email, cfg.extra, cfg.site, strings.TrimPrefix(e.upstream.URL, "http://"))
 	e.tester = caddytest.NewTester(t)
 	e.tester.InitServer(caddyfile, "caddyfile")
 	if t.Failed() {

@@ -1,0 +1,266 @@
+package passwordless
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestSendIntervalLimit(t *testing.T) {
+	e := newEnv(t)
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "iv@example.com"}), http.StatusOK)
+	r := e.postForm("/auth/email/", map[string]string{"email": "IV@example.com"})
+	expectStatus(t, r, http.StatusTooManyRequests)
+	if r.header.Get("Retry-After") != "60" || r.str("detail") == "" {
+		t.Fatalf("Retry-After %q, body %s", r.header.Get("Retry-After"), r.body)
+	}
+	if n := len(e.smtp.all()); n != 1 {
+		t.Fatalf("%d messages sent, want 1", n)
+	}
+	clock.Advance(30 * time.Second)
+	r = e.postForm("/auth/email/", map[string]string{"email": "iv@example.com"})
+	if r.header.Get("Retry-After") != "30" {
+		t.Fatalf("after 30s: Retry-After %q", r.header.Get("Retry-After"))
+	}
+	clock.Advance(30 * time.Second)
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "iv@example.com"}), http.StatusOK)
+}
+
+func TestSendIntervalOff(t *testing.T) {
+	e := newEnv(t, withConfig("rate_limit {\n send_interval 0s\n}"))
+	for range 3 {
+		expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "again@example.com"}), http.StatusOK)
+	}
+}
+
+func TestPerAliasLimit(t *testing.T) {
+	e := newEnv(t, withConfig("rate_limit {\n send_interval 0s\n per_alias 3 1h\n}"))
+	for range 3 {
+		expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "pa@example.com"}), http.StatusOK)
+		clock.Advance(10 * time.Minute)
+	}
+	r := e.postForm("/auth/email/", map[string]string{"email": "pa@example.com"})
+	expectStatus(t, r, http.StatusTooManyRequests)
+	if r.header.Get("Retry-After") != "1800" { // the first send leaves the window 30 minutes from now
+		t.Fatalf("Retry-After %q", r.header.Get("Retry-After"))
+	}
+	// Other aliases are not affected.
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "other@example.com"}), http.StatusOK)
+	clock.Advance(30 * time.Minute)
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "pa@example.com"}), http.StatusOK)
+}
+
+func TestPerIPLimitIgnoresForgedHeaders(t *testing.T) {
+	e := newEnv(t, withConfig("rate_limit {\n per_ip 3 1h\n}"))
+	for i := range 3 {
+		r := e.postForm("/auth/email/", map[string]string{"email": fmt.Sprintf("ip%d@example.com", i)}, "X-Forwarded-For", fmt.Sprintf("203.0.113.%d", i))
+		expectStatus(t, r, http.StatusOK)
+	}
+	// No trusted proxies: the header cannot move the client to a new bucket.
+	r := e.postForm("/auth/email/", map[string]string{"email": "ip9@example.com"}, "X-Forwarded-For", "198.51.100.9")
+	expectStatus(t, r, http.StatusTooManyRequests)
+	if r.header.Get("Retry-After") == "" {
+		t.Fatal("no Retry-After")
+	}
+}
+
+func TestPerIPLimitHonoursTrustedProxies(t *testing.T) {
+	e := newEnv(t, withConfig("rate_limit {\n per_ip 2 1h\n}"),
+		withGlobal("servers {\n trusted_proxies static 127.0.0.1/8 ::1\n}"))
+	send := func(ip, email string) response {
+		return e.postForm("/auth/email/", map[string]string{"email": email}, "X-Forwarded-For", ip)
+	}
+	expectStatus(t, send("203.0.113.1", "a1@example.com"), http.StatusOK)
+	expectStatus(t, send("203.0.113.1", "a2@example.com"), http.StatusOK)
+	expectStatus(t, send("203.0.113.1", "a3@example.com"), http.StatusTooManyRequests)
+	// Another client behind the same proxy has its own bucket.
+	expectStatus(t, send("203.0.113.2", "a4@example.com"), http.StatusOK)
+}
+
+// TestPerAliasLimitExactUnderConcurrency hammers one alias from many
+// goroutines: exactly the limit gets through, and exactly that many mails.
+func TestPerAliasLimitExactUnderConcurrency(t *testing.T) {
+	e := newEnv(t, withConfig("rate_limit {\n send_interval 0s\n per_alias 5 1h\n per_ip 1000 1h\n}"))
+	const n = 40
+	var wg sync.WaitGroup
+	statuses := make([]int, n)
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			statuses[i] = e.postForm("/auth/email/", map[string]string{"email": "hammer@example.com"}).status
+		}()
+	}
+	close(start)
+	wg.Wait()
+	count := map[int]int{}
+	for _, s := range statuses {
+		count[s]++
+	}
+	if count[http.StatusOK] != 5 || count[http.StatusTooManyRequests] != n-5 {
+		t.Fatalf("statuses %v, want 5 × 200 and %d × 429", count, n-5)
+	}
+	if got := len(e.smtp.all()); got != 5 {
+		t.Fatalf("%d mails sent, want 5", got)
+	}
+}
+
+// wrongCode returns a code of the right length that is not code.
+func wrongCode(code string, i int) string {
+	w := fmt.Sprintf("%06d", (i*7919)%1000000)
+	if w == code {
+		w = fmt.Sprintf("%06d", (i*7919+1)%1000000)
+	}
+	return w
+}
+
+func TestLockoutAcrossCodes(t *testing.T) {
+	e := newEnv(t, withConfig("max_attempts 3\nrate_limit {\n send_interval 0s\n per_alias 100 1h\n}"))
+	alias := "lock@example.com"
+	guess := func(code string) response {
+		return e.postForm("/auth/token/", map[string]string{"email": alias, "token": code})
+	}
+	failures := 0
+	for failures < lockoutThreshold-1 {
+		// A new code each round: it must not reset the count.
+		expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": alias}), http.StatusOK)
+		code := e.smtp.code(t, alias)
+		for i := 0; i < 3 && failures < lockoutThreshold-1; i++ {
+			expectStatus(t, guess(wrongCode(code, failures)), http.StatusBadRequest)
+			failures++
+		}
+	}
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": alias}), http.StatusOK)
+	code := e.smtp.code(t, alias)
+	r := guess(wrongCode(code, 99)) // the threshold-th failure locks
+	expectStatus(t, r, http.StatusTooManyRequests)
+	if r.header.Get("Retry-After") != "60" {
+		t.Fatalf("Retry-After %q", r.header.Get("Retry-After"))
+	}
+	// Locked: even the right code is refused, and the attempt is not a guess.
+	expectStatus(t, guess(code), http.StatusTooManyRequests)
+	clock.Advance(61 * time.Second)
+	// The next failure doubles the back-off.
+	r = guess(wrongCode(code, 98))
+	expectStatus(t, r, http.StatusTooManyRequests)
+	if r.header.Get("Retry-After") != "120" {
+		t.Fatalf("second lock: Retry-After %q", r.header.Get("Retry-After"))
+	}
+	clock.Advance(121 * time.Second)
+	// The code died at max_attempts meanwhile; a new one logs in and
+	// resets the count.
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": alias}), http.StatusOK)
+	expectStatus(t, guess(e.smtp.code(t, alias)), http.StatusOK)
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": alias}), http.StatusOK)
+	expectStatus(t, guess(wrongCode(e.smtp.code(t, alias), 1)), http.StatusBadRequest)
+}
+
+// sameResponse compares two responses byte for byte, but for Date.
+func sameResponse(t *testing.T, what string, a, b response) {
+	t.Helper()
+	if a.status != b.status || string(a.body) != string(b.body) {
+		t.Fatalf("%s: %d %s  vs  %d %s", what, a.status, a.body, b.status, b.body)
+	}
+	for k := range a.header {
+		if k != "Date" && strings.Join(a.header[k], ",") != strings.Join(b.header[k], ",") {
+			t.Fatalf("%s: header %s %q vs %q", what, k, a.header[k], b.header[k])
+		}
+	}
+	if len(a.header) != len(b.header) {
+		t.Fatalf("%s: headers %v vs %v", what, a.header, b.header)
+	}
+}
+
+func TestNoAccountEnumeration(t *testing.T) {
+	e := newEnv(t, withConfig("register_new_users false\nmax_attempts 3"))
+	// An account made before registration was closed.
+	s, err := openSQLite(e.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Login(context.Background(), Alias{Kind: KindEmail, Value: "known@example.com"}, true, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	releaseSQLite(s)
+
+	known := e.postForm("/auth/email/", map[string]string{"email": "known@example.com"})
+	unknown := e.postForm("/auth/email/", map[string]string{"email": "unknown@example.com"})
+	expectStatus(t, known, http.StatusOK)
+	sameResponse(t, "code request", known, unknown)
+	if len(e.smtp.all()) != 1 {
+		t.Fatalf("%d mails; only the known address may get one", len(e.smtp.all()))
+	}
+	code := e.smtp.code(t, "known@example.com")
+
+	k := e.postForm("/auth/token/", map[string]string{"email": "known@example.com", "token": wrongCode(code, 1)})
+	u := e.postForm("/auth/token/", map[string]string{"email": "unknown@example.com", "token": wrongCode(code, 1)})
+	expectStatus(t, k, http.StatusBadRequest)
+	sameResponse(t, "wrong code", k, u)
+
+	// Limits and lockout behave alike too.
+	k = e.postForm("/auth/email/", map[string]string{"email": "known@example.com"})
+	u = e.postForm("/auth/email/", map[string]string{"email": "unknown@example.com"})
+	expectStatus(t, k, http.StatusTooManyRequests)
+	sameResponse(t, "send interval", k, u)
+	for i := 2; i <= lockoutThreshold; i++ {
+		k = e.postForm("/auth/token/", map[string]string{"email": "known@example.com", "token": wrongCode(code, i)})
+		u = e.postForm("/auth/token/", map[string]string{"email": "unknown@example.com", "token": wrongCode(code, i)})
+	}
+	expectStatus(t, k, http.StatusTooManyRequests)
+	sameResponse(t, "lockout", k, u)
+}
+
+func TestDemoUser(t *testing.T) {
+	e := newEnv(t, withConfig("demo_user Review@Example.com 246810\nregister_new_users false\nrate_limit {\n per_ip 3 1h\n}"))
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "review@example.com"}), http.StatusOK)
+	if n := len(e.smtp.all()); n != 0 {
+		t.Fatalf("the demo code was sent (%d mails)", n)
+	}
+	// Only for that alias.
+	expectStatus(t, e.postForm("/auth/token/", map[string]string{"email": "someone@example.com", "token": "246810"}), http.StatusBadRequest)
+	expectStatus(t, e.postForm("/auth/token/", map[string]string{"email": "review@example.com", "token": "246811"}), http.StatusBadRequest)
+	r := e.postForm("/auth/token/", map[string]string{"email": "review@example.com", "token": "246810"})
+	expectStatus(t, r, http.StatusOK)
+	expectStatus(t, e.get("/app", bearer(r.str("token"))...), http.StatusOK)
+	// Still under the per-IP limit: 1 code request + 2 demo exchanges so far.
+	expectStatus(t, e.postForm("/auth/token/", map[string]string{"email": "review@example.com", "token": "246810"}), http.StatusTooManyRequests)
+}
+
+func TestBadInputIs400(t *testing.T) {
+	e := newEnv(t)
+	post := func(ct, body string) response {
+		return e.do(http.MethodPost, "/auth/email/", http.Header{"Content-Type": {ct}}, strings.NewReader(body))
+	}
+	for name, tc := range map[string]struct{ ct, body string }{
+		"invalid utf-8":     {"application/json", "{\"email\": \"a\xff@example.com\"}"},
+		"nul byte":          {"application/json", `{"email": "a\u0000@example.com"}`},
+		"nul in form":       {"application/x-www-form-urlencoded", "email=a%00%40example.com"},
+		"number":            {"application/json", `{"email": 42}`},
+		"array":             {"application/json", `{"email": ["a@example.com"]}`},
+		"object":            {"application/json", `{"email": {"x": 1}}`},
+		"unknown field":     {"application/json", `{"email": "a@example.com", "is_staff": "true"}`},
+		"not an object":     {"application/json", `["a@example.com"]`},
+		"two objects":       {"application/json", `{"email": "a@example.com"} {}`},
+		"truncated":         {"application/json", `{"email": "a@exa`},
+		"10 kB email":       {"application/json", `{"email": "` + strings.Repeat("a", 10000) + `@example.com"}`},
+		"repeated field":    {"application/x-www-form-urlencoded", "email=a@example.com&email=b@example.com"},
+		"bad form encoding": {"application/x-www-form-urlencoded", "email=%zz"},
+		"header injection":  {"application/json", `{"email": "a@example.com\r\nBcc: all@example.com"}`},
+		"bad multipart":     {"multipart/form-data; boundary=x", "--x\r\nnonsense"},
+	} {
+		r := post(tc.ct, tc.body)
+		if r.status != http.StatusBadRequest || r.str("detail") == "" {
+			t.Errorf("%s: %d %s", name, r.status, r.body)
+		}
+	}
+	expectStatus(t, post("text/xml", "<email/>"), http.StatusUnsupportedMediaType)
+	if n := len(e.smtp.all()); n != 0 {
+		t.Fatalf("%d mails sent for bad input", n)
+	}
+}
