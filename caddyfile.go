@@ -45,6 +45,23 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			text_template <file>
 //			html_template <file>
 //		}
+//		sms {
+//			twilio {
+//				account_sid <sid>
+//				auth_token <token>
+//				from <number> | messaging_service_sid <sid>
+//				api_url <url>
+//				timeout 10s
+//			}
+//			log
+//			message "Use this code to log in: {code}"
+//			allowed_country_codes +1 +44
+//		}
+//		rate_limit {
+//			send_interval 60s
+//			per_alias 5 1h
+//			per_ip 30 1h
+//		}
 //		jwt {
 //			algorithm EdDSA|ES256|RS256|HS256
 //			secret <secret>...
@@ -129,6 +146,14 @@ func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			p.Email = new(EmailConfig)
 			if err := p.Email.unmarshal(d); err != nil {
+				return err
+			}
+		case "sms":
+			if p.SMS != nil {
+				return d.Err("sms is given twice")
+			}
+			p.SMS = new(SMSConfig)
+			if err := p.SMS.unmarshal(d); err != nil {
 				return err
 			}
 		case "jwt":
@@ -237,6 +262,81 @@ func (e *EmailConfig) unmarshal(d *caddyfile.Dispenser) error {
 	}
 	if e.SMTP != nil && e.From == "" {
 		return d.Err("email: smtp needs a from address")
+	}
+	return nil
+}
+
+func (c *SMSConfig) unmarshal(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "log":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			c.Log = true
+		case "message":
+			if err := oneArg(d, &c.Message); err != nil {
+				return err
+			}
+		case "allowed_country_codes":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			for _, a := range args {
+				if !callingCode.MatchString(a) {
+					return d.Errf("allowed_country_codes: %q is not a calling code like +1 or +44", a)
+				}
+			}
+			c.AllowedCountryCodes = append(c.AllowedCountryCodes, args...)
+		case "twilio":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			tc := new(TwilioConfig)
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				var dst *string
+				switch d.Val() {
+				case "account_sid":
+					dst = &tc.AccountSID
+				case "auth_token":
+					dst = &tc.AuthToken
+				case "from":
+					dst = &tc.From
+				case "messaging_service_sid":
+					dst = &tc.MessagingServiceSID
+				case "api_url":
+					dst = &tc.APIURL
+				case "timeout":
+					dur, err := durationArg(d)
+					if err != nil {
+						return err
+					}
+					tc.Timeout = caddy.Duration(dur)
+					continue
+				default:
+					return d.Errf("unrecognized twilio subdirective %q", d.Val())
+				}
+				if err := oneArg(d, dst); err != nil {
+					return err
+				}
+			}
+			if tc.AccountSID == "" || tc.AuthToken == "" {
+				return d.Err("twilio needs account_sid and auth_token")
+			}
+			if (tc.From == "") == (tc.MessagingServiceSID == "") {
+				return d.Err("twilio needs one of from or messaging_service_sid")
+			}
+			c.Twilio = tc
+		default:
+			return d.Errf("unrecognized sms subdirective %q", d.Val())
+		}
+	}
+	if c.Log && c.Twilio != nil {
+		return d.Err("sms: choose twilio or log, not both")
 	}
 	return nil
 }

@@ -31,6 +31,22 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			text_template /etc/caddy/code.txt
 			html_template /etc/caddy/code.html
 		}
+		sms {
+			twilio {
+				account_sid {env.TWILIO_ACCOUNT_SID}
+				auth_token {env.TWILIO_AUTH_TOKEN}
+				messaging_service_sid MG123
+				api_url http://127.0.0.1:9999
+				timeout 3s
+			}
+			message "Code: {code}"
+			allowed_country_codes +1 +44
+		}
+		rate_limit {
+			send_interval 0s
+			per_alias 3 30m
+			per_ip 10 1h
+		}
 		jwt {
 			algorithm HS256
 			secret {env.JWT_SECRET} {env.OLD_JWT_SECRET}
@@ -59,6 +75,15 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		p.Email.TextTemplate != "/etc/caddy/code.txt" {
 		t.Errorf("email: %+v smtp %+v", p.Email, s)
 	}
+	tw := p.SMS.Twilio
+	if tw.AccountSID != "{env.TWILIO_ACCOUNT_SID}" || tw.MessagingServiceSID != "MG123" || tw.APIURL != "http://127.0.0.1:9999" ||
+		time.Duration(tw.Timeout) != 3*time.Second || p.SMS.Message != "Code: {code}" || strings.Join(p.SMS.AllowedCountryCodes, " ") != "+1 +44" {
+		t.Errorf("sms: %+v twilio %+v", p.SMS, tw)
+	}
+	rl := p.RateLimit
+	if *rl.SendInterval != 0 || rl.PerAlias.Count != 3 || time.Duration(rl.PerAlias.Window) != 30*time.Minute || rl.PerIP.Count != 10 {
+		t.Errorf("rate_limit: %+v %+v %+v", rl, rl.PerAlias, rl.PerIP)
+	}
 	j := p.JWT
 	if j.Algorithm != "HS256" || len(j.Secrets) != 2 || time.Duration(j.TTL) != 5*time.Minute ||
 		time.Duration(j.RefreshTTL) != 24*time.Hour || j.Issuer != "https://example.com" || j.Audience != "my-api" {
@@ -85,6 +110,13 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"prefix without slash", "passwordless {\n prefix auth\n}", "must start with /"},
 		{"demo user one arg", "passwordless {\n demo_user a@example.com\n}", "alias and a code"},
 		{"argument on directive", "passwordless extra", "wrong argument count"},
+		{"twilio without from", "passwordless {\n sms {\n twilio {\n account_sid AC1\n auth_token t\n }\n }\n}", "one of from or messaging_service_sid"},
+		{"twilio unknown", "passwordless {\n sms {\n twilio {\n region us1\n }\n }\n}", `unrecognized twilio subdirective "region"`},
+		{"bad country code", "passwordless {\n sms {\n allowed_country_codes 44\n }\n}", "not a calling code"},
+		{"sms log and twilio", "passwordless {\n sms {\n log\n twilio {\n account_sid AC1\n auth_token t\n from +15550000000\n }\n }\n}", "not both"},
+		{"rate limit count", "passwordless {\n rate_limit {\n per_ip many 1h\n }\n}", "whole number"},
+		{"rate limit window", "passwordless {\n rate_limit {\n per_alias 5\n }\n}", "a count and a window"},
+		{"rate limit interval", "passwordless {\n rate_limit {\n send_interval often\n }\n}", "not a duration"},
 		{"max_attempts zero", "passwordless {\n max_attempts 0\n}", "between 1 and 100"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -136,6 +168,8 @@ func TestProvisionErrors(t *testing.T) {
 		{"demo code wrong length", "passwordless {\n demo_user a@example.com 123\n}", "must be 6 digits"},
 		{"missing key file", "passwordless {\n jwt {\n key_file /nonexistent/key.pem\n }\n}", "reading JWT key"},
 		{"password in clear", "passwordless {\n email {\n from a@example.com\n smtp smtp.example.com:25 {\n username u\n password p\n tls none\n }\n }\n}", "need tls starttls or implicit"},
+		{"sms message without code", "passwordless {\n sms {\n message \"hello\"\n }\n}", "must contain the code"},
+		{"twilio bad api_url", "passwordless {\n sms {\n twilio {\n account_sid AC1\n auth_token t0k\n from +15550000000\n api_url ftp://x\n }\n }\n}", "api_url"},
 		{"missing template", "passwordless {\n email {\n text_template /nonexistent/t.txt\n }\n}", "text_template"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

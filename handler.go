@@ -129,6 +129,9 @@ func (p *Passwordless) aliasField(f map[string]string, kind AliasKind) (Alias, *
 	if err != nil {
 		return Alias{}, fieldError(field, err.Error())
 	}
+	if kind == KindMobile && !p.allowedNumber(norm) {
+		return Alias{}, fieldError(field, "Numbers in this country are not accepted. Allowed calling codes: "+strings.Join(p.SMS.AllowedCountryCodes, ", ")+".")
+	}
 	return Alias{Kind: kind, Value: norm}, nil
 }
 

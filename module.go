@@ -11,6 +11,7 @@ import (
 	"net/mail"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -64,6 +65,9 @@ type Passwordless struct {
 
 	// Login by email. Without it, the email endpoints answer 404.
 	Email *EmailConfig `json:"email,omitempty"`
+
+	// Login by SMS. Without it, the mobile endpoints answer 404.
+	SMS *SMSConfig `json:"sms,omitempty"`
 
 	// How tokens are signed and how long they live.
 	JWT *JWTConfig `json:"jwt,omitempty"`
@@ -126,6 +130,24 @@ type EmailConfig struct {
 	// A Go html/template file for the HTML part, with the same fields.
 	// Default: a built-in message.
 	HTMLTemplate string `json:"html_template,omitempty"`
+}
+
+// SMSConfig configures login by text message.
+type SMSConfig struct {
+	// Send through Twilio. Without it, messages are written to Caddy's
+	// log (for development only).
+	Twilio *TwilioConfig `json:"twilio,omitempty"`
+	// Write messages to Caddy's log instead of sending them. For
+	// development: codes appear in the log.
+	Log bool `json:"log,omitempty"`
+	// The text of the message, a Go text/template where `{code}` or
+	// `{{.Code}}` stands for the code. Default:
+	// `Use this code to log in: {code}`.
+	Message string `json:"message,omitempty"`
+	// Calling codes, such as `+1` or `+44`, that numbers must start with.
+	// Others are refused with 400 before anything is sent: SMS pumping
+	// fraud aims at expensive destinations. Default: any.
+	AllowedCountryCodes []string `json:"allowed_country_codes,omitempty"`
 }
 
 // SMTPConfig is an SMTP submission server.
@@ -268,6 +290,14 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("email: %w", err)
 		}
 		p.senders[KindEmail] = s
+	}
+
+	if p.SMS != nil {
+		s, err := p.SMS.provision(env, p.logger)
+		if err != nil {
+			return fmt.Errorf("sms: %w", err)
+		}
+		p.senders[KindMobile] = s
 	}
 
 	switch p.Storage.Driver {
@@ -428,6 +458,62 @@ func isLoopback(hostport string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+const defaultSMSMessage = "Use this code to log in: {code}"
+
+var callingCode = regexp.MustCompile(`^\+[1-9][0-9]{0,3}$`)
+
+func (c *SMSConfig) provision(env func(*string), logger *zap.Logger) (Sender, error) {
+	for _, cc := range c.AllowedCountryCodes {
+		if !callingCode.MatchString(cc) {
+			return nil, fmt.Errorf("allowed_country_codes: %q is not a calling code like +1 or +44", cc)
+		}
+	}
+	env(&c.Message)
+	msg := c.Message
+	if msg == "" {
+		msg = defaultSMSMessage
+	}
+	body, err := parseTextTemplate("sms", msg)
+	if err != nil {
+		return nil, fmt.Errorf("message: %w", err)
+	}
+	probe := Message{To: "+15550000000", Code: "000000", Purpose: purposeLogin, TTL: time.Minute}
+	if out, err := render(body, newTemplateData(probe)); err != nil || !strings.Contains(out, probe.Code) {
+		return nil, fmt.Errorf("message must contain the code ({code}): %q", msg)
+	}
+	if c.Twilio == nil || c.Log {
+		return &logSender{logger: logger, channel: "sms", render: func(m Message) (string, error) {
+			return render(body, newTemplateData(m))
+		}}, nil
+	}
+	// Resolved in a copy: the secrets live in memory only.
+	tc := *c.Twilio
+	for _, f := range []*string{&tc.AccountSID, &tc.AuthToken, &tc.From, &tc.MessagingServiceSID, &tc.APIURL} {
+		env(f)
+	}
+	if tc.From != "" {
+		if _, err := normalizeMobile(tc.From); err != nil {
+			return nil, fmt.Errorf("twilio: from must be an E.164 number like +15551234567")
+		}
+	}
+	return newTwilioSender(tc, body, logger)
+}
+
+// allowedNumber reports whether a normalised number is in one of the
+// allowed calling codes. Calling codes are prefix-free, so a prefix test
+// is exact.
+func (p *Passwordless) allowedNumber(number string) bool {
+	if p.SMS == nil || len(p.SMS.AllowedCountryCodes) == 0 {
+		return true
+	}
+	for _, cc := range p.SMS.AllowedCountryCodes {
+		if strings.HasPrefix(number, cc) {
+			return true
+		}
+	}
+	return false
 }
 
 // Cleanup releases the store; the last user of a database file closes it.
