@@ -1,6 +1,8 @@
 package passwordless
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -8,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -69,5 +72,97 @@ func BenchmarkFailedExchange(b *testing.B) {
 		if w.Code != http.StatusBadRequest {
 			b.Fatalf("status %d: %s", w.Code, w.Body)
 		}
+	}
+}
+
+// benchToken logs a demo user in and returns its access token.
+func benchToken(b *testing.B, p *Passwordless) string {
+	w := benchPost(b, p, "/auth/token", url.Values{"email": {"bench@example.com"}, "token": {"246810"}})
+	if w.Code != http.StatusOK {
+		b.Fatalf("login: %d %s", w.Code, w.Body)
+	}
+	var resp tokenResponse
+	if err := json.Unmarshal(w.Body.Bytes(), &resp); err != nil {
+		b.Fatal(err)
+	}
+	return resp.Token
+}
+
+var benchAlgorithms = map[string]string{
+	"EdDSA": "",
+	"HS256": "jwt {\n algorithm HS256\n secret " + strings.Repeat("b", 32) + "\n}",
+}
+
+// BenchmarkValidateToken is the check on a protected route: a cache hit
+// costs two map lookups; a miss checks the signature (and the session).
+func BenchmarkValidateToken(b *testing.B) {
+	for alg, cfg := range benchAlgorithms {
+		b.Run(alg+"/hit", func(b *testing.B) {
+			p := benchHandler(b, "demo_user bench@example.com 246810\n"+cfg)
+			tok := benchToken(b, p)
+			ctx := b.Context()
+			for b.Loop() {
+				if c, reason := p.checkToken(ctx, tok); c == nil {
+					b.Fatal(reason)
+				}
+			}
+		})
+		b.Run(alg+"/miss", func(b *testing.B) {
+			p := benchHandler(b, "demo_user bench@example.com 246810\n"+cfg)
+			tok := benchToken(b, p)
+			for b.Loop() {
+				if _, err := p.keys.verify(tok); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkProtectedRequest is the whole handler on a protected route
+// with a valid token, the next handler doing nothing.
+func BenchmarkProtectedRequest(b *testing.B) {
+	for alg, cfg := range benchAlgorithms {
+		b.Run(alg, func(b *testing.B) {
+			p := benchHandler(b, "demo_user bench@example.com 246810\n"+cfg)
+			tok := benchToken(b, p)
+			next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
+			for b.Loop() {
+				r := httptest.NewRequest(http.MethodGet, "/api/things", nil)
+				r.Header.Set("Authorization", "Bearer "+tok)
+				repl := caddy.NewReplacer()
+				r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl))
+				w := httptest.NewRecorder()
+				if err := p.ServeHTTP(w, r, next); err != nil || w.Code != http.StatusOK {
+					b.Fatalf("%v %d", err, w.Code)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkExchange is a successful POST /auth/token: redeem the code,
+// find the user, create the session, sign the tokens.
+func BenchmarkExchange(b *testing.B) {
+	for alg, cfg := range benchAlgorithms {
+		b.Run(alg, func(b *testing.B) {
+			p := benchHandler(b, cfg)
+			a := Alias{Kind: KindEmail, Value: "x@example.com"}
+			i := 0
+			for b.Loop() {
+				b.StopTimer()
+				i++
+				code := fmt.Sprintf("%06d", i%1000000)
+				t := now()
+				if err := p.store.SaveCode(b.Context(), Code{ID: fmt.Sprint(i), Alias: a.Key(), Purpose: purposeLogin,
+					Hash: codeHash(p.hmacKey, a.Key(), purposeLogin, code), ExpiresAt: t.Add(time.Minute), CreatedAt: t}); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				if w := benchPost(b, p, "/auth/token", url.Values{"email": {a.Value}, "token": {code}}); w.Code != http.StatusOK {
+					b.Fatalf("%d %s", w.Code, w.Body)
+				}
+			}
+		})
 	}
 }
