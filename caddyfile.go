@@ -2,6 +2,7 @@ package passwordless
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -85,8 +86,8 @@ func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := oneArg(d, &p.Prefix); err != nil {
 				return err
 			}
-			if p.Prefix == "" || p.Prefix[0] != '/' {
-				return d.Errf("prefix must start with /, not %q", p.Prefix)
+			if p.Prefix == "" || p.Prefix[0] != '/' || strings.Trim(p.Prefix, "/") == "" {
+				return d.Errf("prefix must be a path below / such as /auth, not %q", p.Prefix)
 			}
 		case "storage":
 			args := d.RemainingArgs()

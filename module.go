@@ -215,6 +215,10 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 		p.Prefix = defaultPrefix
 	}
 	p.Prefix = "/" + strings.Trim(p.Prefix, "/")
+	if p.Prefix == "/" {
+		// The endpoints need a path of their own, apart from the site.
+		return errors.New("prefix must be a path below / such as /auth")
+	}
 	if p.CodeLength == 0 {
 		p.CodeLength = defaultCodeLength
 	}

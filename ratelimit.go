@@ -54,8 +54,8 @@ func (rl *RateLimitConfig) validate() error {
 		return fmt.Errorf("rate_limit: send_interval must not be negative")
 	}
 	for name, l := range map[string]*Limit{"per_alias": rl.PerAlias, "per_ip": rl.PerIP} {
-		if l.Count < 1 || l.Window <= 0 {
-			return fmt.Errorf("rate_limit: %s needs a count of at least 1 and a positive window", name)
+		if l.Count < 1 || l.Window <= 0 || time.Duration(l.Window) > maxRateWindow {
+			return fmt.Errorf("rate_limit: %s needs a count of at least 1 and a window from 1s to %s", name, maxRateWindow)
 		}
 	}
 	return nil

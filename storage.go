@@ -60,7 +60,20 @@ type Store interface {
 	Failure(ctx context.Context, alias string, lockFor func(failures int) time.Duration, now time.Time) (failures int, lockedUntil time.Time, err error)
 	LockedUntil(ctx context.Context, alias string) (time.Time, error)
 	ResetFailures(ctx context.Context, alias string) error
+
+	// Purge deletes what can no longer matter at now: expired codes,
+	// ended sessions with their refresh tokens, expired refresh tokens,
+	// and rate-limit events older than maxRateWindow.
+	Purge(ctx context.Context, now time.Time) error
 }
+
+// maxRateWindow is the longest rate-limit window; events older than it
+// are purged.
+const maxRateWindow = 30 * 24 * time.Hour
+
+// purgeEvery is how often a store deletes what can no longer matter, so
+// that the database does not grow with every code and login ever made.
+const purgeEvery = 10 * time.Minute
 
 // Store errors that callers act on.
 var (

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 	_ "modernc.org/sqlite" // pure Go: builds without cgo
 )
 
@@ -22,10 +23,33 @@ var sqliteHandles = caddy.NewUsagePool()
 type sqliteStore struct {
 	db   *sql.DB
 	path string
+	stop chan struct{}
+	done chan struct{}
 }
 
 // Destruct closes the database when the usage pool drops the last reference.
-func (s *sqliteStore) Destruct() error { return s.db.Close() }
+func (s *sqliteStore) Destruct() error {
+	close(s.stop)
+	<-s.done
+	return s.db.Close()
+}
+
+// purgeLoop runs Purge now and every purgeEvery until the store closes.
+func (s *sqliteStore) purgeLoop() {
+	defer close(s.done)
+	t := time.NewTicker(purgeEvery)
+	defer t.Stop()
+	for {
+		if err := s.Purge(context.Background(), now()); err != nil {
+			caddy.Log().Named("http.handlers.passwordless").Error("purging storage", zap.String("file", s.path), zap.Error(err))
+		}
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
 
 // openSQLite returns the shared store for path, opening it on first use.
 // Release it with releaseSQLite.
@@ -65,13 +89,14 @@ func newSQLite(path string) (*sqliteStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
-	s := &sqliteStore{db: db, path: path}
+	s := &sqliteStore{db: db, path: path, stop: make(chan struct{}), done: make(chan struct{})}
 	if err := s.migrate(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("preparing %s: %w", path, err)
 	}
 	// The file holds code hashes and signing keys: owner only.
 	_ = os.Chmod(path, 0o600)
+	go s.purgeLoop()
 	return s, nil
 }
 
@@ -479,6 +504,23 @@ func (s *sqliteStore) LockedUntil(ctx context.Context, alias string) (time.Time,
 func (s *sqliteStore) ResetFailures(ctx context.Context, alias string) error {
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM failures WHERE alias = ?`, alias); err != nil {
 		return fmt.Errorf("resetting failures: %w", err)
+	}
+	return nil
+}
+
+func (s *sqliteStore) Purge(ctx context.Context, t time.Time) error {
+	for _, q := range []struct {
+		sql string
+		arg int64
+	}{
+		{`DELETE FROM codes WHERE expires_at <= ?`, ms(t)},
+		{`DELETE FROM sessions WHERE revoked = 1 OR expires_at <= ?`, ms(t)},
+		{`DELETE FROM refresh_tokens WHERE expires_at <= ?`, ms(t)},
+		{`DELETE FROM rate_events WHERE at <= ?`, ms(t.Add(-maxRateWindow))},
+	} {
+		if _, err := s.db.ExecContext(ctx, q.sql, q.arg); err != nil {
+			return fmt.Errorf("purging: %w", err)
+		}
 	}
 	return nil
 }

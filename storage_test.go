@@ -34,6 +34,7 @@ func TestStoreContract(t *testing.T) {
 			t.Run("sessions", func(t *testing.T) { testSessions(t, open(t)) })
 			t.Run("hit", func(t *testing.T) { testHit(t, open(t)) })
 			t.Run("failures", func(t *testing.T) { testFailures(t, open(t)) })
+			t.Run("purge", func(t *testing.T) { testPurge(t, open(t)) })
 		})
 	}
 }
@@ -303,5 +304,41 @@ func TestSQLiteHandleShared(t *testing.T) {
 	releaseSQLite(b)
 	if err := b.db.Ping(); err == nil {
 		t.Fatal("still open after the last release")
+	}
+}
+
+func testPurge(t *testing.T, s Store) {
+	ctx := context.Background()
+	t0 := time.Now().Truncate(time.Millisecond)
+	match := func(h []byte) bool { return bytes.Equal(h, []byte("h")) }
+	s.SaveCode(ctx, Code{ID: "old", Alias: "email:old@example.com", Purpose: purposeLogin, Hash: []byte("h"), ExpiresAt: t0.Add(time.Minute), CreatedAt: t0})
+	s.SaveCode(ctx, Code{ID: "new", Alias: "email:new@example.com", Purpose: purposeLogin, Hash: []byte("h"), ExpiresAt: t0.Add(time.Hour), CreatedAt: t0})
+	u, _ := s.Login(ctx, Alias{Kind: KindEmail, Value: "p@example.com"}, true, t0)
+	s.CreateSession(ctx, Session{ID: "live", UserID: u.ID, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, []byte("r-live"), t0.Add(time.Hour))
+	s.CreateSession(ctx, Session{ID: "gone", UserID: u.ID, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, []byte("r-gone"), t0.Add(time.Hour))
+	s.RevokeSession(ctx, "gone")
+	s.Hit(ctx, "k", 1, maxRateWindow, t0)
+
+	if err := s.Purge(ctx, t0.Add(2*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, res, _ := s.RedeemCode(ctx, "email:old@example.com", purposeLogin, match, 5, t0); res != CodeMissing {
+		t.Fatalf("expired code kept: %v", res)
+	}
+	if _, res, _ := s.RedeemCode(ctx, "email:new@example.com", purposeLogin, match, 5, t0); res != CodeOK {
+		t.Fatalf("live code purged: %v", res)
+	}
+	if ok, _ := s.SessionActive(ctx, "live", t0); !ok {
+		t.Fatal("live session purged")
+	}
+	if _, err := s.RotateRefresh(ctx, []byte("r-live"), []byte("r2"), t0.Add(time.Hour), t0); err != nil {
+		t.Fatalf("live refresh token purged: %v", err)
+	}
+	if wait, _ := s.Hit(ctx, "k", 1, maxRateWindow, t0.Add(time.Hour)); wait == 0 {
+		t.Fatal("a rate event inside its window was purged")
+	}
+	s.Purge(ctx, t0.Add(maxRateWindow+time.Hour))
+	if wait, _ := s.Hit(ctx, "k", 1, maxRateWindow, t0.Add(maxRateWindow+time.Hour)); wait != 0 {
+		t.Fatal("an old rate event blocks")
 	}
 }
