@@ -69,7 +69,7 @@ func testSecret(t *testing.T, s Store) {
 
 func testCodes(t *testing.T, s Store) {
 	ctx := context.Background()
-	t0 := time.Now().Truncate(time.Millisecond) // stores keep milliseconds
+	t0 := now().Truncate(time.Millisecond) // stores keep milliseconds
 	eq := func(want []byte) func([]byte) bool { return func(h []byte) bool { return bytes.Equal(h, want) } }
 	save := func(id string, hash []byte) {
 		if err := s.SaveCode(ctx, Code{ID: id, Alias: "email:a@example.com", Purpose: purposeLogin, Hash: hash, ExpiresAt: t0.Add(time.Minute), CreatedAt: t0}); err != nil {
@@ -124,7 +124,7 @@ func testCodes(t *testing.T, s Store) {
 
 func testConcurrentRedeem(t *testing.T, s Store) {
 	ctx := context.Background()
-	t0 := time.Now().Truncate(time.Millisecond) // stores keep milliseconds
+	t0 := now().Truncate(time.Millisecond) // stores keep milliseconds
 	for round := range 5 {
 		if err := s.SaveCode(ctx, Code{ID: "c" + string(rune('a'+round)), Alias: "email:r@example.com", Purpose: purposeLogin, Hash: []byte("h"), ExpiresAt: t0.Add(time.Minute), CreatedAt: t0}); err != nil {
 			t.Fatal(err)
@@ -153,7 +153,7 @@ func testConcurrentRedeem(t *testing.T, s Store) {
 
 func testUsers(t *testing.T, s Store) {
 	ctx := context.Background()
-	t0 := time.Now().Truncate(time.Millisecond) // stores keep milliseconds
+	t0 := now().Truncate(time.Millisecond) // stores keep milliseconds
 	a := Alias{Kind: KindEmail, Value: "u@example.com"}
 	if _, err := s.Login(ctx, a, false, t0); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("login without create: %v", err)
@@ -185,7 +185,7 @@ func testUsers(t *testing.T, s Store) {
 
 func testSessions(t *testing.T, s Store) {
 	ctx := context.Background()
-	t0 := time.Now().Truncate(time.Millisecond) // stores keep milliseconds
+	t0 := now().Truncate(time.Millisecond) // stores keep milliseconds
 	u, _ := s.Login(ctx, Alias{Kind: KindEmail, Value: "s@example.com"}, true, t0)
 	sess := Session{ID: "s1", UserID: u.ID, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}
 	if err := s.CreateSession(ctx, sess, []byte("r1"), t0.Add(time.Hour)); err != nil {
@@ -220,7 +220,7 @@ func testSessions(t *testing.T, s Store) {
 
 func testHit(t *testing.T, s Store) {
 	ctx := context.Background()
-	t0 := time.Now().Truncate(time.Millisecond) // stores keep milliseconds
+	t0 := now().Truncate(time.Millisecond) // stores keep milliseconds
 	for i := range 3 {
 		if wait, err := s.Hit(ctx, "k", 3, time.Hour, t0.Add(time.Duration(i)*time.Minute)); err != nil || wait != 0 {
 			t.Fatalf("hit %d: %v %v", i, wait, err)
@@ -257,7 +257,7 @@ func testHit(t *testing.T, s Store) {
 
 func testFailures(t *testing.T, s Store) {
 	ctx := context.Background()
-	t0 := time.Now().Truncate(time.Millisecond) // stores keep milliseconds
+	t0 := now().Truncate(time.Millisecond) // stores keep milliseconds
 	lock := func(n int) time.Duration {
 		if n >= 3 {
 			return time.Minute
@@ -309,7 +309,7 @@ func TestSQLiteHandleShared(t *testing.T) {
 
 func testPurge(t *testing.T, s Store) {
 	ctx := context.Background()
-	t0 := time.Now().Truncate(time.Millisecond)
+	t0 := now().Truncate(time.Millisecond)
 	match := func(h []byte) bool { return bytes.Equal(h, []byte("h")) }
 	s.SaveCode(ctx, Code{ID: "old", Alias: "email:old@example.com", Purpose: purposeLogin, Hash: []byte("h"), ExpiresAt: t0.Add(time.Minute), CreatedAt: t0})
 	s.SaveCode(ctx, Code{ID: "new", Alias: "email:new@example.com", Purpose: purposeLogin, Hash: []byte("h"), ExpiresAt: t0.Add(time.Hour), CreatedAt: t0})
