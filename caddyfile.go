@@ -27,7 +27,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //
 //	passwordless {
 //		prefix /auth
-//		storage sqlite <file>
+//		storage sqlite <file> | storage postgres <connection string>
 //		code_length 6
 //		code_ttl 15m
 //		max_attempts 5
@@ -92,10 +92,10 @@ func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "storage":
 			args := d.RemainingArgs()
 			if len(args) != 2 {
-				return d.Errf("storage needs a driver and its argument: storage sqlite <file>")
+				return d.Errf("storage needs a driver and its argument: storage sqlite <file> or storage postgres <connection string>")
 			}
-			if args[0] != "sqlite" {
-				return d.Errf("unknown storage driver %q (this build has: sqlite)", args[0])
+			if args[0] != "sqlite" && args[0] != "postgres" {
+				return d.Errf("unknown storage driver %q (sqlite or postgres)", args[0])
 			}
 			p.Storage = &StorageConfig{Driver: args[0], DSN: args[1]}
 		case "code_length":

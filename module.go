@@ -96,10 +96,13 @@ type Passwordless struct {
 
 // StorageConfig chooses the store.
 type StorageConfig struct {
-	// The store: `sqlite`. Default: sqlite.
+	// The store: `sqlite` (one instance) or `postgres` (several instances
+	// sharing one state). Default: sqlite.
 	Driver string `json:"driver,omitempty"`
 	// For sqlite, the database file. Default: `passwordless.db` in Caddy's
-	// data directory.
+	// data directory. For postgres, the connection string (URL or
+	// key=value form); use `{env.DATABASE_URL}`. Tables go into the schema
+	// `passwordless` unless the string sets a search_path.
 	DSN string `json:"dsn,omitempty"`
 }
 
@@ -311,6 +314,15 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("storage: %w", err)
 		}
 		p.store, p.release = s, func() error { return releaseSQLite(s) }
+	case "postgres":
+		if p.Storage.DSN == "" {
+			return errors.New("storage: postgres needs a connection string")
+		}
+		s, err := openPostgres(p.Storage.DSN)
+		if err != nil {
+			return fmt.Errorf("storage: %w", err)
+		}
+		p.store, p.release = s, func() error { return releasePostgres(s) }
 	default:
 		return fmt.Errorf("storage: unknown driver %q", p.Storage.Driver)
 	}

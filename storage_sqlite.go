@@ -3,15 +3,12 @@ package passwordless
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"go.uber.org/zap"
 	_ "modernc.org/sqlite" // pure Go: builds without cgo
 )
 
@@ -21,34 +18,8 @@ var sqliteHandles = caddy.NewUsagePool()
 
 // sqliteStore is the default Store: one local file, for one Caddy instance.
 type sqliteStore struct {
-	db   *sql.DB
+	*sqlStore
 	path string
-	stop chan struct{}
-	done chan struct{}
-}
-
-// Destruct closes the database when the usage pool drops the last reference.
-func (s *sqliteStore) Destruct() error {
-	close(s.stop)
-	<-s.done
-	return s.db.Close()
-}
-
-// purgeLoop runs Purge now and every purgeEvery until the store closes.
-func (s *sqliteStore) purgeLoop() {
-	defer close(s.done)
-	t := time.NewTicker(purgeEvery)
-	defer t.Stop()
-	for {
-		if err := s.Purge(context.Background(), now()); err != nil {
-			caddy.Log().Named("http.handlers.passwordless").Error("purging storage", zap.String("file", s.path), zap.Error(err))
-		}
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-		}
-	}
 }
 
 // openSQLite returns the shared store for path, opening it on first use.
@@ -89,15 +60,14 @@ func newSQLite(path string) (*sqliteStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
-	s := &sqliteStore{db: db, path: path, stop: make(chan struct{}), done: make(chan struct{})}
-	if err := s.migrate(); err != nil {
+	if err := migrateSQLite(db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("preparing %s: %w", path, err)
 	}
 	// The file holds code hashes and signing keys: owner only.
 	_ = os.Chmod(path, 0o600)
-	go s.purgeLoop()
-	return s, nil
+	noLock := func(context.Context, sqlTx, string) error { return nil }
+	return &sqliteStore{sqlStore: newSQLStore(sqlDB{DB: db}, path, noLock), path: path}, nil
 }
 
 // migrations are applied in order, each once; user_version records how far.
@@ -110,8 +80,8 @@ var sqliteMigrations = []string{
 		id TEXT PRIMARY KEY,
 		email TEXT UNIQUE,
 		mobile TEXT UNIQUE,
-		email_verified INTEGER NOT NULL DEFAULT 0,
-		mobile_verified INTEGER NOT NULL DEFAULT 0,
+		email_verified BOOLEAN NOT NULL DEFAULT FALSE,
+		mobile_verified BOOLEAN NOT NULL DEFAULT FALSE,
 		created_at INTEGER NOT NULL
 	);
 	CREATE TABLE codes (
@@ -130,13 +100,13 @@ var sqliteMigrations = []string{
 		user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
 		created_at INTEGER NOT NULL,
 		expires_at INTEGER NOT NULL,
-		revoked INTEGER NOT NULL DEFAULT 0
+		revoked BOOLEAN NOT NULL DEFAULT FALSE
 	);
 	CREATE TABLE refresh_tokens (
 		hash BLOB PRIMARY KEY,
 		session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
 		expires_at INTEGER NOT NULL,
-		used INTEGER NOT NULL DEFAULT 0
+		used BOOLEAN NOT NULL DEFAULT FALSE
 	);
 	CREATE INDEX refresh_tokens_session ON refresh_tokens(session_id);
 	CREATE TABLE rate_events (
@@ -151,9 +121,9 @@ var sqliteMigrations = []string{
 	);`,
 }
 
-func (s *sqliteStore) migrate() error {
+func migrateSQLite(db *sql.DB) error {
 	ctx := context.Background()
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
@@ -174,355 +144,6 @@ func (s *sqliteStore) migrate() error {
 		return err
 	}
 	return tx.Commit()
-}
-
-func ms(t time.Time) int64 { return t.UnixMilli() }
-
-func (s *sqliteStore) Secret(ctx context.Context, name string, generate func() ([]byte, error)) ([]byte, error) {
-	var v []byte
-	err := s.db.QueryRowContext(ctx, `SELECT value FROM secrets WHERE name = ?`, name).Scan(&v)
-	if err == nil {
-		return v, nil
-	}
-	if !errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("reading secret %s: %w", name, err)
-	}
-	nv, err := generate()
-	if err != nil {
-		return nil, fmt.Errorf("generating secret %s: %w", name, err)
-	}
-	// Whoever inserts first wins; everybody reads the winner.
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT(name) DO NOTHING`, name, nv); err != nil {
-		return nil, fmt.Errorf("storing secret %s: %w", name, err)
-	}
-	if err := s.db.QueryRowContext(ctx, `SELECT value FROM secrets WHERE name = ?`, name).Scan(&v); err != nil {
-		return nil, fmt.Errorf("reading secret %s: %w", name, err)
-	}
-	return v, nil
-}
-
-func (s *sqliteStore) SaveCode(ctx context.Context, c Code) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO codes (alias, purpose, id, user_id, hash, attempts, expires_at, created_at)
-		VALUES (?, ?, ?, ?, ?, 0, ?, ?)
-		ON CONFLICT(alias, purpose) DO UPDATE SET id = excluded.id, user_id = excluded.user_id, hash = excluded.hash,
-			attempts = 0, expires_at = excluded.expires_at, created_at = excluded.created_at`,
-		c.Alias, c.Purpose, c.ID, c.UserID, c.Hash, ms(c.ExpiresAt), ms(c.CreatedAt))
-	if err != nil {
-		return fmt.Errorf("storing code: %w", err)
-	}
-	return nil
-}
-
-func (s *sqliteStore) RedeemCode(ctx context.Context, alias, purpose string, match func([]byte) bool, maxAttempts int, now time.Time) (Code, CodeResult, error) {
-	c := Code{Alias: alias, Purpose: purpose}
-	var exp, created int64
-	var attempts int
-	err := s.db.QueryRowContext(ctx, `SELECT id, user_id, hash, attempts, expires_at, created_at FROM codes WHERE alias = ? AND purpose = ?`,
-		alias, purpose).Scan(&c.ID, &c.UserID, &c.Hash, &attempts, &exp, &created)
-	if errors.Is(err, sql.ErrNoRows) {
-		return c, CodeMissing, nil
-	}
-	if err != nil {
-		return c, 0, fmt.Errorf("reading code: %w", err)
-	}
-	c.ExpiresAt, c.CreatedAt = time.UnixMilli(exp), time.UnixMilli(created)
-	if !match(c.Hash) {
-		// The attempt is counted against this code id only, so a code that
-		// was replaced meanwhile is not charged for the old one's guesses.
-		var n int
-		err := s.db.QueryRowContext(ctx, `UPDATE codes SET attempts = attempts + 1 WHERE id = ? RETURNING attempts`, c.ID).Scan(&n)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return c, 0, fmt.Errorf("counting attempt: %w", err)
-		}
-		if err == nil && n >= maxAttempts {
-			if err := s.DeleteCode(ctx, c.ID); err != nil {
-				return c, 0, err
-			}
-		}
-		return c, CodeWrong, nil
-	}
-	// Deleting by id is the single atomic step: of two requests that both
-	// matched, only one sees a row go.
-	res, err := s.db.ExecContext(ctx, `DELETE FROM codes WHERE id = ?`, c.ID)
-	if err != nil {
-		return c, 0, fmt.Errorf("consuming code: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n != 1 {
-		return c, CodeConsumed, nil
-	}
-	if !now.Before(c.ExpiresAt) {
-		return c, CodeExpired, nil
-	}
-	return c, CodeOK, nil
-}
-
-func (s *sqliteStore) DeleteCode(ctx context.Context, id string) error {
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM codes WHERE id = ?`, id); err != nil {
-		return fmt.Errorf("deleting code: %w", err)
-	}
-	return nil
-}
-
-const userColumns = `id, COALESCE(email, ''), COALESCE(mobile, ''), email_verified, mobile_verified, created_at`
-
-func scanUser(row *sql.Row) (User, error) {
-	var u User
-	var created int64
-	err := row.Scan(&u.ID, &u.Email, &u.Mobile, &u.EmailVerified, &u.MobileVerified, &created)
-	if errors.Is(err, sql.ErrNoRows) {
-		return u, ErrNotFound
-	}
-	if err != nil {
-		return u, fmt.Errorf("reading user: %w", err)
-	}
-	u.CreatedAt = time.UnixMilli(created)
-	return u, nil
-}
-
-// aliasColumn maps a kind to its column; kinds are a closed set, so the
-// result is safe to put into SQL text.
-func aliasColumn(k AliasKind) string {
-	if k == KindMobile {
-		return "mobile"
-	}
-	return "email"
-}
-
-type queryRower interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
-func userByAlias(ctx context.Context, q queryRower, a Alias) (User, error) {
-	return scanUser(q.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE `+aliasColumn(a.Kind)+` = ?`, a.Value))
-}
-
-func (s *sqliteStore) UserByAlias(ctx context.Context, a Alias) (User, error) {
-	return userByAlias(ctx, s.db, a)
-}
-
-func (s *sqliteStore) UserByID(ctx context.Context, id string) (User, error) {
-	return scanUser(s.db.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE id = ?`, id))
-}
-
-func (s *sqliteStore) Login(ctx context.Context, a Alias, create bool, now time.Time) (User, error) {
-	col := aliasColumn(a.Kind)
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return User{}, fmt.Errorf("logging in: %w", err)
-	}
-	defer tx.Rollback()
-	u, err := userByAlias(ctx, tx, a)
-	switch {
-	case errors.Is(err, ErrNotFound) && create:
-		id, err := randomID()
-		if err != nil {
-			return User{}, err
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO users (id, `+col+`, `+col+`_verified, created_at) VALUES (?, ?, 1, ?)`, id, a.Value, ms(now)); err != nil {
-			return User{}, fmt.Errorf("creating user: %w", err)
-		}
-	case err != nil:
-		return User{}, err
-	default:
-		if _, err := tx.ExecContext(ctx, `UPDATE users SET `+col+`_verified = 1 WHERE id = ?`, u.ID); err != nil {
-			return User{}, fmt.Errorf("marking %s verified: %w", col, err)
-		}
-	}
-	u, err = userByAlias(ctx, tx, a)
-	if err != nil {
-		return User{}, err
-	}
-	return u, tx.Commit()
-}
-
-func (s *sqliteStore) LinkAlias(ctx context.Context, userID string, a Alias) (User, error) {
-	col := aliasColumn(a.Kind)
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return User{}, fmt.Errorf("linking alias: %w", err)
-	}
-	defer tx.Rollback()
-	owner, err := userByAlias(ctx, tx, a)
-	switch {
-	case err == nil && owner.ID != userID:
-		return User{}, ErrAliasTaken
-	case err != nil && !errors.Is(err, ErrNotFound):
-		return User{}, err
-	}
-	res, err := tx.ExecContext(ctx, `UPDATE users SET `+col+` = ?, `+col+`_verified = 1 WHERE id = ?`, a.Value, userID)
-	if err != nil {
-		return User{}, fmt.Errorf("linking alias: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n != 1 {
-		return User{}, ErrNotFound
-	}
-	u, err := scanUser(tx.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE id = ?`, userID))
-	if err != nil {
-		return User{}, err
-	}
-	return u, tx.Commit()
-}
-
-func (s *sqliteStore) CreateSession(ctx context.Context, sess Session, refreshHash []byte, refreshExpires time.Time) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("creating session: %w", err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)`,
-		sess.ID, sess.UserID, ms(sess.CreatedAt), ms(sess.ExpiresAt)); err != nil {
-		return fmt.Errorf("creating session: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO refresh_tokens (hash, session_id, expires_at) VALUES (?, ?, ?)`,
-		refreshHash, sess.ID, ms(refreshExpires)); err != nil {
-		return fmt.Errorf("storing refresh token: %w", err)
-	}
-	return tx.Commit()
-}
-
-func (s *sqliteStore) RotateRefresh(ctx context.Context, oldHash, newHash []byte, newExpires, now time.Time) (Session, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return Session{}, fmt.Errorf("rotating refresh token: %w", err)
-	}
-	defer tx.Rollback()
-	var sess Session
-	var used, revoked bool
-	var rexp, sexp, created int64
-	err = tx.QueryRowContext(ctx, `SELECT r.used, r.expires_at, s.id, s.user_id, s.created_at, s.expires_at, s.revoked
-		FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.hash = ?`, oldHash).
-		Scan(&used, &rexp, &sess.ID, &sess.UserID, &created, &sexp, &revoked)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Session{}, ErrNotFound
-	}
-	if err != nil {
-		return Session{}, fmt.Errorf("reading refresh token: %w", err)
-	}
-	sess.CreatedAt, sess.ExpiresAt = time.UnixMilli(created), time.UnixMilli(sexp)
-	if used {
-		// A used refresh token coming back means it was copied: end the
-		// session for both the thief and the owner (OAuth 2.0 Security BCP).
-		if _, err := tx.ExecContext(ctx, `UPDATE sessions SET revoked = 1 WHERE id = ?`, sess.ID); err != nil {
-			return Session{}, fmt.Errorf("revoking session: %w", err)
-		}
-		if err := tx.Commit(); err != nil {
-			return Session{}, err
-		}
-		return sess, ErrRefreshReused
-	}
-	if revoked || now.UnixMilli() >= rexp || now.UnixMilli() >= sexp {
-		return Session{}, ErrNotFound
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE refresh_tokens SET used = 1 WHERE hash = ?`, oldHash); err != nil {
-		return Session{}, fmt.Errorf("using refresh token: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO refresh_tokens (hash, session_id, expires_at) VALUES (?, ?, ?)`,
-		newHash, sess.ID, ms(newExpires)); err != nil {
-		return Session{}, fmt.Errorf("storing refresh token: %w", err)
-	}
-	return sess, tx.Commit()
-}
-
-func (s *sqliteStore) RevokeSession(ctx context.Context, id string) error {
-	if _, err := s.db.ExecContext(ctx, `UPDATE sessions SET revoked = 1 WHERE id = ?`, id); err != nil {
-		return fmt.Errorf("revoking session: %w", err)
-	}
-	return nil
-}
-
-func (s *sqliteStore) SessionActive(ctx context.Context, id string, now time.Time) (bool, error) {
-	var revoked bool
-	var exp int64
-	err := s.db.QueryRowContext(ctx, `SELECT revoked, expires_at FROM sessions WHERE id = ?`, id).Scan(&revoked, &exp)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("reading session: %w", err)
-	}
-	return !revoked && now.UnixMilli() < exp, nil
-}
-
-func (s *sqliteStore) Hit(ctx context.Context, key string, limit int, window time.Duration, now time.Time) (time.Duration, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, fmt.Errorf("rate limit: %w", err)
-	}
-	defer tx.Rollback()
-	since := ms(now.Add(-window))
-	if _, err := tx.ExecContext(ctx, `DELETE FROM rate_events WHERE key = ? AND at <= ?`, key, since); err != nil {
-		return 0, fmt.Errorf("rate limit: %w", err)
-	}
-	var n int
-	var oldest sql.NullInt64
-	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), MIN(at) FROM rate_events WHERE key = ?`, key).Scan(&n, &oldest); err != nil {
-		return 0, fmt.Errorf("rate limit: %w", err)
-	}
-	if n >= limit {
-		wait := time.UnixMilli(oldest.Int64).Add(window).Sub(now)
-		return max(wait, time.Millisecond), nil
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO rate_events (key, at) VALUES (?, ?)`, key, ms(now)); err != nil {
-		return 0, fmt.Errorf("rate limit: %w", err)
-	}
-	return 0, tx.Commit()
-}
-
-func (s *sqliteStore) Failure(ctx context.Context, alias string, lockFor func(int) time.Duration, now time.Time) (int, time.Time, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, time.Time{}, fmt.Errorf("counting failure: %w", err)
-	}
-	defer tx.Rollback()
-	var n int
-	if err := tx.QueryRowContext(ctx, `INSERT INTO failures (alias, count) VALUES (?, 1)
-		ON CONFLICT(alias) DO UPDATE SET count = count + 1 RETURNING count`, alias).Scan(&n); err != nil {
-		return 0, time.Time{}, fmt.Errorf("counting failure: %w", err)
-	}
-	var until time.Time
-	if d := lockFor(n); d > 0 {
-		until = now.Add(d)
-		if _, err := tx.ExecContext(ctx, `UPDATE failures SET locked_until = ? WHERE alias = ?`, ms(until), alias); err != nil {
-			return 0, time.Time{}, fmt.Errorf("locking alias: %w", err)
-		}
-	}
-	return n, until, tx.Commit()
-}
-
-func (s *sqliteStore) LockedUntil(ctx context.Context, alias string) (time.Time, error) {
-	var until int64
-	err := s.db.QueryRowContext(ctx, `SELECT locked_until FROM failures WHERE alias = ?`, alias).Scan(&until)
-	if errors.Is(err, sql.ErrNoRows) || (err == nil && until == 0) {
-		return time.Time{}, nil
-	}
-	if err != nil {
-		return time.Time{}, fmt.Errorf("reading lockout: %w", err)
-	}
-	return time.UnixMilli(until), nil
-}
-
-func (s *sqliteStore) ResetFailures(ctx context.Context, alias string) error {
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM failures WHERE alias = ?`, alias); err != nil {
-		return fmt.Errorf("resetting failures: %w", err)
-	}
-	return nil
-}
-
-func (s *sqliteStore) Purge(ctx context.Context, t time.Time) error {
-	for _, q := range []struct {
-		sql string
-		arg int64
-	}{
-		{`DELETE FROM codes WHERE expires_at <= ?`, ms(t)},
-		{`DELETE FROM sessions WHERE revoked = 1 OR expires_at <= ?`, ms(t)},
-		{`DELETE FROM refresh_tokens WHERE expires_at <= ?`, ms(t)},
-		{`DELETE FROM rate_events WHERE at <= ?`, ms(t.Add(-maxRateWindow))},
-	} {
-		if _, err := s.db.ExecContext(ctx, q.sql, q.arg); err != nil {
-			return fmt.Errorf("purging: %w", err)
-		}
-	}
-	return nil
 }
 
 // Interface guards

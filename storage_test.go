@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,6 +24,34 @@ var storeFactories = map[string]func(t *testing.T) Store{
 		t.Cleanup(func() { releaseSQLite(s) })
 		return s
 	},
+	"postgres": func(t *testing.T) Store {
+		s, err := openPostgres(postgresDSN(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { releasePostgres(s) })
+		return s
+	},
+}
+
+// postgresDSN is a connection string to the PostgreSQL that .ci/postgres.sh
+// starts, with a schema of the test's own. Locally the test skips when
+// none runs; in CI it must not.
+func postgresDSN(t testing.TB) string {
+	t.Helper()
+	dsn := os.Getenv("PWL_TEST_POSTGRES")
+	if dsn == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("PWL_TEST_POSTGRES is not set: .ci/run must start PostgreSQL")
+		}
+		t.Skip("no PostgreSQL: start one with eval \"$(.ci/postgres.sh)\" to run this test")
+	}
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	id, _ := randomID()
+	return dsn + sep + "search_path=pwl_test_" + strings.ToLower(strings.NewReplacer("-", "_").Replace(id))
 }
 
 func TestStoreContract(t *testing.T) {
@@ -194,7 +224,7 @@ func testSessions(t *testing.T, s Store) {
 	if ok, _ := s.SessionActive(ctx, "s1", t0); !ok {
 		t.Fatal("new session inactive")
 	}
-	if _, err := s.RotateRefresh(ctx, []byte("r1"), []byte("r2"), t0.Add(time.Hour), t0); err != nil {
+	if _, err := s.RotateRefresh(ctx, []byte("r1"), opaqueHash("r2"), t0.Add(time.Hour), t0); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.RotateRefresh(ctx, []byte("r1"), []byte("r3"), t0.Add(time.Hour), t0); !errors.Is(err, ErrRefreshReused) {
@@ -203,12 +233,20 @@ func testSessions(t *testing.T, s Store) {
 	if ok, _ := s.SessionActive(ctx, "s1", t0); ok {
 		t.Fatal("reuse did not revoke the session")
 	}
-	if _, err := s.RotateRefresh(ctx, []byte("r2"), []byte("r4"), t0.Add(time.Hour), t0); !errors.Is(err, ErrNotFound) {
+	if _, err := s.RotateRefresh(ctx, opaqueHash("r2"), []byte("r4"), t0.Add(time.Hour), t0); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("rotation in a revoked session: %v", err)
 	}
 	s.CreateSession(ctx, Session{ID: "s2", UserID: u.ID, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, []byte("q1"), t0.Add(time.Hour))
 	if _, err := s.RotateRefresh(ctx, []byte("q1"), []byte("q2"), t0.Add(3*time.Hour), t0.Add(2*time.Hour)); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("expired refresh token: %v", err)
+	}
+	// A rotation extends the session to the new refresh token's expiry.
+	s.CreateSession(ctx, Session{ID: "s3", UserID: u.ID, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, opaqueHash("p1"), t0.Add(time.Hour))
+	if sess, err := s.RotateRefresh(ctx, opaqueHash("p1"), opaqueHash("p2"), t0.Add(3*time.Hour), t0.Add(30*time.Minute)); err != nil || !sess.ExpiresAt.Equal(t0.Add(3*time.Hour)) {
+		t.Fatalf("rotation: %+v %v", sess, err)
+	}
+	if ok, _ := s.SessionActive(ctx, "s3", t0.Add(2*time.Hour)); !ok {
+		t.Fatal("a rotated session ended at its first expiry")
 	}
 	if err := s.RevokeSession(ctx, "s2"); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,172 @@
+package passwordless
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// postgresHandles shares one connection pool per DSN across handler
+// instances and config reloads; the last user to go closes it.
+var postgresHandles = caddy.NewUsagePool()
+
+// postgresStore keeps the state in PostgreSQL, so several Caddy instances
+// share users, codes, sessions, keys and rate limits.
+type postgresStore struct {
+	*sqlStore
+	dsn string
+}
+
+// defaultPostgresSchema keeps the plugin's tables apart from the
+// application's when they share a database. A search_path in the DSN
+// chooses another schema.
+const defaultPostgresSchema = "passwordless"
+
+func openPostgres(dsn string) (*postgresStore, error) {
+	val, _, err := postgresHandles.LoadOrNew(dsn, func() (caddy.Destructor, error) {
+		return newPostgres(dsn)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return val.(*postgresStore), nil
+}
+
+func releasePostgres(s *postgresStore) error {
+	_, err := postgresHandles.Delete(s.dsn)
+	return err
+}
+
+func newPostgres(dsn string) (*postgresStore, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		// pgx's message can quote the DSN, password included.
+		return nil, fmt.Errorf("postgres: the connection string could not be parsed")
+	}
+	schema := strings.TrimSpace(strings.Split(cfg.RuntimeParams["search_path"], ",")[0])
+	if schema == "" {
+		schema = defaultPostgresSchema
+		cfg.RuntimeParams["search_path"] = schema
+	}
+	name := fmt.Sprintf("postgres://%s:%d/%s (schema %s)", cfg.Host, cfg.Port, cfg.Database, schema)
+	db := stdlib.OpenDB(*cfg)
+	db.SetMaxOpenConns(20)
+	db.SetMaxIdleConns(10)
+	if err := migratePostgres(db, schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("preparing %s: %w", name, err)
+	}
+	lock := func(ctx context.Context, tx sqlTx, key string) error {
+		// Serialises read-then-write transactions on one key across
+		// every instance; released at commit or rollback.
+		_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended(?, 0))`, key)
+		if err != nil {
+			return fmt.Errorf("locking %q: %w", strings.SplitN(key, ":", 2)[0], err)
+		}
+		return nil
+	}
+	return &postgresStore{sqlStore: newSQLStore(sqlDB{DB: db, dollar: true}, name, lock), dsn: dsn}, nil
+}
+
+var postgresMigrations = []string{
+	`CREATE TABLE secrets (
+		name TEXT PRIMARY KEY,
+		value BYTEA NOT NULL
+	);
+	CREATE TABLE users (
+		id TEXT PRIMARY KEY,
+		email TEXT UNIQUE,
+		mobile TEXT UNIQUE,
+		email_verified BOOLEAN NOT NULL DEFAULT FALSE,
+		mobile_verified BOOLEAN NOT NULL DEFAULT FALSE,
+		created_at BIGINT NOT NULL
+	);
+	CREATE TABLE codes (
+		alias TEXT NOT NULL,
+		purpose TEXT NOT NULL,
+		id TEXT NOT NULL UNIQUE,
+		user_id TEXT NOT NULL DEFAULT '',
+		hash BYTEA NOT NULL,
+		attempts INTEGER NOT NULL DEFAULT 0,
+		expires_at BIGINT NOT NULL,
+		created_at BIGINT NOT NULL,
+		PRIMARY KEY (alias, purpose)
+	);
+	CREATE TABLE sessions (
+		id TEXT PRIMARY KEY,
+		user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+		created_at BIGINT NOT NULL,
+		expires_at BIGINT NOT NULL,
+		revoked BOOLEAN NOT NULL DEFAULT FALSE
+	);
+	CREATE TABLE refresh_tokens (
+		hash BYTEA PRIMARY KEY,
+		session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+		expires_at BIGINT NOT NULL,
+		used BOOLEAN NOT NULL DEFAULT FALSE
+	);
+	CREATE INDEX refresh_tokens_session ON refresh_tokens(session_id);
+	CREATE TABLE rate_events (
+		key TEXT NOT NULL,
+		at BIGINT NOT NULL
+	);
+	CREATE INDEX rate_events_key_at ON rate_events(key, at);
+	CREATE TABLE failures (
+		alias TEXT PRIMARY KEY,
+		count INTEGER NOT NULL,
+		locked_until BIGINT NOT NULL DEFAULT 0
+	);`,
+}
+
+// migratePostgres brings the schema up to date. Instances starting at the
+// same time take turns on an advisory lock.
+func migratePostgres(db *sql.DB, schema string) error {
+	ctx := context.Background()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('caddy-passwordless migrate', 0))`); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{schema}.Sanitize()); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+		return err
+	}
+	var version int
+	err = tx.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&version)
+	switch {
+	case err == sql.ErrNoRows:
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (0)`); err != nil {
+			return err
+		}
+	case err != nil:
+		return err
+	}
+	if version > len(postgresMigrations) {
+		return fmt.Errorf("database schema version %d is newer than this build knows (%d)", version, len(postgresMigrations))
+	}
+	for i := version; i < len(postgresMigrations); i++ {
+		if _, err := tx.ExecContext(ctx, postgresMigrations[i]); err != nil {
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = $1`, len(postgresMigrations)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// Interface guards
+var (
+	_ Store            = (*postgresStore)(nil)
+	_ caddy.Destructor = (*postgresStore)(nil)
+)
