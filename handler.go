@@ -14,22 +14,62 @@ import (
 	"go.uber.org/zap"
 )
 
-// identityHeaders tell the upstream who the user is. Whatever a client
-// sends under these names is dropped on every request, so a backend can
-// trust them.
-var identityHeaders = []string{"X-Auth-User-Id", "X-Auth-User-Email", "X-Auth-User-Mobile"}
+// identityHeaders tell the upstream who the user is.
+const (
+	headerUserID     = "X-Auth-User-Id"
+	headerUserEmail  = "X-Auth-User-Email"
+	headerUserMobile = "X-Auth-User-Mobile"
+)
+
+// dropIdentityHeaders removes what a client sent under the identity
+// headers' names, so a backend can trust them. Spellings with underscores
+// go too: CGI and WSGI backends read X_Auth_User_Id as the same header.
+func dropIdentityHeaders(h http.Header) {
+	for k := range h {
+		switch len(k) {
+		case len(headerUserID), len(headerUserEmail), len(headerUserMobile):
+			for _, name := range []string{headerUserID, headerUserEmail, headerUserMobile} {
+				if sameHeaderName(k, name) {
+					delete(h, k)
+				}
+			}
+		}
+	}
+}
+
+// sameHeaderName compares header names as CGI does: case-insensitive,
+// with '_' and '-' alike.
+func sameHeaderName(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if x == '_' {
+			x = '-'
+		}
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
 
 // ServeHTTP answers the endpoints under the prefix and guards the rest.
 func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	for _, h := range identityHeaders {
-		r.Header.Del(h)
-	}
+	dropIdentityHeaders(r.Header)
 	if rest, ok := p.endpointPath(r.URL.Path); ok {
 		p.serveEndpoint(w, r, rest)
 		return nil
 	}
 	// Preflight requests carry no credentials by design (CORS).
-	if r.Method == http.MethodOptions || !p.protect.Match(r) || p.public.Match(r) {
+	if r.Method == http.MethodOptions || !p.protects(r) {
 		return next.ServeHTTP(w, r)
 	}
 	claims, reason := p.authenticate(r)
@@ -44,14 +84,24 @@ func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	repl.Set("http.auth.user.id", claims.Subject)
 	repl.Set("http.auth.user.email", claims.Email)
 	repl.Set("http.auth.user.mobile", claims.Mobile)
-	r.Header.Set("X-Auth-User-Id", claims.Subject)
+	// The names are canonical already: no need for Header.Set's work.
+	r.Header[headerUserID] = []string{claims.Subject}
 	if claims.Email != "" {
-		r.Header.Set("X-Auth-User-Email", claims.Email)
+		r.Header[headerUserEmail] = []string{claims.Email}
 	}
 	if claims.Mobile != "" {
-		r.Header.Set("X-Auth-User-Mobile", claims.Mobile)
+		r.Header[headerUserMobile] = []string{claims.Mobile}
 	}
 	return next.ServeHTTP(w, r)
+}
+
+// protects reports whether r needs a token: protect covers it and public
+// does not. The default, everything, needs no matching.
+func (p *Passwordless) protects(r *http.Request) bool {
+	if !p.protectAll && !p.protect.Match(r) {
+		return false
+	}
+	return len(p.public) == 0 || !p.public.Match(r)
 }
 
 // endpointPath reports whether path is under the prefix and returns the

@@ -82,16 +82,18 @@ type Passwordless struct {
 	// Paths that pass without a token even though Protect covers them.
 	Public []string `json:"public,omitempty"`
 
-	store    Store
-	release  func() error
-	hmacKey  []byte
-	keys     *keySet
-	senders  map[AliasKind]Sender
-	timers   map[AliasKind]*sendTimer
-	protect  caddyhttp.MatchPath
-	public   caddyhttp.MatchPath
-	logger   *zap.Logger
-	verified *tokenCache
+	store   Store
+	release func() error
+	hmacKey []byte
+	keys    *keySet
+	senders map[AliasKind]Sender
+	timers  map[AliasKind]*sendTimer
+	protect caddyhttp.MatchPath
+	// protectAll is true for the default `protect /*`.
+	protectAll bool
+	public     caddyhttp.MatchPath
+	logger     *zap.Logger
+	verified   *tokenCache
 }
 
 // StorageConfig chooses the store.
@@ -278,6 +280,7 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 		p.Protect = []string{"/*"}
 	}
 	p.protect = caddyhttp.MatchPath(p.Protect)
+	p.protectAll = len(p.Protect) == 1 && p.Protect[0] == "/*"
 	p.public = caddyhttp.MatchPath(p.Public)
 	if err := p.protect.Provision(ctx); err != nil {
 		return fmt.Errorf("protect: %w", err)

@@ -40,7 +40,8 @@ func TestProtectedWithoutTokenIs401(t *testing.T) {
 func TestForgedIdentityHeadersAreDropped(t *testing.T) {
 	e := newEnv(t, withConfig("public /open/*"))
 	tok := e.login("real@example.com").str("token")
-	forged := []string{"X-Auth-User-Id", "admin", "X-Auth-User-Email", "admin@example.com", "X-Auth-User-Mobile", "+15550000000"}
+	forged := []string{"X-Auth-User-Id", "admin", "X-Auth-User-Email", "admin@example.com", "X-Auth-User-Mobile", "+15550000000",
+}
 
 	// Public route: no identity at all reaches the upstream.
 	r := e.get("/open/page", forged...)
@@ -56,6 +57,25 @@ func TestForgedIdentityHeadersAreDropped(t *testing.T) {
 	}
 	if vals := e.upstream.lastHeader().Values("X-Auth-User-Id"); len(vals) != 1 {
 		t.Fatalf("X-Auth-User-Id arrived %d times", len(vals))
+	}
+
+}
+
+// Underscore spellings do not reach an upstream through Caddy today, but
+// CGI and WSGI backends would read them as the identity headers, so the
+// handler drops them itself rather than rely on that.
+func TestDropIdentityHeadersVariants(t *testing.T) {
+	h := http.Header{
+		"X-Auth-User-Id":     {"a"},
+		"X_auth_user_id":     {"b"},
+		"x-auth-user_email":  {"c"},
+		"X-AUTH-USER-MOBILE": {"d"},
+		"X-Auth-User-Idx":    {"keep"},
+		"X-Other":            {"keep"},
+	}
+	dropIdentityHeaders(h)
+	if len(h) != 2 || h.Get("X-Auth-User-Idx") != "keep" || h.Get("X-Other") != "keep" {
+		t.Fatalf("left %v", h)
 	}
 }
 
