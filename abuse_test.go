@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -86,19 +85,9 @@ func TestPerIPLimitHonoursTrustedProxies(t *testing.T) {
 func TestPerAliasLimitExactUnderConcurrency(t *testing.T) {
 	e := newEnv(t, withConfig("rate_limit {\n send_interval 0s\n per_alias 5 1h\n per_ip 1000 1h\n}"))
 	const n = 40
-	var wg sync.WaitGroup
-	statuses := make([]int, n)
-	start := make(chan struct{})
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			statuses[i] = e.postForm("/auth/email/", map[string]string{"email": "hammer@example.com"}).status
-		}()
-	}
-	close(start)
-	wg.Wait()
+	statuses := concurrently(n, func(int) int {
+		return e.postForm("/auth/email/", map[string]string{"email": "hammer@example.com"}).status
+	})
 	count := map[int]int{}
 	for _, s := range statuses {
 		count[s]++

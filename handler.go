@@ -185,7 +185,8 @@ func (p *Passwordless) aliasField(f map[string]string, kind AliasKind) (Alias, *
 	return Alias{Kind: kind, Value: norm}, nil
 }
 
-// exchangeFields reads the body of /token and /verify: one alias and a code.
+// exchangeFields reads the body of /token and /verify, one alias and a
+// code, and refuses an alias that is locked out.
 func (p *Passwordless) exchangeFields(w http.ResponseWriter, r *http.Request) (Alias, string, *apiError) {
 	f, e := readFields(w, r, "email", "mobile", "token")
 	if e != nil {
@@ -217,6 +218,9 @@ func (p *Passwordless) exchangeFields(w http.ResponseWriter, r *http.Request) (A
 	if !isDigits(code, p.CodeLength) {
 		return Alias{}, "", fieldError("token", "The code is invalid or has expired.")
 	}
+	if e := p.checkLock(r.Context(), a); e != nil {
+		return Alias{}, "", e
+	}
 	return a, code, nil
 }
 
@@ -237,6 +241,28 @@ func (p *Passwordless) sendFields(w http.ResponseWriter, r *http.Request, kind A
 	return f, nil
 }
 
+// sendTarget reads the alias a code is to be sent to and applies the send
+// limits to it. Limits come before anything is looked up and hold alike
+// for known, unknown and demo aliases, so they tell nothing about which
+// is which.
+func (p *Passwordless) sendTarget(w http.ResponseWriter, r *http.Request, kind AliasKind) (Alias, *apiError) {
+	f, e := p.sendFields(w, r, kind)
+	if e != nil {
+		return Alias{}, e
+	}
+	a, e := p.aliasField(f, kind)
+	if e != nil {
+		return Alias{}, e
+	}
+	if e := p.allowIP(r); e != nil {
+		return Alias{}, e
+	}
+	if e := p.allowSend(r.Context(), a); e != nil {
+		return Alias{}, e
+	}
+	return a, nil
+}
+
 var sentDetail = map[AliasKind]string{
 	KindEmail:  "A login token has been sent to your email.",
 	KindMobile: "A login token has been sent to your mobile.",
@@ -245,23 +271,11 @@ var sentDetail = map[AliasKind]string{
 // serveSend is POST {prefix}/email and /mobile: send a login code.
 func (p *Passwordless) serveSend(kind AliasKind) func(http.ResponseWriter, *http.Request) *apiError {
 	return func(w http.ResponseWriter, r *http.Request) *apiError {
-		f, e := p.sendFields(w, r, kind)
-		if e != nil {
-			return e
-		}
-		a, e := p.aliasField(f, kind)
+		a, e := p.sendTarget(w, r, kind)
 		if e != nil {
 			return e
 		}
 		ctx := r.Context()
-		// Limits come first and hold alike for known, unknown and demo
-		// aliases, so they tell nothing about which is which.
-		if e := p.allowIP(r); e != nil {
-			return e
-		}
-		if e := p.allowSend(ctx, a); e != nil {
-			return e
-		}
 		if _, ok := p.demoCode(a); ok {
 			// The demo code is fixed and known: nothing to send.
 			writeJSON(w, http.StatusOK, map[string]string{"detail": sentDetail[kind]})
@@ -335,7 +349,7 @@ func (p *Passwordless) sendCode(ctx context.Context, a Alias, purpose, userID st
 var invalidCode = &apiError{status: http.StatusBadRequest, detail: "The code is invalid or has expired."}
 
 // redeem checks a presented code for alias and purpose. It answers the
-// stored code on success.
+// stored code on success; a failure counts toward the alias's lockout.
 func (p *Passwordless) redeem(ctx context.Context, a Alias, purpose, code string) (Code, *apiError) {
 	key := a.Key()
 	stored, res, err := p.store.RedeemCode(ctx, key, purpose, func(hash []byte) bool {
@@ -345,7 +359,7 @@ func (p *Passwordless) redeem(ctx context.Context, a Alias, purpose, code string
 		return Code{}, p.internal("redeeming code", err)
 	}
 	if res != CodeOK {
-		return Code{}, invalidCode
+		return Code{}, p.failed(ctx, a)
 	}
 	return stored, nil
 }
@@ -367,9 +381,6 @@ func (p *Passwordless) serveToken(w http.ResponseWriter, r *http.Request) *apiEr
 		return e
 	}
 	ctx := context.WithoutCancel(r.Context())
-	if e := p.checkLock(ctx, a); e != nil {
-		return e
-	}
 	demo, isDemo := p.demoCode(a)
 	if isDemo {
 		// A fixed code is only as safe as the limits around it.
@@ -381,9 +392,6 @@ func (p *Passwordless) serveToken(w http.ResponseWriter, r *http.Request) *apiEr
 			return p.failed(ctx, a)
 		}
 	} else if _, e := p.redeem(ctx, a, purposeLogin, code); e != nil {
-		if e == invalidCode {
-			return p.failed(ctx, a)
-		}
 		return e
 	}
 	u, err := p.store.Login(ctx, a, *p.RegisterNewUsers || isDemo, now())

@@ -3,7 +3,6 @@ package passwordless
 import (
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -182,19 +181,9 @@ func TestConcurrentExchangeOneWins(t *testing.T) {
 	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "race@example.com"}), http.StatusOK)
 	code := e.smtp.code(t, "race@example.com")
 	const n = 16
-	var wg sync.WaitGroup
-	statuses := make([]int, n)
-	start := make(chan struct{})
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			statuses[i] = e.postForm("/auth/token/", map[string]string{"email": "race@example.com", "token": code}).status
-		}()
-	}
-	close(start)
-	wg.Wait()
+	statuses := concurrently(n, func(int) int {
+		return e.postForm("/auth/token/", map[string]string{"email": "race@example.com", "token": code}).status
+	})
 	ok := 0
 	for _, s := range statuses {
 		switch s {

@@ -40,8 +40,7 @@ func TestProtectedWithoutTokenIs401(t *testing.T) {
 func TestForgedIdentityHeadersAreDropped(t *testing.T) {
 	e := newEnv(t, withConfig("public /open/*"))
 	tok := e.login("real@example.com").str("token")
-	forged := []string{"X-Auth-User-Id", "admin", "X-Auth-User-Email", "admin@example.com", "X-Auth-User-Mobile", "+15550000000",
-}
+	forged := []string{"X-Auth-User-Id", "admin", "X-Auth-User-Email", "admin@example.com", "X-Auth-User-Mobile", "+15550000000"}
 
 	// Public route: no identity at all reaches the upstream.
 	r := e.get("/open/page", forged...)

@@ -132,18 +132,8 @@ func (p *Passwordless) serveSendVerify(kind AliasKind) func(http.ResponseWriter,
 		if e != nil {
 			return e
 		}
-		f, e := p.sendFields(w, r, kind)
+		a, e := p.sendTarget(w, r, kind)
 		if e != nil {
-			return e
-		}
-		a, e := p.aliasField(f, kind)
-		if e != nil {
-			return e
-		}
-		if e := p.allowIP(r); e != nil {
-			return e
-		}
-		if e := p.allowSend(r.Context(), a); e != nil {
 			return e
 		}
 		if e := p.sendCode(r.Context(), a, purposeVerify, c.Subject, true); e != nil {
@@ -166,13 +156,7 @@ func (p *Passwordless) serveVerify(w http.ResponseWriter, r *http.Request) *apiE
 		return e
 	}
 	ctx := context.WithoutCancel(r.Context())
-	if e := p.checkLock(ctx, a); e != nil {
-		return e
-	}
 	stored, e := p.redeem(ctx, a, purposeVerify, code)
-	if e == invalidCode {
-		return p.failed(ctx, a)
-	}
 	if e != nil {
 		return e
 	}

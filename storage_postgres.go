@@ -28,13 +28,7 @@ type postgresStore struct {
 const defaultPostgresSchema = "passwordless"
 
 func openPostgres(dsn string) (*postgresStore, error) {
-	val, _, err := postgresHandles.LoadOrNew(dsn, func() (caddy.Destructor, error) {
-		return newPostgres(dsn)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return val.(*postgresStore), nil
+	return openShared(postgresHandles, dsn, func() (*postgresStore, error) { return newPostgres(dsn) })
 }
 
 func releasePostgres(s *postgresStore) error {
@@ -74,53 +68,7 @@ func newPostgres(dsn string) (*postgresStore, error) {
 }
 
 var postgresMigrations = []string{
-	`CREATE TABLE secrets (
-		name TEXT PRIMARY KEY,
-		value BYTEA NOT NULL
-	);
-	CREATE TABLE users (
-		id TEXT PRIMARY KEY,
-		email TEXT UNIQUE,
-		mobile TEXT UNIQUE,
-		email_verified BOOLEAN NOT NULL DEFAULT FALSE,
-		mobile_verified BOOLEAN NOT NULL DEFAULT FALSE,
-		created_at BIGINT NOT NULL
-	);
-	CREATE TABLE codes (
-		alias TEXT NOT NULL,
-		purpose TEXT NOT NULL,
-		id TEXT NOT NULL UNIQUE,
-		user_id TEXT NOT NULL DEFAULT '',
-		hash BYTEA NOT NULL,
-		attempts INTEGER NOT NULL DEFAULT 0,
-		expires_at BIGINT NOT NULL,
-		created_at BIGINT NOT NULL,
-		PRIMARY KEY (alias, purpose)
-	);
-	CREATE TABLE sessions (
-		id TEXT PRIMARY KEY,
-		user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-		created_at BIGINT NOT NULL,
-		expires_at BIGINT NOT NULL,
-		revoked BOOLEAN NOT NULL DEFAULT FALSE
-	);
-	CREATE TABLE refresh_tokens (
-		hash BYTEA PRIMARY KEY,
-		session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-		expires_at BIGINT NOT NULL,
-		used BOOLEAN NOT NULL DEFAULT FALSE
-	);
-	CREATE INDEX refresh_tokens_session ON refresh_tokens(session_id);
-	CREATE TABLE rate_events (
-		key TEXT NOT NULL,
-		at BIGINT NOT NULL
-	);
-	CREATE INDEX rate_events_key_at ON rate_events(key, at);
-	CREATE TABLE failures (
-		alias TEXT PRIMARY KEY,
-		count INTEGER NOT NULL,
-		locked_until BIGINT NOT NULL DEFAULT 0
-	);`,
+	schemaV1("BYTEA", "BIGINT"),
 }
 
 // migratePostgres brings the schema up to date. Instances starting at the

@@ -58,6 +58,70 @@ func (s *sqlStore) purgeLoop() {
 	}
 }
 
+// schemaV1 is the first schema, in the column types of one engine: blob
+// for byte strings, bigint for Unix milliseconds.
+func schemaV1(blob, bigint string) string {
+	return strings.NewReplacer("BLOB", blob, "BIGINT", bigint).Replace(`CREATE TABLE secrets (
+		name TEXT PRIMARY KEY,
+		value BLOB NOT NULL
+	);
+	CREATE TABLE users (
+		id TEXT PRIMARY KEY,
+		email TEXT UNIQUE,
+		mobile TEXT UNIQUE,
+		email_verified BOOLEAN NOT NULL DEFAULT FALSE,
+		mobile_verified BOOLEAN NOT NULL DEFAULT FALSE,
+		created_at BIGINT NOT NULL
+	);
+	CREATE TABLE codes (
+		alias TEXT NOT NULL,
+		purpose TEXT NOT NULL,
+		id TEXT NOT NULL UNIQUE,
+		user_id TEXT NOT NULL DEFAULT '',
+		hash BLOB NOT NULL,
+		attempts INTEGER NOT NULL DEFAULT 0,
+		expires_at BIGINT NOT NULL,
+		created_at BIGINT NOT NULL,
+		PRIMARY KEY (alias, purpose)
+	);
+	CREATE TABLE sessions (
+		id TEXT PRIMARY KEY,
+		user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+		created_at BIGINT NOT NULL,
+		expires_at BIGINT NOT NULL,
+		revoked BOOLEAN NOT NULL DEFAULT FALSE
+	);
+	CREATE TABLE refresh_tokens (
+		hash BLOB PRIMARY KEY,
+		session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+		expires_at BIGINT NOT NULL,
+		used BOOLEAN NOT NULL DEFAULT FALSE
+	);
+	CREATE INDEX refresh_tokens_session ON refresh_tokens(session_id);
+	CREATE TABLE rate_events (
+		key TEXT NOT NULL,
+		at BIGINT NOT NULL
+	);
+	CREATE INDEX rate_events_key_at ON rate_events(key, at);
+	CREATE TABLE failures (
+		alias TEXT PRIMARY KEY,
+		count INTEGER NOT NULL,
+		locked_until BIGINT NOT NULL DEFAULT 0
+	);`)
+}
+
+// openShared returns the store kept in pool under key, opening it on first
+// use, so that every handler instance and config reload on one database
+// shares one handle. Each caller releases it with pool.Delete(key).
+func openShared[S caddy.Destructor](pool *caddy.UsagePool, key string, open func() (S, error)) (S, error) {
+	val, _, err := pool.LoadOrNew(key, func() (caddy.Destructor, error) { return open() })
+	if err != nil {
+		var zero S
+		return zero, err
+	}
+	return val.(S), nil
+}
+
 // sqlDB and sqlTx rebind ? placeholders to $1, $2, ... for PostgreSQL.
 type sqlDB struct {
 	*sql.DB

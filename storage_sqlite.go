@@ -29,13 +29,7 @@ func openSQLite(path string) (*sqliteStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlite path %q: %w", path, err)
 	}
-	val, _, err := sqliteHandles.LoadOrNew(abs, func() (caddy.Destructor, error) {
-		return newSQLite(abs)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return val.(*sqliteStore), nil
+	return openShared(sqliteHandles, abs, func() (*sqliteStore, error) { return newSQLite(abs) })
 }
 
 func releaseSQLite(s *sqliteStore) error {
@@ -72,53 +66,7 @@ func newSQLite(path string) (*sqliteStore, error) {
 
 // migrations are applied in order, each once; user_version records how far.
 var sqliteMigrations = []string{
-	`CREATE TABLE secrets (
-		name TEXT PRIMARY KEY,
-		value BLOB NOT NULL
-	);
-	CREATE TABLE users (
-		id TEXT PRIMARY KEY,
-		email TEXT UNIQUE,
-		mobile TEXT UNIQUE,
-		email_verified BOOLEAN NOT NULL DEFAULT FALSE,
-		mobile_verified BOOLEAN NOT NULL DEFAULT FALSE,
-		created_at INTEGER NOT NULL
-	);
-	CREATE TABLE codes (
-		alias TEXT NOT NULL,
-		purpose TEXT NOT NULL,
-		id TEXT NOT NULL UNIQUE,
-		user_id TEXT NOT NULL DEFAULT '',
-		hash BLOB NOT NULL,
-		attempts INTEGER NOT NULL DEFAULT 0,
-		expires_at INTEGER NOT NULL,
-		created_at INTEGER NOT NULL,
-		PRIMARY KEY (alias, purpose)
-	);
-	CREATE TABLE sessions (
-		id TEXT PRIMARY KEY,
-		user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-		created_at INTEGER NOT NULL,
-		expires_at INTEGER NOT NULL,
-		revoked BOOLEAN NOT NULL DEFAULT FALSE
-	);
-	CREATE TABLE refresh_tokens (
-		hash BLOB PRIMARY KEY,
-		session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-		expires_at INTEGER NOT NULL,
-		used BOOLEAN NOT NULL DEFAULT FALSE
-	);
-	CREATE INDEX refresh_tokens_session ON refresh_tokens(session_id);
-	CREATE TABLE rate_events (
-		key TEXT NOT NULL,
-		at INTEGER NOT NULL
-	);
-	CREATE INDEX rate_events_key_at ON rate_events(key, at);
-	CREATE TABLE failures (
-		alias TEXT PRIMARY KEY,
-		count INTEGER NOT NULL,
-		locked_until INTEGER NOT NULL DEFAULT 0
-	);`,
+	schemaV1("BLOB", "INTEGER"),
 }
 
 func migrateSQLite(db *sql.DB) error {

@@ -260,3 +260,22 @@ func expectStatus(t testing.TB, r response, want int) {
 }
 
 func bearer(tok string) []string { return []string{"Authorization", "Bearer " + tok} }
+
+// concurrently runs f(0..n-1) in n goroutines released at once and returns
+// their results.
+func concurrently(n int, f func(i int) int) []int {
+	var wg sync.WaitGroup
+	out := make([]int, n)
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			out[i] = f(i)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	return out
+}
