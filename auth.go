@@ -17,14 +17,31 @@ const tokenCacheSize = 10000
 // another instance sharing the store, within this time.
 const sessionRecheck = time.Second
 
-// authenticate returns the claims of the request's valid token, or nil and
-// why not.
+// crossSiteError answers an unsafe request that carries the session
+// cookie but comes from another site.
+var crossSiteError = &apiError{status: http.StatusForbidden, detail: "Cross-site request refused."}
+
+// authenticate returns the claims of the request's valid token, from the
+// Authorization header or else the session cookie, or nil and why not.
 func (p *Passwordless) authenticate(r *http.Request) (*Claims, string) {
 	tok := bearerToken(r.Header.Get("Authorization"))
 	if tok == "" {
-		return nil, reasonMissing
+		tok = cookieToken(r)
+		if tok == "" {
+			return nil, reasonMissing
+		}
+		// A browser attaches the cookie to requests other sites make it
+		// send (SameSite=Lax still lets top-level POSTs of some kinds
+		// through older browsers): unsafe methods must come from here.
+		if !safeMethod(r.Method) && !sameOrigin(r) {
+			return nil, reasonCrossSite
+		}
 	}
 	return p.checkToken(r.Context(), tok)
+}
+
+func safeMethod(m string) bool {
+	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
 }
 
 // checkToken verifies a token, by signature the first time and from the

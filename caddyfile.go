@@ -45,6 +45,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			log
 //			text_template <file>
 //			html_template <file>
+//			link_base https://example.com
 //		}
 //		sms {
 //			twilio {
@@ -217,6 +218,10 @@ func (e *EmailConfig) unmarshal(d *caddyfile.Dispenser) error {
 			}
 		case "html_template":
 			if err := oneArg(d, &e.HTMLTemplate); err != nil {
+				return err
+			}
+		case "link_base":
+			if err := oneArg(d, &e.LinkBase); err != nil {
 				return err
 			}
 		case "smtp":

@@ -5,6 +5,8 @@ import (
 	"crypto/subtle"
 	"errors"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -77,6 +79,10 @@ func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		// Anonymous traffic is normal: debug, not error, so it does not
 		// flood the log.
 		p.logger.Debug("request not authenticated", zap.String("reason", reason), zap.String("path", r.URL.Path))
+		if reason != reasonCrossSite && len(p.senders) > 0 && wantsLoginPage(r) {
+			http.Redirect(w, r, p.Prefix+"/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusFound)
+			return nil
+		}
 		p.unauthorized(w, reason)
 		return nil
 	}
@@ -113,27 +119,36 @@ func (p *Passwordless) endpointPath(path string) (string, bool) {
 	return strings.Trim(strings.TrimPrefix(path, p.Prefix), "/"), true
 }
 
-type endpoint struct {
-	method string
-	serve  func(w http.ResponseWriter, r *http.Request) *apiError
+// endpoint maps the methods an endpoint answers to their handlers.
+type endpoint map[string]func(w http.ResponseWriter, r *http.Request) *apiError
+
+func post(f func(http.ResponseWriter, *http.Request) *apiError) endpoint {
+	return endpoint{http.MethodPost: f}
+}
+
+func get(f func(http.ResponseWriter, *http.Request) *apiError) endpoint {
+	return endpoint{http.MethodGet: f, http.MethodHead: f}
 }
 
 func (p *Passwordless) endpoints() map[string]endpoint {
 	m := map[string]endpoint{
-		"token":     {http.MethodPost, p.serveToken},
-		"refresh":   {http.MethodPost, p.serveRefresh},
-		"logout":    {http.MethodPost, p.serveLogout},
-		"me":        {http.MethodGet, p.serveMe},
-		"jwks.json": {http.MethodGet, p.serveJWKS},
-		"verify":    {http.MethodPost, p.serveVerify},
+		"token":     post(p.serveToken),
+		"refresh":   post(p.serveRefresh),
+		"logout":    post(p.serveLogout),
+		"me":        get(p.serveMe),
+		"jwks.json": get(p.serveJWKS),
+		"verify":    post(p.serveVerify),
 	}
 	if _, ok := p.senders[KindEmail]; ok {
-		m["email"] = endpoint{http.MethodPost, p.serveSend(KindEmail)}
-		m["verify/email"] = endpoint{http.MethodPost, p.serveSendVerify(KindEmail)}
+		m["email"] = post(p.serveSend(KindEmail))
+		m["verify/email"] = post(p.serveSendVerify(KindEmail))
 	}
 	if _, ok := p.senders[KindMobile]; ok {
-		m["mobile"] = endpoint{http.MethodPost, p.serveSend(KindMobile)}
-		m["verify/mobile"] = endpoint{http.MethodPost, p.serveSendVerify(KindMobile)}
+		m["mobile"] = post(p.serveSend(KindMobile))
+		m["verify/mobile"] = post(p.serveSendVerify(KindMobile))
+	}
+	if len(p.senders) > 0 {
+		m["login"] = endpoint{http.MethodGet: p.serveLoginPage, http.MethodHead: p.serveLoginPage, http.MethodPost: p.serveLoginForm}
 	}
 	return m
 }
@@ -144,20 +159,23 @@ func (p *Passwordless) serveEndpoint(w http.ResponseWriter, r *http.Request, nam
 		writeError(w, &apiError{status: http.StatusNotFound, detail: "Not found."})
 		return
 	}
-	allow := ep.method + ", OPTIONS"
-	if ep.method == http.MethodGet {
-		allow = "GET, HEAD, OPTIONS"
+	methods := make([]string, 0, len(ep)+1)
+	for m := range ep {
+		methods = append(methods, m)
 	}
+	slices.Sort(methods)
+	allow := strings.Join(append(methods, http.MethodOptions), ", ")
+	serve, ok := ep[r.Method]
 	switch {
 	case r.Method == http.MethodOptions:
 		w.Header().Set("Allow", allow)
 		w.WriteHeader(http.StatusNoContent)
 		return
-	case r.Method != ep.method && !(r.Method == http.MethodHead && ep.method == http.MethodGet):
+	case !ok:
 		writeError(w, &apiError{status: http.StatusMethodNotAllowed, detail: "Method \"" + r.Method + "\" not allowed.", allow: allow})
 		return
 	}
-	if e := ep.serve(w, r); e != nil {
+	if e := serve(w, r); e != nil {
 		writeError(w, e)
 	}
 }
@@ -254,13 +272,15 @@ func (p *Passwordless) sendTarget(w http.ResponseWriter, r *http.Request, kind A
 	if e != nil {
 		return Alias{}, e
 	}
+	return a, p.admitSend(r, a)
+}
+
+// admitSend applies the per-IP and per-alias limits to a code for a.
+func (p *Passwordless) admitSend(r *http.Request, a Alias) *apiError {
 	if e := p.allowIP(r); e != nil {
-		return Alias{}, e
+		return e
 	}
-	if e := p.allowSend(r.Context(), a); e != nil {
-		return Alias{}, e
-	}
-	return a, nil
+	return p.allowSend(r.Context(), a)
 }
 
 var sentDetail = map[AliasKind]string{
@@ -275,28 +295,31 @@ func (p *Passwordless) serveSend(kind AliasKind) func(http.ResponseWriter, *http
 		if e != nil {
 			return e
 		}
-		ctx := r.Context()
-		if _, ok := p.demoCode(a); ok {
-			// The demo code is fixed and known: nothing to send.
-			writeJSON(w, http.StatusOK, map[string]string{"detail": sentDetail[kind]})
-			return nil
-		}
-		deliver := true
-		if !*p.RegisterNewUsers {
-			_, err := p.store.UserByAlias(ctx, a)
-			if err != nil && !errors.Is(err, ErrNotFound) {
-				return p.internal("looking up user", err)
-			}
-			// An unknown alias gets the same work, answer and time as a
-			// known one, but nothing is sent and its code can never log in.
-			deliver = err == nil
-		}
-		if e := p.sendCode(ctx, a, purposeLogin, "", deliver); e != nil {
+		if e := p.sendLoginCode(r.Context(), a); e != nil {
 			return e
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"detail": sentDetail[kind]})
 		return nil
 	}
+}
+
+// sendLoginCode sends a login code to a, whose limits were applied.
+func (p *Passwordless) sendLoginCode(ctx context.Context, a Alias) *apiError {
+	if _, ok := p.demoCode(a); ok {
+		// The demo code is fixed and known: nothing to send.
+		return nil
+	}
+	deliver := true
+	if !*p.RegisterNewUsers {
+		_, err := p.store.UserByAlias(ctx, a)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return p.internal("looking up user", err)
+		}
+		// An unknown alias gets the same work, answer and time as a
+		// known one, but nothing is sent and its code can never log in.
+		deliver = err == nil
+	}
+	return p.sendCode(ctx, a, purposeLogin, "", deliver)
 }
 
 // sendCode makes a code for alias and purpose, stores its hash, and sends
@@ -323,8 +346,15 @@ func (p *Passwordless) sendCode(ctx context.Context, a Alias, purpose, userID st
 		p.timers[a.Kind].imitate(ctx)
 		return nil
 	}
+	m := Message{To: a.Value, Code: code, Purpose: purpose, TTL: time.Duration(p.CodeTTL)}
+	if a.Kind == KindEmail && purpose == purposeLogin && p.Email.LinkBase != "" {
+		// The code rides in the fragment: browsers never send it, so no
+		// server or access log sees it, and opening the link only fills
+		// the form, so mail scanners that follow links cannot use it up.
+		m.Link = p.Email.LinkBase + p.Prefix + "/login?alias=" + url.QueryEscape(a.Value) + "#code=" + code
+	}
 	start := time.Now()
-	err = p.senders[a.Kind].Send(ctx, Message{To: a.Value, Code: code, Purpose: purpose, TTL: time.Duration(p.CodeTTL)})
+	err = p.senders[a.Kind].Send(ctx, m)
 	if err == nil {
 		p.timers[a.Kind].observe(time.Since(start))
 		return nil
@@ -381,36 +411,46 @@ func (p *Passwordless) serveToken(w http.ResponseWriter, r *http.Request) *apiEr
 		return e
 	}
 	ctx := context.WithoutCancel(r.Context())
-	demo, isDemo := p.demoCode(a)
-	if isDemo {
-		// A fixed code is only as safe as the limits around it.
-		if e := p.allowIP(r); e != nil {
-			return e
-		}
-		// A demo alias logs in only with its fixed code.
-		if subtle.ConstantTimeCompare([]byte(demo), []byte(code)) != 1 {
-			return p.failed(ctx, a)
-		}
-	} else if _, e := p.redeem(ctx, a, purposeLogin, code); e != nil {
+	u, e := p.login(ctx, r, a, code)
+	if e != nil {
 		return e
-	}
-	u, err := p.store.Login(ctx, a, *p.RegisterNewUsers || isDemo, now())
-	if errors.Is(err, ErrNotFound) {
-		return p.failed(ctx, a)
-	}
-	if err != nil {
-		return p.internal("logging in", err)
-	}
-	if err := p.store.ResetFailures(ctx, a.Key()); err != nil {
-		return p.internal("resetting failures", err)
 	}
 	resp, e := p.newSession(ctx, u)
 	if e != nil {
 		return e
 	}
-	p.logger.Info("user logged in", zap.String("user", u.ID), zap.String("via", string(a.Kind)))
 	writeJSON(w, http.StatusOK, resp)
 	return nil
+}
+
+// login redeems a login code (or a demo user's fixed code) for a and
+// returns the user, created if registration is open.
+func (p *Passwordless) login(ctx context.Context, r *http.Request, a Alias, code string) (User, *apiError) {
+	demo, isDemo := p.demoCode(a)
+	if isDemo {
+		// A fixed code is only as safe as the limits around it.
+		if e := p.allowIP(r); e != nil {
+			return User{}, e
+		}
+		// A demo alias logs in only with its fixed code.
+		if subtle.ConstantTimeCompare([]byte(demo), []byte(code)) != 1 {
+			return User{}, p.failed(ctx, a)
+		}
+	} else if _, e := p.redeem(ctx, a, purposeLogin, code); e != nil {
+		return User{}, e
+	}
+	u, err := p.store.Login(ctx, a, *p.RegisterNewUsers || isDemo, now())
+	if errors.Is(err, ErrNotFound) {
+		return User{}, p.failed(ctx, a)
+	}
+	if err != nil {
+		return User{}, p.internal("logging in", err)
+	}
+	if err := p.store.ResetFailures(ctx, a.Key()); err != nil {
+		return User{}, p.internal("resetting failures", err)
+	}
+	p.logger.Info("user logged in", zap.String("user", u.ID), zap.String("via", string(a.Kind)))
+	return u, nil
 }
 
 type tokenResponse struct {
@@ -422,31 +462,50 @@ type tokenResponse struct {
 
 // newSession starts a session for u and issues its first tokens.
 func (p *Passwordless) newSession(ctx context.Context, u User) (tokenResponse, *apiError) {
+	s, refresh, e := p.startSession(ctx, u)
+	if e != nil {
+		return tokenResponse{}, e
+	}
+	return p.tokens(u, s.ID, refresh)
+}
+
+// startSession stores a new session for u that lives refresh_ttl, with
+// its first refresh token.
+func (p *Passwordless) startSession(ctx context.Context, u User) (Session, string, *apiError) {
 	sid, err := randomID()
 	if err != nil {
-		return tokenResponse{}, p.internal("generating session id", err)
+		return Session{}, "", p.internal("generating session id", err)
 	}
 	refresh, err := randomToken()
 	if err != nil {
-		return tokenResponse{}, p.internal("generating refresh token", err)
+		return Session{}, "", p.internal("generating refresh token", err)
 	}
 	t := now()
 	refreshExp := t.Add(time.Duration(p.JWT.RefreshTTL))
 	s := Session{ID: sid, UserID: u.ID, CreatedAt: t, ExpiresAt: refreshExp}
 	if err := p.store.CreateSession(ctx, s, opaqueHash(refresh), refreshExp); err != nil {
-		return tokenResponse{}, p.internal("creating session", err)
+		return Session{}, "", p.internal("creating session", err)
 	}
-	return p.tokens(u, sid, refresh)
+	return s, refresh, nil
 }
 
 // tokens issues an access token for u in session sid, next to refresh.
 func (p *Passwordless) tokens(u User, sid, refresh string) (tokenResponse, *apiError) {
+	ttl := time.Duration(p.JWT.TTL)
+	tok, e := p.accessToken(u, sid, ttl)
+	if e != nil {
+		return tokenResponse{}, e
+	}
+	return tokenResponse{Token: tok, RefreshToken: refresh, TokenType: "Bearer", ExpiresIn: int64(ttl / time.Second)}, nil
+}
+
+// accessToken signs a token for u in session sid that lives ttl.
+func (p *Passwordless) accessToken(u User, sid string, ttl time.Duration) (string, *apiError) {
 	jti, err := randomID()
 	if err != nil {
-		return tokenResponse{}, p.internal("generating token id", err)
+		return "", p.internal("generating token id", err)
 	}
 	t := now()
-	ttl := time.Duration(p.JWT.TTL)
 	c := &Claims{
 		Email: u.Email, Mobile: u.Mobile, SessionID: sid,
 		RegisteredClaims: jwt.RegisteredClaims{
@@ -459,9 +518,9 @@ func (p *Passwordless) tokens(u User, sid, refresh string) (tokenResponse, *apiE
 	}
 	tok, err := p.keys.sign(c)
 	if err != nil {
-		return tokenResponse{}, p.internal("signing token", err)
+		return "", p.internal("signing token", err)
 	}
-	return tokenResponse{Token: tok, RefreshToken: refresh, TokenType: "Bearer", ExpiresIn: int64(ttl / time.Second)}, nil
+	return tok, nil
 }
 
 // internal logs a technical failure and answers 500 without its details.
@@ -471,13 +530,19 @@ func (p *Passwordless) internal(what string, err error) *apiError {
 }
 
 const (
-	reasonMissing = "missing"
-	reasonInvalid = "invalid"
-	reasonRevoked = "revoked"
+	reasonMissing   = "missing"
+	reasonInvalid   = "invalid"
+	reasonRevoked   = "revoked"
+	reasonCrossSite = "cross-site"
 )
 
-// unauthorized answers 401 as RFC 6750 asks.
+// unauthorized answers 401 as RFC 6750 asks, or 403 for a cookie sent by
+// another site.
 func (p *Passwordless) unauthorized(w http.ResponseWriter, reason string) {
+	if reason == reasonCrossSite {
+		writeError(w, crossSiteError)
+		return
+	}
 	if reason == reasonMissing {
 		w.Header().Set("WWW-Authenticate", `Bearer`)
 		writeError(w, &apiError{status: http.StatusUnauthorized, detail: "Authentication credentials were not provided."})

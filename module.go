@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/mail"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -135,6 +136,12 @@ type EmailConfig struct {
 	// A Go html/template file for the HTML part, with the same fields.
 	// Default: a built-in message.
 	HTMLTemplate string `json:"html_template,omitempty"`
+	// The site's address as users reach it, such as
+	// `https://example.com`. When set, login emails also carry a sign-in
+	// link to the browser sign-in page, `{{.Link}}` in templates. It is
+	// configured rather than taken from the request's Host header, which a
+	// client chooses: a forged Host would send codes to another site.
+	LinkBase string `json:"link_base,omitempty"`
 }
 
 // SMSConfig configures login by text message.
@@ -407,8 +414,15 @@ func (p *Passwordless) Validate() error {
 }
 
 func (e *EmailConfig) provision(env func(*string), logger *zap.Logger) (*emailSender, error) {
-	for _, s := range []*string{&e.From, &e.Subject, &e.TextTemplate, &e.HTMLTemplate} {
+	for _, s := range []*string{&e.From, &e.Subject, &e.TextTemplate, &e.HTMLTemplate, &e.LinkBase} {
 		env(s)
+	}
+	if e.LinkBase != "" {
+		u, err := url.Parse(e.LinkBase)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return nil, fmt.Errorf("link_base must be the site's address, like https://example.com, not %q", e.LinkBase)
+		}
+		e.LinkBase = strings.TrimSuffix(e.LinkBase, "/")
 	}
 	if e.Subject == "" {
 		e.Subject = "Your login code"
@@ -445,7 +459,7 @@ func (e *EmailConfig) provision(env func(*string), logger *zap.Logger) (*emailSe
 		return nil, fmt.Errorf("html_template: %w", err)
 	}
 	// A template that cannot render a code is found now, not at the first login.
-	probe := Message{To: "user@example.com", Code: "000000", Purpose: purposeLogin, TTL: time.Minute}
+	probe := Message{To: "user@example.com", Code: "000000", Purpose: purposeLogin, TTL: time.Minute, Link: "https://example.com/auth/login"}
 	if _, err := render(s.text, newTemplateData(probe)); err != nil {
 		return nil, fmt.Errorf("text_template: %w", err)
 	}

@@ -58,14 +58,18 @@ func writeError(w http.ResponseWriter, e *apiError) {
 		body[e.field] = []string{e.detail}
 	}
 	if e.retryAfter > 0 {
-		// Whole seconds, rounded up, so a client that waits that long is let in.
-		secs := int64((e.retryAfter + time.Second - 1) / time.Second)
-		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+		w.Header().Set("Retry-After", retryAfterSeconds(e.retryAfter))
 	}
 	if e.allow != "" {
 		w.Header().Set("Allow", e.allow)
 	}
 	writeJSON(w, e.status, body)
+}
+
+// retryAfterSeconds is d in whole seconds, rounded up, so a client that
+// waits that long is let in.
+func retryAfterSeconds(d time.Duration) string {
+	return strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10)
 }
 
 // readFields reads a JSON, form-encoded or multipart body into string

@@ -24,6 +24,7 @@ type Message struct {
 	Code    string
 	Purpose string // purposeLogin or purposeVerify
 	TTL     time.Duration
+	Link    string // a sign-in link, for login emails when link_base is set
 }
 
 // errBadRecipient is what a sender answers when the provider refuses the
@@ -37,10 +38,11 @@ type templateData struct {
 	Purpose string
 	Minutes int
 	To      string
+	Link    string
 }
 
 func newTemplateData(m Message) templateData {
-	return templateData{Code: m.Code, Purpose: m.Purpose, Minutes: int(m.TTL.Round(time.Minute) / time.Minute), To: m.To}
+	return templateData{Code: m.Code, Purpose: m.Purpose, Minutes: int(m.TTL.Round(time.Minute) / time.Minute), To: m.To, Link: m.Link}
 }
 
 // codePlaceholder is the short form users can write in templates and
@@ -52,7 +54,9 @@ func expandCodePlaceholder(s string) string {
 }
 
 const defaultTextTemplate = `{{if eq .Purpose "verify"}}Use this code to verify your address: {{.Code}}{{else}}Your login code is {{.Code}}{{end}}
-
+{{if .Link}}
+Or open this link to sign in: {{.Link}}
+{{end}}
 It expires in {{.Minutes}} minutes. If you did not ask for it, you can ignore this message.
 `
 
@@ -60,6 +64,7 @@ const defaultHTMLTemplate = `<!DOCTYPE html>
 <html lang="en"><body style="font-family: sans-serif">
 <p>{{if eq .Purpose "verify"}}Use this code to verify your address:{{else}}Your login code is:{{end}}</p>
 <p style="font-size: 2em; font-weight: bold; letter-spacing: 0.2em">{{.Code}}</p>
+{{if .Link}}<p><a href="{{.Link}}">Sign in</a></p>{{end}}
 <p>It expires in {{.Minutes}} minutes. If you did not ask for it, you can ignore this message.</p>
 </body></html>
 `

@@ -51,6 +51,9 @@ func (p *Passwordless) serveRefresh(w http.ResponseWriter, r *http.Request) *api
 // bearer authenticates an endpoint request by its bearer token.
 func (p *Passwordless) bearer(r *http.Request) (*Claims, *apiError) {
 	c, reason := p.authenticate(r)
+	if reason == reasonCrossSite {
+		return nil, crossSiteError
+	}
 	if c == nil {
 		detail := "The token is invalid or has expired."
 		if reason == reasonMissing {
@@ -72,6 +75,10 @@ func (p *Passwordless) serveLogout(w http.ResponseWriter, r *http.Request) *apiE
 		return p.internal("revoking session", err)
 	}
 	p.verified.putSession(c.SessionID, false, now())
+	// A browser session ends with its cookie.
+	if cookieToken(r) != "" {
+		http.SetCookie(w, p.sessionCookie(r, "", time.Time{}))
+	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
 	return nil

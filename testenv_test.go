@@ -116,6 +116,7 @@ type envConfig struct {
 	site    string // more site directives, before reverse_proxy
 	db      string
 	global  string // more global options
+	mailCfg string // more subdirectives of the default email block
 	noEmail bool
 }
 
@@ -123,6 +124,7 @@ func withConfig(s string) envOption { return func(c *envConfig) { c.extra += "\n
 func withEmail(s string) envOption  { return func(c *envConfig) { c.email = s } }
 func withSite(s string) envOption   { return func(c *envConfig) { c.site += "\n" + s } }
 func withDB(path string) envOption  { return func(c *envConfig) { c.db = path } }
+func withEmailOption(s string) envOption { return func(c *envConfig) { c.mailCfg += "\n" + s } }
 func withGlobal(s string) envOption { return func(c *envConfig) { c.global += "\n" + s } }
 func withoutEmail() envOption       { return func(c *envConfig) { c.noEmail = true } }
 
@@ -141,7 +143,8 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 				tls none
 				timeout 5s
 			}
-		}`, e.smtp.addr)
+			%s
+		}`, e.smtp.addr, cfg.mailCfg)
 	}
 	caddyfile := fmt.Sprintf(`{
 	admin localhost:2999
