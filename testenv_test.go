@@ -120,13 +120,13 @@ type envConfig struct {
 	noEmail bool
 }
 
-func withConfig(s string) envOption { return func(c *envConfig) { c.extra += "\n" + s } }
-func withEmail(s string) envOption  { return func(c *envConfig) { c.email = s } }
-func withSite(s string) envOption   { return func(c *envConfig) { c.site += "\n" + s } }
-func withDB(path string) envOption  { return func(c *envConfig) { c.db = path } }
+func withConfig(s string) envOption      { return func(c *envConfig) { c.extra += "\n" + s } }
+func withEmail(s string) envOption       { return func(c *envConfig) { c.email = s } }
+func withSite(s string) envOption        { return func(c *envConfig) { c.site += "\n" + s } }
+func withDB(path string) envOption       { return func(c *envConfig) { c.db = path } }
 func withEmailOption(s string) envOption { return func(c *envConfig) { c.mailCfg += "\n" + s } }
-func withGlobal(s string) envOption { return func(c *envConfig) { c.global += "\n" + s } }
-func withoutEmail() envOption       { return func(c *envConfig) { c.noEmail = true } }
+func withGlobal(s string) envOption      { return func(c *envConfig) { c.global += "\n" + s } }
+func withoutEmail() envOption            { return func(c *envConfig) { c.noEmail = true } }
 
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
