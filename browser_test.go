@@ -87,6 +87,7 @@ func TestLoginFormRefusesOtherSites(t *testing.T) {
 	expectStatus(t, e.postForm("/auth/login", map[string]string{"alias": "x@example.com"}), http.StatusForbidden)
 	expectStatus(t, e.postForm("/auth/login", map[string]string{"alias": "x@example.com"}, "Origin", "https://evil.example"), http.StatusForbidden)
 	expectStatus(t, e.postForm("/auth/login", map[string]string{"alias": "x@example.com"}, "Sec-Fetch-Site", "cross-site"), http.StatusForbidden)
+	expectStatus(t, e.postForm("/auth/login", map[string]string{"alias": "x@example.com"}, "Origin", "null", "Sec-Fetch-Site", "cross-site"), http.StatusForbidden)
 	if n := len(e.smtp.all()); n != 0 {
 		t.Fatalf("%d codes sent for another site", n)
 	}

@@ -162,7 +162,7 @@ func (p *Passwordless) renderLogin(w http.ResponseWriter, status int, v loginVie
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+nonce+"'; script-src 'nonce-"+nonce+"'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Referrer-Policy", "same-origin")
 	w.WriteHeader(status)
 	w.Write(b.Bytes())
 }
@@ -200,7 +200,9 @@ func safeNext(next string) string {
 // sameOrigin reports whether a browser request comes from a page of this
 // site: by Origin, or by Sec-Fetch-Site where a browser sends no Origin.
 func sameOrigin(r *http.Request) bool {
-	if o := r.Header.Get("Origin"); o != "" {
+	// "null" is what browsers send from privacy-sensitive contexts; the
+	// fetch metadata then decides.
+	if o := r.Header.Get("Origin"); o != "" && o != "null" {
 		u, err := url.Parse(o)
 		return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
 	}
