@@ -57,6 +57,11 @@ var e164 = regexp.MustCompile(`^\+[1-9]\d{1,14}$`)
 // normalizeMobile accepts E.164 only; spaces, dashes and dots that people
 // type between digit groups are dropped first.
 func normalizeMobile(s string) (string, error) {
+	// A '+' sent unencoded in a form body (curl -d mobile=+1555...) arrives
+	// as a space; a number cannot start with a space otherwise.
+	if len(s) > 1 && s[0] == ' ' && s[1] >= '1' && s[1] <= '9' {
+		s = "+" + s[1:]
+	}
 	s = strings.TrimSpace(s)
 	if len(s) > 32 {
 		return "", errInvalidMobile

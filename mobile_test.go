@@ -63,7 +63,11 @@ func TestMobileInvalidNumber(t *testing.T) {
 	// People type spaces and dashes: those are fine.
 	expectStatus(t, e.postForm("/auth/mobile/", map[string]string{"mobile": "+1 555-123-4567"}), http.StatusOK)
 	tw.last(t, "+15551234567")
-	if tw.hits() != 1 {
+	// So is the '+' that `curl -d mobile=+44...` leaves unencoded.
+	r := e.do(http.MethodPost, "/auth/mobile/", http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}, strings.NewReader("mobile=+447700900123"))
+	expectStatus(t, r, http.StatusOK)
+	tw.last(t, "+447700900123")
+	if tw.hits() != 2 {
 		t.Fatalf("%d requests reached Twilio", tw.hits())
 	}
 }
