@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-smtp"
 )
 
 func TestSendIntervalLimit(t *testing.T) {
@@ -203,6 +205,32 @@ func TestNoAccountEnumeration(t *testing.T) {
 	}
 	expectStatus(t, k, http.StatusTooManyRequests)
 	sameResponse(t, "lockout", k, u)
+}
+
+// While the mail server refuses everything, a known address gets 503: so
+// must an unknown one, or an outage would tell them apart.
+func TestNoEnumerationDuringAnOutage(t *testing.T) {
+	e := newEnv(t, withConfig("register_new_users false\nrate_limit {\n send_interval 0s\n}"))
+	s, err := openSQLite(e.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Login(context.Background(), Alias{Kind: KindEmail, Value: "known@example.com"}, true, now()); err != nil {
+		t.Fatal(err)
+	}
+	releaseSQLite(s)
+
+	e.smtp.setReject(&smtp.SMTPError{Code: 451, Message: "try later"})
+	known := e.postForm("/auth/email/", map[string]string{"email": "known@example.com"})
+	unknown := e.postForm("/auth/email/", map[string]string{"email": "unknown@example.com"})
+	expectStatus(t, known, http.StatusServiceUnavailable)
+	sameResponse(t, "outage", known, unknown)
+
+	e.smtp.setReject(nil)
+	known = e.postForm("/auth/email/", map[string]string{"email": "known@example.com"})
+	unknown = e.postForm("/auth/email/", map[string]string{"email": "unknown@example.com"})
+	expectStatus(t, known, http.StatusOK)
+	sameResponse(t, "after the outage", known, unknown)
 }
 
 func TestDemoUser(t *testing.T) {

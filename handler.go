@@ -344,6 +344,9 @@ func (p *Passwordless) sendCode(ctx context.Context, a Alias, purpose, userID st
 	}
 	if !deliver {
 		p.timers[a.Kind].imitate(ctx)
+		if p.timers[a.Kind].isFailing() {
+			return sendFailed
+		}
 		return nil
 	}
 	m := Message{To: a.Value, Code: code, Purpose: purpose, TTL: time.Duration(p.CodeTTL)}
@@ -370,9 +373,14 @@ func (p *Passwordless) sendCode(ctx context.Context, a Alias, purpose, userID st
 			KindMobile: "This mobile number cannot receive messages.",
 		}[a.Kind])
 	}
+	p.timers[a.Kind].failed()
 	p.logger.Error("sending code failed", zap.String("channel", string(a.Kind)), zap.Error(err))
-	return &apiError{status: http.StatusServiceUnavailable, detail: "The code could not be sent. Please try again later."}
+	return sendFailed
 }
+
+// sendFailed is the answer when a sender fails: it names no server and no
+// secret.
+var sendFailed = &apiError{status: http.StatusServiceUnavailable, detail: "The code could not be sent. Please try again later."}
 
 // invalidCode is the one answer to every failed exchange: wrong, expired,
 // used, unknown alias or another alias's code all look the same.

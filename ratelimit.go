@@ -164,14 +164,31 @@ func (p *Passwordless) failed(ctx context.Context, a Alias) *apiError {
 // not tell whether an account exists. It learns the typical duration of
 // real sends per channel, like caddyauth's fakePassword makes an unknown
 // user cost one hash.
+// It also remembers whether the channel's last real send failed: while it
+// does, skipped sends fail the same way, so an outage does not tell known
+// aliases (503) from unknown ones.
 type sendTimer struct {
-	mu   sync.Mutex
-	ewma time.Duration
+	mu      sync.Mutex
+	ewma    time.Duration
+	failing bool
+}
+
+func (s *sendTimer) failed() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failing = true
+}
+
+func (s *sendTimer) isFailing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failing
 }
 
 func (s *sendTimer) observe(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.failing = false
 	if s.ewma == 0 {
 		s.ewma = d
 		return
