@@ -77,7 +77,11 @@ func TestLogoutEndsOnlyThatSession(t *testing.T) {
 	expectStatus(t, e.postForm("/auth/refresh", map[string]string{"refresh_token": b.str("refresh_token")}), http.StatusOK)
 
 	expectStatus(t, e.do(http.MethodPost, "/auth/logout", nil, nil), http.StatusUnauthorized)
-	expectStatus(t, e.get("/auth/me"), http.StatusUnauthorized)
+	r = e.get("/auth/me")
+	expectStatus(t, r, http.StatusUnauthorized)
+	if r.header.Get("WWW-Authenticate") != "Bearer" {
+		t.Fatalf("WWW-Authenticate %q", r.header.Get("WWW-Authenticate"))
+	}
 }
 
 // jwksKey finds the published key for a token's kid.

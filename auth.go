@@ -2,10 +2,11 @@ package passwordless
 
 import (
 	"context"
-	"go.uber.org/zap"
 	"net/http"
 	"sync"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // tokenCacheSize bounds the memory the cache of verified tokens may take

@@ -83,7 +83,7 @@ func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 			http.Redirect(w, r, p.Prefix+"/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusFound)
 			return nil
 		}
-		p.unauthorized(w, reason)
+		writeError(w, authFailure(reason))
 		return nil
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
@@ -544,18 +544,15 @@ const (
 	reasonCrossSite = "cross-site"
 )
 
-// unauthorized answers 401 as RFC 6750 asks, or 403 for a cookie sent by
+// authFailure is the answer to a request whose credentials failed: 401
+// with the challenge RFC 6750 asks for, or 403 for a cookie sent by
 // another site.
-func (p *Passwordless) unauthorized(w http.ResponseWriter, reason string) {
-	if reason == reasonCrossSite {
-		writeError(w, crossSiteError)
-		return
+func authFailure(reason string) *apiError {
+	switch reason {
+	case reasonCrossSite:
+		return crossSiteError
+	case reasonMissing:
+		return &apiError{status: http.StatusUnauthorized, detail: "Authentication credentials were not provided.", challenge: `Bearer`}
 	}
-	if reason == reasonMissing {
-		w.Header().Set("WWW-Authenticate", `Bearer`)
-		writeError(w, &apiError{status: http.StatusUnauthorized, detail: "Authentication credentials were not provided."})
-		return
-	}
-	w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-	writeError(w, &apiError{status: http.StatusUnauthorized, detail: "The token is invalid or has expired."})
+	return &apiError{status: http.StatusUnauthorized, detail: "The token is invalid or has expired.", challenge: `Bearer error="invalid_token"`}
 }

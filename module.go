@@ -4,7 +4,6 @@
 package passwordless
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -564,6 +563,3 @@ var (
 	_ caddy.CleanerUpper          = (*Passwordless)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Passwordless)(nil)
 )
-
-// background is for store work that must finish even if the client hangs up.
-var background = context.Background

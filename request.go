@@ -26,6 +26,7 @@ type apiError struct {
 	field      string // when set, the body also carries {field: [detail]}
 	retryAfter time.Duration
 	allow      string // for 405
+	challenge  string // WWW-Authenticate, for 401
 }
 
 func (e *apiError) Error() string { return e.detail }
@@ -62,6 +63,9 @@ func writeError(w http.ResponseWriter, e *apiError) {
 	}
 	if e.allow != "" {
 		w.Header().Set("Allow", e.allow)
+	}
+	if e.challenge != "" {
+		w.Header().Set("WWW-Authenticate", e.challenge)
 	}
 	writeJSON(w, e.status, body)
 }

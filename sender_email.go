@@ -22,8 +22,6 @@ type emailSender struct {
 	html    *htmltemplate.Template
 	smtp    *SMTPConfig // nil: log instead
 	log     *logSender
-	// tlsConfig is for tests that run an SMTP server with their own CA.
-	tlsConfig *tls.Config
 }
 
 func (e *emailSender) renderText(m Message) (string, error) {
@@ -83,10 +81,7 @@ func (e *emailSender) client() (*mail.Client, error) {
 		timeout = 10 * time.Second
 	}
 	opts := []mail.Option{mail.WithPort(port), mail.WithTimeout(timeout)}
-	tc := e.tlsConfig
-	if tc == nil {
-		tc = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
-	}
+	tc := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
 	switch c.TLS {
 	case "", "starttls":
 		// Mandatory: a server that does not offer STARTTLS is refused

@@ -51,15 +51,8 @@ func (p *Passwordless) serveRefresh(w http.ResponseWriter, r *http.Request) *api
 // bearer authenticates an endpoint request by its bearer token.
 func (p *Passwordless) bearer(r *http.Request) (*Claims, *apiError) {
 	c, reason := p.authenticate(r)
-	if reason == reasonCrossSite {
-		return nil, crossSiteError
-	}
 	if c == nil {
-		detail := "The token is invalid or has expired."
-		if reason == reasonMissing {
-			detail = "Authentication credentials were not provided."
-		}
-		return nil, &apiError{status: http.StatusUnauthorized, detail: detail}
+		return nil, authFailure(reason)
 	}
 	return c, nil
 }
@@ -68,7 +61,6 @@ func (p *Passwordless) bearer(r *http.Request) (*Claims, *apiError) {
 func (p *Passwordless) serveLogout(w http.ResponseWriter, r *http.Request) *apiError {
 	c, e := p.bearer(r)
 	if e != nil {
-		w.Header().Set("WWW-Authenticate", `Bearer`)
 		return e
 	}
 	if err := p.store.RevokeSession(context.WithoutCancel(r.Context()), c.SessionID); err != nil {
@@ -103,7 +95,6 @@ func orNull(s string) *string {
 func (p *Passwordless) serveMe(w http.ResponseWriter, r *http.Request) *apiError {
 	c, e := p.bearer(r)
 	if e != nil {
-		w.Header().Set("WWW-Authenticate", `Bearer`)
 		return e
 	}
 	u, err := p.store.UserByID(r.Context(), c.Subject)
