@@ -130,6 +130,7 @@ func get(f func(http.ResponseWriter, *http.Request) *apiError) endpoint {
 	return endpoint{http.MethodGet: f, http.MethodHead: f}
 }
 
+// endpoints maps endpoint names to their handlers; Provision builds it once.
 func (p *Passwordless) endpoints() map[string]endpoint {
 	m := map[string]endpoint{
 		"token":     post(p.serveToken),
@@ -153,26 +154,30 @@ func (p *Passwordless) endpoints() map[string]endpoint {
 	return m
 }
 
-func (p *Passwordless) serveEndpoint(w http.ResponseWriter, r *http.Request, name string) {
-	ep, ok := p.endpoints()[name]
-	if !ok {
-		writeError(w, &apiError{status: http.StatusNotFound, detail: "Not found."})
-		return
-	}
+// allow is the value of the Allow header for the endpoint.
+func (ep endpoint) allow() string {
 	methods := make([]string, 0, len(ep)+1)
 	for m := range ep {
 		methods = append(methods, m)
 	}
 	slices.Sort(methods)
-	allow := strings.Join(append(methods, http.MethodOptions), ", ")
+	return strings.Join(append(methods, http.MethodOptions), ", ")
+}
+
+func (p *Passwordless) serveEndpoint(w http.ResponseWriter, r *http.Request, name string) {
+	ep, ok := p.routes[name]
+	if !ok {
+		writeError(w, &apiError{status: http.StatusNotFound, detail: "Not found."})
+		return
+	}
 	serve, ok := ep[r.Method]
 	switch {
 	case r.Method == http.MethodOptions:
-		w.Header().Set("Allow", allow)
+		w.Header().Set("Allow", ep.allow())
 		w.WriteHeader(http.StatusNoContent)
 		return
 	case !ok:
-		writeError(w, &apiError{status: http.StatusMethodNotAllowed, detail: "Method \"" + r.Method + "\" not allowed.", allow: allow})
+		writeError(w, &apiError{status: http.StatusMethodNotAllowed, detail: "Method \"" + r.Method + "\" not allowed.", allow: ep.allow()})
 		return
 	}
 	if e := serve(w, r); e != nil {

@@ -94,6 +94,7 @@ type Passwordless struct {
 	public     caddyhttp.MatchPath
 	logger     *zap.Logger
 	verified   *tokenCache
+	routes     map[string]endpoint // built once at provision
 }
 
 // StorageConfig chooses the store.
@@ -346,6 +347,7 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("jwt: %w", err)
 	}
 	p.verified = newTokenCache(tokenCacheSize)
+	p.routes = p.endpoints()
 	return nil
 }
 
