@@ -209,9 +209,7 @@ func TestKeyRotation(t *testing.T) {
 func TestKeyFileMustFitAlgorithm(t *testing.T) {
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
 	f := writeKey(t, rsaKey)
-	var p Passwordless
-	p.JWT = &JWTConfig{Algorithm: "EdDSA", KeyFiles: []string{f}}
-	if _, err := loadKeys(t.Context(), p.JWT, nil); err == nil || !strings.Contains(err.Error(), "does not fit") {
+	if _, err := loadKeys(t.Context(), &JWTConfig{Algorithm: "EdDSA", KeyFiles: []string{f}}, nil); err == nil || !strings.Contains(err.Error(), "does not fit") {
 		t.Fatalf("an RSA key was taken for EdDSA: %v", err)
 	}
 }
@@ -290,5 +288,34 @@ func TestVerifyCodeBelongsToTheAccountThatAsked(t *testing.T) {
 	expectStatus(t, e.postForm("/auth/verify", map[string]string{"email": "shared@example.com", "token": code}, bearer(thief.str("token"))...), http.StatusBadRequest)
 	if e.get("/auth/me", bearer(thief.str("token"))...).str("email") != "thief@example.com" {
 		t.Fatal("the thief got the address")
+	}
+}
+
+// With several keys, a token must name its key: one without a kid, or with
+// an unknown one, is refused even though its signature is good.
+func TestSeveralKeysNeedKid(t *testing.T) {
+	first, second := strings.Repeat("a", 32), strings.Repeat("b", 32)
+	ks, err := loadKeys(t.Context(), &JWTConfig{Algorithm: "HS256", Secrets: []string{first, second}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := &Claims{SessionID: "s", RegisteredClaims: jwt.RegisteredClaims{Subject: "u",
+		IssuedAt: jwt.NewNumericDate(now()), ExpiresAt: jwt.NewNumericDate(now().Add(time.Minute))}}
+	good, err := ks.sign(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ks.verify(good); err != nil {
+		t.Fatalf("a token with its kid: %v", err)
+	}
+	for name, kid := range map[string]any{"no kid": nil, "unknown kid": "nope"} {
+		tok := jwt.NewWithClaims(jwt.SigningMethodHS256, claims)
+		if kid != nil {
+			tok.Header["kid"] = kid
+		}
+		signed, _ := tok.SignedString([]byte(first))
+		if _, err := ks.verify(signed); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
 }
