@@ -264,28 +264,13 @@ func (p *Passwordless) sendFields(w http.ResponseWriter, r *http.Request, kind A
 	return f, nil
 }
 
-// sendTarget reads the alias a code is to be sent to and applies the send
-// limits to it. Limits come before anything is looked up and hold alike
-// for known, unknown and demo aliases, so they tell nothing about which
-// is which.
+// sendTarget reads the alias a code is to be sent to.
 func (p *Passwordless) sendTarget(w http.ResponseWriter, r *http.Request, kind AliasKind) (Alias, *apiError) {
 	f, e := p.sendFields(w, r, kind)
 	if e != nil {
 		return Alias{}, e
 	}
-	a, e := p.aliasField(f, kind)
-	if e != nil {
-		return Alias{}, e
-	}
-	return a, p.admitSend(r, a)
-}
-
-// admitSend applies the per-IP and per-alias limits to a code for a.
-func (p *Passwordless) admitSend(r *http.Request, a Alias) *apiError {
-	if e := p.allowIP(r); e != nil {
-		return e
-	}
-	return p.allowSend(r.Context(), a)
+	return p.aliasField(f, kind)
 }
 
 var sentDetail = map[AliasKind]string{
@@ -300,7 +285,7 @@ func (p *Passwordless) serveSend(kind AliasKind) func(http.ResponseWriter, *http
 		if e != nil {
 			return e
 		}
-		if e := p.sendLoginCode(r.Context(), a); e != nil {
+		if e := p.sendLoginCode(r, a); e != nil {
 			return e
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"detail": sentDetail[kind]})
@@ -308,28 +293,34 @@ func (p *Passwordless) serveSend(kind AliasKind) func(http.ResponseWriter, *http
 	}
 }
 
-// sendLoginCode sends a login code to a, whose limits were applied.
-func (p *Passwordless) sendLoginCode(ctx context.Context, a Alias) *apiError {
-	if _, ok := p.demoCode(a); ok {
-		// The demo code is fixed and known: nothing to send.
-		return nil
-	}
+// sendLoginCode queues a login code for a. Known, unknown and demo
+// aliases take the same steps, down to the outbox row; only the row's
+// deliver flag differs, and the worker drops what is not to be sent.
+func (p *Passwordless) sendLoginCode(r *http.Request, a Alias) *apiError {
 	deliver := true
 	if !*p.RegisterNewUsers {
-		_, err := p.store.UserByAlias(ctx, a)
+		_, err := p.store.UserByAlias(r.Context(), a)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return p.internal("looking up user", err)
 		}
-		// An unknown alias gets the same work, answer and time as a
-		// known one, but nothing is sent and its code can never log in.
+		// An unknown alias's code can never log in, and is not sent.
 		deliver = err == nil
 	}
-	return p.sendCode(ctx, a, purposeLogin, "", deliver)
+	if _, demo := p.demoCode(a); demo {
+		// The demo code is fixed and known: nothing to send.
+		deliver = false
+	}
+	return p.queueCode(r, a, purposeLogin, "", deliver)
 }
 
-// sendCode makes a code for alias and purpose, stores its hash, and sends
-// it. A code that could not be delivered is voided.
-func (p *Passwordless) sendCode(ctx context.Context, a Alias, purpose, userID string, deliver bool) *apiError {
+// queueCode applies the send limits, makes a code for alias and purpose,
+// and stores its hash and its message in one transaction. The request
+// ends there, in the same time whatever the alias and whatever the
+// provider does; the outbox workers deliver.
+func (p *Passwordless) queueCode(r *http.Request, a Alias, purpose, userID string, deliver bool) *apiError {
+	if p.outbox.health[a.Kind].failing() {
+		return deliveryFailing
+	}
 	code, err := newCode(p.CodeLength)
 	if err != nil {
 		return p.internal("generating code", err)
@@ -339,53 +330,27 @@ func (p *Passwordless) sendCode(ctx context.Context, a Alias, purpose, userID st
 		return p.internal("generating code id", err)
 	}
 	t := now()
+	exp := t.Add(time.Duration(p.CodeTTL))
 	c := Code{
 		ID: id, Alias: a.Key(), Purpose: purpose, UserID: userID,
 		Hash:      codeHash(p.hmacKey, a.Key(), purpose, code),
-		ExpiresAt: t.Add(time.Duration(p.CodeTTL)), CreatedAt: t,
+		ExpiresAt: exp, CreatedAt: t,
 	}
-	if err := p.store.SaveCode(ctx, c); err != nil {
-		return p.internal("storing code", err)
+	m := OutboxMessage{ID: id, Queue: p.outbox.queues[a.Kind], Channel: a.Kind, To: a.Value, Purpose: purpose,
+		Deliver: deliver, ExpiresAt: exp, CreatedAt: t}
+	if deliver {
+		m.Code = code
 	}
-	if !deliver {
-		p.timers[a.Kind].imitate(ctx)
-		if p.timers[a.Kind].isFailing() {
-			return sendFailed
-		}
-		return nil
+	wait, err := p.store.QueueCode(r.Context(), p.sendLimits(r, a), c, m, t)
+	if err != nil {
+		return p.internal("queueing code", err)
 	}
-	m := Message{To: a.Value, Code: code, Purpose: purpose, TTL: time.Duration(p.CodeTTL)}
-	if a.Kind == KindEmail && purpose == purposeLogin && p.Email.LinkBase != "" {
-		// The code rides in the fragment: browsers never send it, so no
-		// server or access log sees it, and opening the link only fills
-		// the form, so mail scanners that follow links cannot use it up.
-		m.Link = p.Email.LinkBase + p.Prefix + "/login?alias=" + url.QueryEscape(a.Value) + "#code=" + code
+	if wait > 0 {
+		return tooMany(wait)
 	}
-	start := time.Now()
-	err = p.senders[a.Kind].Send(ctx, m)
-	if err == nil {
-		p.timers[a.Kind].observe(time.Since(start))
-		return nil
-	}
-	// The code never reached its owner: nobody may redeem it.
-	if derr := p.store.DeleteCode(context.WithoutCancel(ctx), id); derr != nil {
-		p.logger.Error("voiding undelivered code", zap.Error(derr))
-	}
-	if errors.Is(err, errBadRecipient) {
-		p.logger.Info("provider refused recipient", zap.String("channel", string(a.Kind)), zap.Error(err))
-		return fieldError(string(a.Kind), map[AliasKind]string{
-			KindEmail:  "This email address cannot receive messages.",
-			KindMobile: "This mobile number cannot receive messages.",
-		}[a.Kind])
-	}
-	p.timers[a.Kind].failed()
-	p.logger.Error("sending code failed", zap.String("channel", string(a.Kind)), zap.Error(err))
-	return sendFailed
+	p.outbox.notify(a.Kind)
+	return nil
 }
-
-// sendFailed is the answer when a sender fails: it names no server and no
-// secret.
-var sendFailed = &apiError{status: http.StatusServiceUnavailable, detail: "The code could not be sent. Please try again later."}
 
 // invalidCode is the one answer to every failed exchange: wrong, expired,
 // used, unknown alias or another alias's code all look the same.

@@ -76,10 +76,7 @@ func (p *Passwordless) serveLoginForm(w http.ResponseWriter, r *http.Request) *a
 	v.Alias = a.Value
 	code := strings.TrimSpace(f["code"])
 	if code == "" {
-		if e := p.admitSend(r, a); e != nil {
-			return p.loginError(w, v, e)
-		}
-		if e := p.sendLoginCode(r.Context(), a); e != nil {
+		if e := p.sendLoginCode(r, a); e != nil {
 			return p.loginError(w, v, e)
 		}
 		v.Step, v.Info = "code", "If "+a.Value+" can sign in here, a code is on its way. Enter it below."

@@ -87,7 +87,7 @@ type Passwordless struct {
 	hmacKey []byte
 	keys    *keySet
 	senders map[AliasKind]Sender
-	timers  map[AliasKind]*sendTimer
+	outbox  *outbox
 	protect caddyhttp.MatchPath
 	// protectAll is true for the default `protect /*`.
 	protectAll bool
@@ -300,7 +300,6 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 	}
 
 	p.senders = make(map[AliasKind]Sender)
-	p.timers = map[AliasKind]*sendTimer{KindEmail: new(sendTimer), KindMobile: new(sendTimer)}
 	if p.Email != nil {
 		s, err := p.Email.provision(env, p.logger)
 		if err != nil {
@@ -348,6 +347,7 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 	}
 	p.verified = newTokenCache(tokenCacheSize)
 	p.routes = p.endpoints()
+	p.outbox = newOutbox(p)
 	return nil
 }
 
@@ -550,8 +550,12 @@ func (p *Passwordless) allowedNumber(number string) bool {
 	return false
 }
 
-// Cleanup releases the store; the last user of a database file closes it.
+// Cleanup stops the delivery workers and releases the store; the last
+// user of a database file closes it.
 func (p *Passwordless) Cleanup() error {
+	if p.outbox != nil {
+		p.outbox.close()
+	}
 	if p.release != nil {
 		return p.release()
 	}

@@ -6,7 +6,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -28,11 +27,13 @@ type RateLimitConfig struct {
 	PerIP *Limit `json:"per_ip,omitempty"`
 }
 
-// Limit is a number of events per sliding window.
+// Limit is a number of events per window, counted as a GCRA (a token
+// bucket): up to Count at once, then one more each Window/Count. Its cost
+// does not grow with the events it has seen.
 type Limit struct {
-	// How many events the window allows.
+	// How many events the window allows at once.
 	Count int `json:"count"`
-	// The length of the window.
+	// The time in which the allowance refills.
 	Window caddy.Duration `json:"window"`
 }
 
@@ -103,9 +104,15 @@ func clientIP(r *http.Request) string {
 	return host
 }
 
-// hit counts one event under key against l; over the limit it answers 429.
-func (p *Passwordless) hit(ctx context.Context, key string, count int, window time.Duration) *apiError {
-	wait, err := p.store.Hit(ctx, key, count, window, now())
+// ipLimit is the per-IP limit of a request.
+func (p *Passwordless) ipLimit(r *http.Request) RateLimit {
+	l := p.RateLimit.PerIP
+	return RateLimit{Key: "ip:" + clientIP(r), Count: l.Count, Window: time.Duration(l.Window)}
+}
+
+// allowIP applies the per-IP limit to a request.
+func (p *Passwordless) allowIP(r *http.Request) *apiError {
+	wait, err := p.store.Hit(r.Context(), p.ipLimit(r), now())
 	if err != nil {
 		return p.internal("rate limit", err)
 	}
@@ -115,21 +122,18 @@ func (p *Passwordless) hit(ctx context.Context, key string, count int, window ti
 	return nil
 }
 
-// allowIP applies the per-IP limit to a request.
-func (p *Passwordless) allowIP(r *http.Request) *apiError {
-	l := p.RateLimit.PerIP
-	return p.hit(r.Context(), "ip:"+clientIP(r), l.Count, time.Duration(l.Window))
-}
-
-// allowSend applies the per-alias limits before a code is sent to a.
-func (p *Passwordless) allowSend(ctx context.Context, a Alias) *apiError {
+// sendLimits are the limits a code request for a passes, in order: per
+// IP, the interval between two codes to a, and per alias. They hold alike
+// for known, unknown and demo aliases, so they tell nothing about which
+// is which.
+func (p *Passwordless) sendLimits(r *http.Request, a Alias) []RateLimit {
 	rl := p.RateLimit
+	limits := make([]RateLimit, 0, 3)
+	limits = append(limits, p.ipLimit(r))
 	if iv := time.Duration(*rl.SendInterval); iv > 0 {
-		if e := p.hit(ctx, "interval:"+a.Key(), 1, iv); e != nil {
-			return e
-		}
+		limits = append(limits, RateLimit{Key: "interval:" + a.Key(), Count: 1, Window: iv})
 	}
-	return p.hit(ctx, "alias:"+a.Key(), rl.PerAlias.Count, time.Duration(rl.PerAlias.Window))
+	return append(limits, RateLimit{Key: "alias:" + a.Key(), Count: rl.PerAlias.Count, Window: time.Duration(rl.PerAlias.Window)})
 }
 
 // checkLock answers 429 while a is locked out.
@@ -157,56 +161,4 @@ func (p *Passwordless) failed(ctx context.Context, a Alias) *apiError {
 		return tooMany(until.Sub(t))
 	}
 	return invalidCode
-}
-
-// sendTimer makes a send that is skipped (an unknown alias while
-// registration is off) take as long as a real one, so response time does
-// not tell whether an account exists. It learns the typical duration of
-// real sends per channel, like caddyauth's fakePassword makes an unknown
-// user cost one hash.
-// It also remembers whether the channel's last real send failed: while it
-// does, skipped sends fail the same way, so an outage does not tell known
-// aliases (503) from unknown ones.
-type sendTimer struct {
-	mu      sync.Mutex
-	ewma    time.Duration
-	failing bool
-}
-
-func (s *sendTimer) failed() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.failing = true
-}
-
-func (s *sendTimer) isFailing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.failing
-}
-
-func (s *sendTimer) observe(d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.failing = false
-	if s.ewma == 0 {
-		s.ewma = d
-		return
-	}
-	s.ewma += (d - s.ewma) / 8
-}
-
-func (s *sendTimer) imitate(ctx context.Context) {
-	s.mu.Lock()
-	d := s.ewma
-	s.mu.Unlock()
-	if d <= 0 {
-		return
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }

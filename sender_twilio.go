@@ -49,8 +49,8 @@ const (
 )
 
 // twilioRecipientCodes are the Twilio error codes that mean the number
-// itself cannot be sent to: the user's input is at fault (400), not the
-// service (503).
+// itself cannot be sent to: the user's input is at fault, not the service,
+// so the message is dropped and the channel is not marked failing.
 var twilioRecipientCodes = map[int]bool{
 	21211: true, // invalid 'To' number
 	21214: true, // 'To' number cannot be reached
@@ -210,6 +210,9 @@ func (s *twilioSender) Send(ctx context.Context, m Message) error {
 	if status < 200 || status >= 300 {
 		s.logger.Error("twilio API answered with an unexpected status",
 			zap.Int("http_status", status), zap.String("request_id", requestID))
+		if transientStatus(status) {
+			return fmt.Errorf("%w: twilio: unexpected answer (%s)", errTransient, describeTwilioResponse(status, requestID))
+		}
 		return fmt.Errorf("twilio: unexpected answer (%s)", describeTwilioResponse(status, requestID))
 	}
 	fields := []zap.Field{zap.Int("http_status", status), zap.String("request_id", requestID)}
@@ -247,6 +250,9 @@ func (s *twilioSender) failure(err error, status int, requestID string) error {
 			return fmt.Errorf("%w: twilio error %d (%s)", errBadRecipient, te.Code, desc)
 		}
 		s.logger.Error("twilio API error", fields...)
+		if transientStatus(status) {
+			return fmt.Errorf("%w: twilio: API error %d (%s)", errTransient, te.Code, desc)
+		}
 		return fmt.Errorf("twilio: API error %d (%s)", te.Code, desc)
 	}
 	err = scrubURLError(err)
@@ -254,10 +260,19 @@ func (s *twilioSender) failure(err error, status int, requestID string) error {
 		// An answer that is not Twilio's error JSON, such as a proxy's 502.
 		// twilio-go's error carries a stack trace: log its text alone.
 		s.logger.Error("twilio API error", zap.Int("http_status", status), zap.String("request_id", requestID), zap.String("error", err.Error()))
+		if transientStatus(status) {
+			return fmt.Errorf("%w: twilio: %s: %w", errTransient, describeTwilioResponse(status, requestID), err)
+		}
 		return fmt.Errorf("twilio: %s: %w", describeTwilioResponse(status, requestID), err)
 	}
 	s.logger.Error("twilio API unreachable", zap.String("api_host", s.apiURL.Host), zap.Error(err))
-	return fmt.Errorf("twilio: no answer from %s: %w", s.apiURL.Host, err)
+	return fmt.Errorf("%w: twilio: no answer from %s: %w", errTransient, s.apiURL.Host, err)
+}
+
+// transientStatus tells the answers worth retrying: too many requests,
+// and the server's own failures.
+func transientStatus(status int) bool {
+	return status == http.StatusTooManyRequests || status >= 500
 }
 
 // scrubURLError drops the *url.Error wrapper, whose URL is the one

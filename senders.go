@@ -28,8 +28,8 @@ type Message struct {
 }
 
 // errBadRecipient is what a sender answers when the provider refuses the
-// address or number itself: the user's input is wrong (400), not the
-// service (503).
+// address or number itself: the user's input is wrong, not the service.
+// Senders wrap errTransient (outbox.go) around failures worth retrying.
 var errBadRecipient = errors.New("recipient refused by provider")
 
 // templateData is what message templates see.

@@ -134,7 +134,7 @@ func (p *Passwordless) serveSendVerify(kind AliasKind) func(http.ResponseWriter,
 		if e != nil {
 			return e
 		}
-		if e := p.sendCode(r.Context(), a, purposeVerify, c.Subject, true); e != nil {
+		if e := p.queueCode(r, a, purposeVerify, c.Subject, true); e != nil {
 			return e
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"detail": "A verification code has been sent to your " + string(kind) + "."})

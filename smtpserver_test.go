@@ -30,6 +30,12 @@ type smtpServer struct {
 	failData *smtp.SMTPError // when set, DATA is read, kept, then refused with it
 	user     string          // when set, AUTH PLAIN is required
 	pass     string
+	rcpts    int                  // RCPT commands seen
+	delay    func() time.Duration // when set, DATA takes this long
+	sessions int                  // connections (SMTP sessions) opened
+	// settle, when set, waits until the plugin's outbox is empty, so
+	// that the last message is the one the test just asked for.
+	settle func()
 }
 
 type receivedMail struct {
@@ -80,17 +86,35 @@ func (s *smtpServer) all() []receivedMail {
 	return append([]receivedMail(nil), s.messages...)
 }
 
-// last returns the last message sent to rcpt, failing the test if none.
+// last returns the last message sent to rcpt, waiting a while for the
+// outbox to deliver one, and fails the test if none comes.
 func (s *smtpServer) last(t testing.TB, rcpt string) receivedMail {
 	t.Helper()
-	msgs := s.all()
-	for i := len(msgs) - 1; i >= 0; i-- {
-		if strings.EqualFold(msgs[i].To, rcpt) {
-			return msgs[i]
+	if s.settle != nil {
+		s.settle()
+	}
+	var msgs []receivedMail
+	for deadline := time.Now().Add(deliveryWait); ; time.Sleep(10 * time.Millisecond) {
+		msgs = s.all()
+		for i := len(msgs) - 1; i >= 0; i-- {
+			if strings.EqualFold(msgs[i].To, rcpt) {
+				return msgs[i]
+			}
+		}
+		if time.Now().After(deadline) {
+			break
 		}
 	}
 	t.Fatalf("no mail for %s among %d messages", rcpt, len(msgs))
 	return receivedMail{}
+}
+
+// rcptCount is how many RCPT commands the server has seen, refused ones
+// included.
+func (s *smtpServer) rcptCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rcpts
 }
 
 var sixDigits = regexp.MustCompile(`\b\d{6,10}\b`)
@@ -107,7 +131,12 @@ func (s *smtpServer) code(t testing.TB, rcpt string) string {
 	return text
 }
 
-func (s *smtpServer) NewSession(*smtp.Conn) (smtp.Session, error) { return &smtpSession{srv: s}, nil }
+func (s *smtpServer) NewSession(*smtp.Conn) (smtp.Session, error) {
+	s.mu.Lock()
+	s.sessions++
+	s.mu.Unlock()
+	return &smtpSession{srv: s}, nil
+}
 
 type smtpSession struct {
 	srv    *smtpServer
@@ -144,6 +173,7 @@ func (ss *smtpSession) Mail(from string, _ *smtp.MailOptions) error {
 func (ss *smtpSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	ss.srv.mu.Lock()
 	rej := ss.srv.reject
+	ss.srv.rcpts++
 	ss.srv.mu.Unlock()
 	if rej != nil {
 		return rej
@@ -153,6 +183,12 @@ func (ss *smtpSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 }
 
 func (ss *smtpSession) Data(r io.Reader) error {
+	ss.srv.mu.Lock()
+	delay := ss.srv.delay
+	ss.srv.mu.Unlock()
+	if delay != nil {
+		time.Sleep(delay())
+	}
 	msg, err := mail.ReadMessage(r)
 	if err != nil {
 		return err

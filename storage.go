@@ -51,19 +51,38 @@ type Store interface {
 	// SessionActive reports whether the session exists and is not revoked.
 	SessionActive(ctx context.Context, id string, now time.Time) (bool, error)
 
-	// Hit counts one event under key unless limit events already happened
-	// in the window ending now; then nothing is counted and it answers how
-	// long until the oldest of them leaves the window.
-	Hit(ctx context.Context, key string, limit int, window time.Duration, now time.Time) (retryAfter time.Duration, err error)
+	// Hit counts one event under key against a limit of count per window
+	// (see RateLimit); over the limit nothing is counted and it answers how
+	// long until an event would be allowed. Exact across instances.
+	Hit(ctx context.Context, l RateLimit, now time.Time) (retryAfter time.Duration, err error)
+
+	// QueueCode is a code request in one transaction: it counts each limit
+	// in order and, if all allow it, stores c as the only live code for its
+	// alias and purpose (as SaveCode) and m in the outbox. When a limit
+	// refuses, the limits before it stay counted, nothing else is stored,
+	// and it answers the wait.
+	QueueCode(ctx context.Context, limits []RateLimit, c Code, m OutboxMessage, now time.Time) (retryAfter time.Duration, err error)
+	// ClaimOutbox leases up to n messages of queue that are due at now for
+	// lease, counting an attempt on each. Of concurrent callers, on any
+	// instance, each message goes to one; a message whose lease runs out
+	// (its worker died) is due again.
+	ClaimOutbox(ctx context.Context, queue string, n int, now time.Time, lease time.Duration) ([]OutboxMessage, error)
+	// LiveCodes reports which of the code ids are stored and unexpired at now.
+	LiveCodes(ctx context.Context, ids []string, now time.Time) (map[string]bool, error)
+	// RetryOutbox makes a claimed message due again at next.
+	RetryOutbox(ctx context.Context, id string, next time.Time) error
+	// FinishOutbox deletes messages that were sent or dropped, and so the
+	// plaintext codes they carried.
+	FinishOutbox(ctx context.Context, ids []string) error
 	// Failure counts a wrong guess for alias and returns the count of
 	// consecutive failures; LockedUntil and ResetFailures read and clear it.
 	Failure(ctx context.Context, alias string, lockFor func(failures int) time.Duration, now time.Time) (failures int, lockedUntil time.Time, err error)
 	LockedUntil(ctx context.Context, alias string) (time.Time, error)
 	ResetFailures(ctx context.Context, alias string) error
 
-	// Purge deletes what can no longer matter at now: expired codes,
-	// ended sessions with their refresh tokens, expired refresh tokens,
-	// and rate-limit events older than maxRateWindow.
+	// Purge deletes what can no longer matter at now: expired codes and
+	// queued messages, ended sessions with their refresh tokens, expired
+	// refresh tokens, and rate-limit states that are back to empty.
 	Purge(ctx context.Context, now time.Time) error
 }
 
@@ -81,6 +100,36 @@ var (
 	ErrAliasTaken    = errors.New("alias belongs to another account")
 	ErrRefreshReused = errors.New("refresh token reused")
 )
+
+// RateLimit is a limit of Count events per Window under Key, as a GCRA
+// (a token bucket): up to Count at once, then one every Window/Count. Its
+// state is one number per key, so a check costs the same whatever the
+// window holds.
+type RateLimit struct {
+	Key    string
+	Count  int
+	Window time.Duration
+}
+
+// OutboxMessage is a code waiting in the store for a worker to deliver it.
+type OutboxMessage struct {
+	ID      string // the id of the code it carries
+	Queue   string // which configuration sends it: see outboxQueue
+	Channel AliasKind
+	To      string
+	Purpose string
+	// Code is the plaintext code, which the message must carry. It lives
+	// only until the message is sent or dropped; empty when Deliver is
+	// false.
+	Code string
+	// Deliver is false for a request that must send nothing (an unknown
+	// or demo alias): it is queued all the same, so that every code request
+	// does the same work, and the worker drops it.
+	Deliver   bool
+	Attempts  int // claims so far, this one included
+	ExpiresAt time.Time
+	CreatedAt time.Time
+}
 
 // Purposes keep codes of one kind from being redeemed as another: a code
 // sent to verify an alias can never log anybody in.

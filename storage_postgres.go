@@ -64,11 +64,13 @@ func newPostgres(dsn string) (*postgresStore, error) {
 		}
 		return nil
 	}
-	return &postgresStore{sqlStore: newSQLStore(sqlDB{DB: db, dollar: true}, name, lock), dsn: dsn}, nil
+	pg := sqlDB{DB: db, dollar: true}
+	return &postgresStore{sqlStore: newSQLStore(pg, pg, name, lock), dsn: dsn}, nil
 }
 
 var postgresMigrations = []string{
 	schemaV1("BYTEA", "BIGINT"),
+	schemaOutbox("BYTEA", "BIGINT"),
 }
 
 // migratePostgres brings the schema up to date. Instances starting at the

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -18,7 +19,13 @@ import (
 // Queries are written with ? placeholders and TRUE/FALSE, which both
 // understand once placeholders are rebound for PostgreSQL.
 type sqlStore struct {
-	db sqlDB
+	db sqlDB // writes, and reads inside them
+	// rdb is for reads that stand alone. On SQLite it is a pool of its own
+	// beside the one writer connection, so reads never queue behind writes.
+	rdb sqlDB
+	// dialect: MAX or GREATEST for the larger of two values, and what
+	// makes concurrent claims of queued messages skip each other's rows.
+	greatest, skipLocked string
 	// lock serialises a transaction against others on the same key. SQLite
 	// needs nothing (IMMEDIATE transactions take the write lock); PostgreSQL
 	// takes a transaction-scoped advisory lock.
@@ -28,8 +35,11 @@ type sqlStore struct {
 	done chan struct{}
 }
 
-func newSQLStore(db sqlDB, name string, lock func(context.Context, sqlTx, string) error) *sqlStore {
-	s := &sqlStore{db: db, lock: lock, name: name, stop: make(chan struct{}), done: make(chan struct{})}
+func newSQLStore(db, rdb sqlDB, name string, lock func(context.Context, sqlTx, string) error) *sqlStore {
+	s := &sqlStore{db: db, rdb: rdb, lock: lock, name: name, greatest: "MAX", stop: make(chan struct{}), done: make(chan struct{})}
+	if db.dollar {
+		s.greatest, s.skipLocked = "GREATEST", " FOR UPDATE SKIP LOCKED"
+	}
 	go s.purgeLoop()
 	return s
 }
@@ -38,6 +48,9 @@ func newSQLStore(db sqlDB, name string, lock func(context.Context, sqlTx, string
 func (s *sqlStore) Destruct() error {
 	close(s.stop)
 	<-s.done
+	if s.rdb.DB != s.db.DB {
+		s.rdb.Close()
+	}
 	return s.db.Close()
 }
 
@@ -110,6 +123,32 @@ func schemaV1(blob, bigint string) string {
 	);`)
 }
 
+// schemaOutbox adds the outbox, where code messages wait for delivery, and
+// replaces rate_events (a row per event, so a check cost more the more its
+// window held) with one GCRA state per key: its theoretical arrival time,
+// in Unix microseconds.
+func schemaOutbox(blob, bigint string) string {
+	return strings.NewReplacer("BLOB", blob, "BIGINT", bigint).Replace(`CREATE TABLE outbox (
+		id TEXT PRIMARY KEY,
+		queue TEXT NOT NULL,
+		channel TEXT NOT NULL,
+		recipient TEXT NOT NULL,
+		purpose TEXT NOT NULL,
+		code TEXT NOT NULL,
+		deliver BOOLEAN NOT NULL,
+		attempts INTEGER NOT NULL DEFAULT 0,
+		next_at BIGINT NOT NULL,
+		expires_at BIGINT NOT NULL,
+		created_at BIGINT NOT NULL
+	);
+	CREATE INDEX outbox_due ON outbox(queue, next_at);
+	CREATE TABLE rate_limits (
+		key TEXT PRIMARY KEY,
+		tat BIGINT NOT NULL
+	);
+	DROP TABLE rate_events;`)
+}
+
 // openShared returns the store kept in pool under key, opening it on first
 // use, so that every handler instance and config reload on one database
 // shares one handle. Each caller releases it with pool.Delete(key).
@@ -126,11 +165,40 @@ func openShared[S caddy.Destructor](pool *caddy.UsagePool, key string, open func
 type sqlDB struct {
 	*sql.DB
 	dollar bool
+	// gate, when set, admits one writer at a time in the order they came:
+	// blocked channel senders are woken first in, first out, where
+	// database/sql hands a free connection to a random waiter.
+	gate chan struct{}
 }
 
 type sqlTx struct {
 	*sql.Tx
 	dollar bool
+	held   *gateHold
+}
+
+// gateHold is one pass through a gate, given back once.
+type gateHold struct {
+	gate chan struct{}
+	once sync.Once
+}
+
+func (d sqlDB) enter(ctx context.Context) (*gateHold, error) {
+	if d.gate == nil {
+		return nil, nil
+	}
+	select {
+	case d.gate <- struct{}{}:
+		return &gateHold{gate: d.gate}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (h *gateHold) leave() {
+	if h != nil {
+		h.once.Do(func() { <-h.gate })
+	}
 }
 
 func rebind(dollar bool, q string) string {
@@ -151,16 +219,49 @@ func rebind(dollar bool, q string) string {
 }
 
 func (d sqlDB) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	h, err := d.enter(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer h.leave()
 	return d.DB.ExecContext(ctx, rebind(d.dollar, q), args...)
 }
 
+// QueryRowContext leaves the gate before the row is scanned; the next
+// writer then waits for the connection, alone, only until that scan.
 func (d sqlDB) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	h, err := d.enter(ctx)
+	if err != nil {
+		return d.DB.QueryRowContext(ctx, "") // answers ctx's error at Scan
+	}
+	defer h.leave()
 	return d.DB.QueryRowContext(ctx, rebind(d.dollar, q), args...)
 }
 
 func (d sqlDB) BeginTx(ctx context.Context, opts *sql.TxOptions) (sqlTx, error) {
+	h, err := d.enter(ctx)
+	if err != nil {
+		return sqlTx{}, err
+	}
 	tx, err := d.DB.BeginTx(ctx, opts)
-	return sqlTx{tx, d.dollar}, err
+	if err != nil {
+		h.leave()
+	}
+	return sqlTx{tx, d.dollar, h}, err
+}
+
+func (t sqlTx) Commit() error {
+	defer t.held.leave()
+	return t.Tx.Commit()
+}
+
+func (t sqlTx) Rollback() error {
+	defer t.held.leave()
+	return t.Tx.Rollback()
+}
+
+func (t sqlTx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	return t.Tx.QueryContext(ctx, rebind(t.dollar, q), args...)
 }
 
 func (t sqlTx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
@@ -175,7 +276,7 @@ func ms(t time.Time) int64 { return t.UnixMilli() }
 
 func (s *sqlStore) Secret(ctx context.Context, name string, generate func() ([]byte, error)) ([]byte, error) {
 	var v []byte
-	err := s.db.QueryRowContext(ctx, `SELECT value FROM secrets WHERE name = ?`, name).Scan(&v)
+	err := s.rdb.QueryRowContext(ctx, `SELECT value FROM secrets WHERE name = ?`, name).Scan(&v)
 	if err == nil {
 		return v, nil
 	}
@@ -292,11 +393,11 @@ func userByAlias(ctx context.Context, q queryRower, a Alias) (User, error) {
 }
 
 func (s *sqlStore) UserByAlias(ctx context.Context, a Alias) (User, error) {
-	return userByAlias(ctx, s.db, a)
+	return userByAlias(ctx, s.rdb, a)
 }
 
 func (s *sqlStore) UserByID(ctx context.Context, id string) (User, error) {
-	return scanUser(s.db.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE id = ?`, id))
+	return scanUser(s.rdb.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE id = ?`, id))
 }
 
 func (s *sqlStore) Login(ctx context.Context, a Alias, create bool, now time.Time) (User, error) {
@@ -442,7 +543,7 @@ func (s *sqlStore) RevokeSession(ctx context.Context, id string) error {
 func (s *sqlStore) SessionActive(ctx context.Context, id string, now time.Time) (bool, error) {
 	var revoked bool
 	var exp int64
-	err := s.db.QueryRowContext(ctx, `SELECT revoked, expires_at FROM sessions WHERE id = ?`, id).Scan(&revoked, &exp)
+	err := s.rdb.QueryRowContext(ctx, `SELECT revoked, expires_at FROM sessions WHERE id = ?`, id).Scan(&revoked, &exp)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
@@ -450,34 +551,6 @@ func (s *sqlStore) SessionActive(ctx context.Context, id string, now time.Time) 
 		return false, fmt.Errorf("reading session: %w", err)
 	}
 	return !revoked && now.UnixMilli() < exp, nil
-}
-
-func (s *sqlStore) Hit(ctx context.Context, key string, limit int, window time.Duration, now time.Time) (time.Duration, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, fmt.Errorf("rate limit: %w", err)
-	}
-	defer tx.Rollback()
-	if err := s.lock(ctx, tx, "hit:"+key); err != nil {
-		return 0, err
-	}
-	since := ms(now.Add(-window))
-	if _, err := tx.ExecContext(ctx, `DELETE FROM rate_events WHERE key = ? AND at <= ?`, key, since); err != nil {
-		return 0, fmt.Errorf("rate limit: %w", err)
-	}
-	var n int
-	var oldest sql.NullInt64
-	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), MIN(at) FROM rate_events WHERE key = ?`, key).Scan(&n, &oldest); err != nil {
-		return 0, fmt.Errorf("rate limit: %w", err)
-	}
-	if n >= limit {
-		wait := time.UnixMilli(oldest.Int64).Add(window).Sub(now)
-		return max(wait, time.Millisecond), nil
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO rate_events (key, at) VALUES (?, ?)`, key, ms(now)); err != nil {
-		return 0, fmt.Errorf("rate limit: %w", err)
-	}
-	return 0, tx.Commit()
 }
 
 func (s *sqlStore) Failure(ctx context.Context, alias string, lockFor func(int) time.Duration, now time.Time) (int, time.Time, error) {
@@ -506,7 +579,7 @@ func (s *sqlStore) Failure(ctx context.Context, alias string, lockFor func(int) 
 
 func (s *sqlStore) LockedUntil(ctx context.Context, alias string) (time.Time, error) {
 	var until int64
-	err := s.db.QueryRowContext(ctx, `SELECT locked_until FROM failures WHERE alias = ?`, alias).Scan(&until)
+	err := s.rdb.QueryRowContext(ctx, `SELECT locked_until FROM failures WHERE alias = ?`, alias).Scan(&until)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && until == 0) {
 		return time.Time{}, nil
 	}
@@ -531,7 +604,8 @@ func (s *sqlStore) Purge(ctx context.Context, t time.Time) error {
 		{`DELETE FROM codes WHERE expires_at <= ?`, ms(t)},
 		{`DELETE FROM sessions WHERE revoked = TRUE OR expires_at <= ?`, ms(t)},
 		{`DELETE FROM refresh_tokens WHERE expires_at <= ?`, ms(t)},
-		{`DELETE FROM rate_events WHERE at <= ?`, ms(t.Add(-maxRateWindow))},
+		{`DELETE FROM outbox WHERE expires_at <= ?`, ms(t)},
+		{`DELETE FROM rate_limits WHERE tat <= ?`, t.UnixMicro()},
 	} {
 		if _, err := s.db.ExecContext(ctx, q.sql, q.arg); err != nil {
 			return fmt.Errorf("purging: %w", err)

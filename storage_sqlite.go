@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 
 	"github.com/caddyserver/caddy/v2"
 	_ "modernc.org/sqlite" // pure Go: builds without cgo
@@ -41,32 +42,57 @@ func newSQLite(path string) (*sqliteStore, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating directory for %s: %w", path, err)
 	}
-	q := url.Values{}
-	// WAL lets readers go on while one writer writes; the busy timeout makes
-	// writers queue instead of failing; IMMEDIATE transactions take the
-	// write lock up front so read-then-write sequences cannot deadlock.
-	q.Add("_pragma", "busy_timeout(10000)")
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous(NORMAL)")
-	q.Add("_pragma", "foreign_keys(ON)")
-	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	// WAL lets readers go on while the writer writes. All writes go
+	// through one connection behind a first-come, first-served gate, so
+	// they never meet SQLite's busy handler, which sleeps and retries and
+	// so made the long tails; reads have a pool of their own. The busy
+	// timeout is left for another process on the file, such as the
+	// command line. IMMEDIATE transactions take the write lock up front.
+	dsn := func(extra ...string) string {
+		q := url.Values{}
+		q.Add("_pragma", "busy_timeout(10000)")
+		q.Add("_pragma", "journal_mode(WAL)")
+		q.Add("_pragma", "synchronous(NORMAL)")
+		q.Add("_pragma", "foreign_keys(ON)")
+		for _, p := range extra {
+			q.Add("_pragma", p)
+		}
+		q.Set("_txlock", "immediate")
+		return "file:" + path + "?" + q.Encode()
+	}
+	db, err := sql.Open("sqlite", dsn())
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxIdleTime(0)
 	if err := migrateSQLite(db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("preparing %s: %w", path, err)
 	}
+	rdb, err := sql.Open("sqlite", dsn("query_only(1)"))
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	rdb.SetMaxOpenConns(readConns)
+	rdb.SetMaxIdleConns(readConns)
 	// The file holds code hashes and signing keys: owner only.
 	_ = os.Chmod(path, 0o600)
 	noLock := func(context.Context, sqlTx, string) error { return nil }
-	return &sqliteStore{sqlStore: newSQLStore(sqlDB{DB: db}, path, noLock), path: path}, nil
+	w := sqlDB{DB: db, gate: make(chan struct{}, 1)}
+	return &sqliteStore{sqlStore: newSQLStore(w, sqlDB{DB: rdb}, path, noLock), path: path}, nil
 }
+
+// readConns bounds the SQLite read pool: more than the cores would only
+// queue inside SQLite.
+var readConns = max(runtime.NumCPU(), 2) * 2
 
 // migrations are applied in order, each once; user_version records how far.
 var sqliteMigrations = []string{
 	schemaV1("BLOB", "INTEGER"),
+	schemaOutbox("BLOB", "INTEGER"),
 }
 
 func migrateSQLite(db *sql.DB) error {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -63,6 +64,8 @@ func TestStoreContract(t *testing.T) {
 			t.Run("users", func(t *testing.T) { testUsers(t, open(t)) })
 			t.Run("sessions", func(t *testing.T) { testSessions(t, open(t)) })
 			t.Run("hit", func(t *testing.T) { testHit(t, open(t)) })
+			t.Run("outbox", func(t *testing.T) { testOutbox(t, open(t)) })
+			t.Run("concurrent claims", func(t *testing.T) { testConcurrentClaims(t, open(t)) })
 			t.Run("failures", func(t *testing.T) { testFailures(t, open(t)) })
 			t.Run("purge", func(t *testing.T) { testPurge(t, open(t)) })
 		})
@@ -259,17 +262,29 @@ func testSessions(t *testing.T, s Store) {
 func testHit(t *testing.T, s Store) {
 	ctx := context.Background()
 	t0 := now().Truncate(time.Millisecond) // stores keep milliseconds
+	k := RateLimit{Key: "k", Count: 3, Window: time.Hour}
 	for i := range 3 {
-		if wait, err := s.Hit(ctx, "k", 3, time.Hour, t0.Add(time.Duration(i)*time.Minute)); err != nil || wait != 0 {
+		if wait, err := s.Hit(ctx, k, t0.Add(time.Duration(i)*time.Minute)); err != nil || wait != 0 {
 			t.Fatalf("hit %d: %v %v", i, wait, err)
 		}
 	}
-	wait, err := s.Hit(ctx, "k", 3, time.Hour, t0.Add(10*time.Minute))
-	if err != nil || wait != 50*time.Minute {
-		t.Fatalf("over the limit: wait %v, %v; want 50m", wait, err)
+	// A burst of 3 uses the allowance; it refills one per 20 minutes.
+	wait, err := s.Hit(ctx, k, t0.Add(10*time.Minute))
+	if err != nil || wait != 10*time.Minute {
+		t.Fatalf("over the limit: wait %v, %v; want 10m", wait, err)
 	}
-	if wait, _ := s.Hit(ctx, "k", 3, time.Hour, t0.Add(time.Hour)); wait != 0 {
-		t.Fatalf("after the oldest left the window: %v", wait)
+	if wait, _ := s.Hit(ctx, k, t0.Add(20*time.Minute)); wait != 0 {
+		t.Fatalf("after a refill: %v", wait)
+	}
+	if wait, _ := s.Hit(ctx, k, t0.Add(21*time.Minute)); wait != 19*time.Minute {
+		t.Fatalf("right after the refill was used: %v, want 19m", wait)
+	}
+	// A long quiet time refills the whole burst, and no more.
+	for i := range 4 {
+		wait, _ := s.Hit(ctx, k, t0.Add(5*time.Hour))
+		if (wait == 0) != (i < 3) {
+			t.Fatalf("burst after a quiet time, hit %d: wait %v", i, wait)
+		}
 	}
 	// Exact under concurrency: 50 callers, limit 7, exactly 7 pass.
 	var passed atomic.Int32
@@ -278,7 +293,7 @@ func testHit(t *testing.T, s Store) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w, err := s.Hit(ctx, "c", 7, time.Hour, t0)
+			w, err := s.Hit(ctx, RateLimit{Key: "c", Count: 7, Window: time.Hour}, t0)
 			if err != nil {
 				t.Error(err)
 			}
@@ -355,7 +370,7 @@ func testPurge(t *testing.T, s Store) {
 	s.CreateSession(ctx, Session{ID: "live", UserID: u.ID, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, []byte("r-live"), t0.Add(time.Hour))
 	s.CreateSession(ctx, Session{ID: "gone", UserID: u.ID, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, []byte("r-gone"), t0.Add(time.Hour))
 	s.RevokeSession(ctx, "gone")
-	s.Hit(ctx, "k", 1, maxRateWindow, t0)
+	s.Hit(ctx, RateLimit{Key: "k", Count: 1, Window: maxRateWindow}, t0)
 
 	if err := s.Purge(ctx, t0.Add(2*time.Minute)); err != nil {
 		t.Fatal(err)
@@ -372,11 +387,153 @@ func testPurge(t *testing.T, s Store) {
 	if _, err := s.RotateRefresh(ctx, []byte("r-live"), []byte("r2"), t0.Add(time.Hour), t0); err != nil {
 		t.Fatalf("live refresh token purged: %v", err)
 	}
-	if wait, _ := s.Hit(ctx, "k", 1, maxRateWindow, t0.Add(time.Hour)); wait == 0 {
-		t.Fatal("a rate event inside its window was purged")
+	if wait, _ := s.Hit(ctx, RateLimit{Key: "k", Count: 1, Window: maxRateWindow}, t0.Add(time.Hour)); wait == 0 {
+		t.Fatal("a rate limit inside its window was purged")
 	}
 	s.Purge(ctx, t0.Add(maxRateWindow+time.Hour))
-	if wait, _ := s.Hit(ctx, "k", 1, maxRateWindow, t0.Add(maxRateWindow+time.Hour)); wait != 0 {
-		t.Fatal("an old rate event blocks")
+	if wait, _ := s.Hit(ctx, RateLimit{Key: "k", Count: 1, Window: maxRateWindow}, t0.Add(maxRateWindow+time.Hour)); wait != 0 {
+		t.Fatal("an old rate limit blocks")
+	}
+}
+
+func queued(id, alias string, t0 time.Time) (Code, OutboxMessage) {
+	c := Code{ID: id, Alias: "email:" + alias, Purpose: purposeLogin, Hash: []byte("h-" + id), ExpiresAt: t0.Add(time.Hour), CreatedAt: t0}
+	m := OutboxMessage{ID: id, Queue: "q", Channel: KindEmail, To: alias, Purpose: purposeLogin, Code: "123456", Deliver: true, ExpiresAt: t0.Add(time.Hour), CreatedAt: t0}
+	return c, m
+}
+
+func testOutbox(t *testing.T, s Store) {
+	ctx := context.Background()
+	t0 := now().Truncate(time.Millisecond)
+	limits := []RateLimit{{Key: "ip", Count: 10, Window: time.Hour}, {Key: "interval", Count: 1, Window: time.Minute}}
+	c, m := queued("m1", "o@example.com", t0)
+	if wait, err := s.QueueCode(ctx, limits, c, m, t0); err != nil || wait != 0 {
+		t.Fatalf("queue: %v %v", wait, err)
+	}
+	// Refused by the second limit: the first stays counted, nothing is stored.
+	c2, m2 := queued("m2", "o@example.com", t0)
+	if wait, err := s.QueueCode(ctx, limits, c2, m2, t0); err != nil || wait != time.Minute {
+		t.Fatalf("over the interval: %v %v", wait, err)
+	}
+	for i := 2; i < 10; i++ {
+		if w, _ := s.Hit(ctx, limits[0], t0); w != 0 {
+			t.Fatalf("ip hit %d refused: the refused request counted %d", i, i)
+		}
+	}
+	if w, _ := s.Hit(ctx, limits[0], t0); w == 0 {
+		t.Fatal("the refused request was not counted against the limit before it")
+	}
+	if live, _ := s.LiveCodes(ctx, []string{"m1", "m2"}, t0); !live["m1"] || live["m2"] {
+		t.Fatalf("live codes %v, want m1 only", live)
+	}
+
+	if got, _ := s.ClaimOutbox(ctx, "other", 10, t0, time.Minute); len(got) != 0 {
+		t.Fatalf("another queue's claim got %d messages", len(got))
+	}
+	got, err := s.ClaimOutbox(ctx, "q", 10, t0, time.Minute)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("claim: %v %v", got, err)
+	}
+	g := got[0]
+	if g.ID != "m1" || g.Queue != "q" || g.Channel != KindEmail || g.To != "o@example.com" || g.Purpose != purposeLogin ||
+		g.Code != "123456" || !g.Deliver || g.Attempts != 1 || !g.ExpiresAt.Equal(m.ExpiresAt) || !g.CreatedAt.Equal(t0) {
+		t.Fatalf("claimed %+v", g)
+	}
+	if got, _ := s.ClaimOutbox(ctx, "q", 10, t0.Add(59*time.Second), time.Minute); len(got) != 0 {
+		t.Fatal("a leased message was claimed twice")
+	}
+	// The worker died: the lease runs out and the message is due again.
+	got, _ = s.ClaimOutbox(ctx, "q", 10, t0.Add(time.Minute), time.Minute)
+	if len(got) != 1 || got[0].Attempts != 2 {
+		t.Fatalf("after the lease: %+v", got)
+	}
+	if err := s.RetryOutbox(ctx, "m1", t0.Add(5*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.ClaimOutbox(ctx, "q", 10, t0.Add(4*time.Minute), time.Minute); len(got) != 0 {
+		t.Fatal("claimed before its retry was due")
+	}
+	if got, _ := s.ClaimOutbox(ctx, "q", 10, t0.Add(5*time.Minute), time.Minute); len(got) != 1 {
+		t.Fatal("not claimed when its retry was due")
+	}
+
+	// A new code for the alias supersedes the queued one's code.
+	c3, m3 := queued("m3", "o@example.com", t0)
+	m3.Deliver, m3.Code = false, ""
+	if wait, err := s.QueueCode(ctx, nil, c3, m3, t0.Add(2*time.Minute)); err != nil || wait != 0 {
+		t.Fatalf("queue: %v %v", wait, err)
+	}
+	if live, _ := s.LiveCodes(ctx, []string{"m1", "m3"}, t0); live["m1"] || !live["m3"] {
+		t.Fatalf("live codes %v, want m3 only", live)
+	}
+	if live, _ := s.LiveCodes(ctx, []string{"m3"}, t0.Add(time.Hour)); live["m3"] {
+		t.Fatal("an expired code is live")
+	}
+	got, _ = s.ClaimOutbox(ctx, "q", 10, t0.Add(2*time.Minute), time.Minute)
+	if len(got) != 1 || got[0].ID != "m3" || got[0].Deliver || got[0].Code != "" {
+		t.Fatalf("claimed %+v", got)
+	}
+
+	if err := s.FinishOutbox(ctx, []string{"m1", "m3"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.ClaimOutbox(ctx, "q", 10, t0.Add(time.Hour-time.Millisecond), time.Minute); len(got) != 0 {
+		t.Fatalf("finished messages came back: %+v", got)
+	}
+	// Purge removes what expired unsent.
+	c4, m4 := queued("m4", "p@example.com", t0)
+	s.QueueCode(ctx, nil, c4, m4, t0)
+	if err := s.Purge(ctx, t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.ClaimOutbox(ctx, "q", 10, t0.Add(time.Hour), time.Minute); len(got) != 0 {
+		t.Fatal("an expired message survived the purge")
+	}
+}
+
+// Workers claiming at once, as several instances do, each get their own
+// messages: every message is claimed exactly once.
+func testConcurrentClaims(t *testing.T, s Store) {
+	ctx := context.Background()
+	t0 := now().Truncate(time.Millisecond)
+	const n = 60
+	for i := range n {
+		c, m := queued(fmt.Sprintf("c%02d", i), fmt.Sprintf("c%02d@example.com", i), t0)
+		if _, err := s.QueueCode(ctx, nil, c, m, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	claimed := map[string]int{}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				got, err := s.ClaimOutbox(ctx, "q", 3, t0, time.Minute)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(got) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, m := range got {
+					claimed[m.ID]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(claimed) != n {
+		t.Fatalf("%d of %d messages claimed", len(claimed), n)
+	}
+	for id, k := range claimed {
+		if k != 1 {
+			t.Fatalf("%s claimed %d times", id, k)
+		}
 	}
 }

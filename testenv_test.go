@@ -118,6 +118,7 @@ type envConfig struct {
 	global  string // more global options
 	mailCfg string // more subdirectives of the default email block
 	noEmail bool
+	started []func(*env) // run once Caddy runs
 }
 
 func withConfig(s string) envOption      { return func(c *envConfig) { c.extra += "\n" + s } }
@@ -169,6 +170,10 @@ http://localhost:%d {
 	e.tester.InitServer(caddyfile, "caddyfile")
 	if t.Failed() {
 		t.FailNow()
+	}
+	e.smtp.settle = e.drain
+	for _, f := range cfg.started {
+		f(e)
 	}
 	return e
 }

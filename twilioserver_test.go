@@ -30,6 +30,9 @@ type twilioServer struct {
 	requests  int            // requests seen, whatever the answer
 	seq       int
 	lastReqID string
+	// settle, when set, waits until the plugin's outbox is empty, so
+	// that the last message is the one the test just asked for.
+	settle func()
 }
 
 // twilioMessage is a message the server accepted.
@@ -119,13 +122,23 @@ func (s *twilioServer) lastRequestID() string {
 	return s.lastReqID
 }
 
-// last returns the last message accepted for to, failing the test if none.
+// last returns the last message accepted for to, waiting a while for the
+// outbox to deliver one, and fails the test if none comes.
 func (s *twilioServer) last(t testing.TB, to string) twilioMessage {
 	t.Helper()
-	msgs := s.messages()
-	for i := len(msgs) - 1; i >= 0; i-- {
-		if msgs[i].To == to {
-			return msgs[i]
+	if s.settle != nil {
+		s.settle()
+	}
+	var msgs []twilioMessage
+	for deadline := time.Now().Add(deliveryWait); ; time.Sleep(10 * time.Millisecond) {
+		msgs = s.messages()
+		for i := len(msgs) - 1; i >= 0; i-- {
+			if msgs[i].To == to {
+				return msgs[i]
+			}
+		}
+		if time.Now().After(deadline) {
+			break
 		}
 	}
 	t.Fatalf("no SMS for %s among %d messages", to, len(msgs))

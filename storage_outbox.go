@@ -1,0 +1,169 @@
+package passwordless
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// hit applies one GCRA limit inside tx. The state is the key's theoretical
+// arrival time (TAT): each event pushes it on by Window/Count, and an
+// event is refused when that would put it more than Window ahead of now.
+// One upsert does it; its row lock makes concurrent hits on one key, on
+// any instance, take turns, so the count is exact.
+func (s *sqlStore) hit(ctx context.Context, tx sqlTx, l RateLimit, now time.Time) (time.Duration, error) {
+	if l.Count < 1 || l.Window <= 0 {
+		return 0, fmt.Errorf("rate limit %q: count and window must be positive", l.Key)
+	}
+	interval := max(l.Window.Microseconds()/int64(l.Count), 1)
+	t, window := now.UnixMicro(), l.Window.Microseconds()
+	var tat int64
+	err := tx.QueryRowContext(ctx, `INSERT INTO rate_limits (key, tat) VALUES (?, ?)
+		ON CONFLICT(key) DO UPDATE SET tat = `+s.greatest+`(rate_limits.tat, ?) + ?
+		WHERE `+s.greatest+`(rate_limits.tat, ?) + ? - ? <= ?
+		RETURNING tat`, l.Key, t+interval, t, interval, t, interval, t, window).Scan(&tat)
+	if err == nil {
+		return 0, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("rate limit: %w", err)
+	}
+	// Refused: the next event fits once the TAT is within one window.
+	if err := tx.QueryRowContext(ctx, `SELECT tat FROM rate_limits WHERE key = ?`, l.Key).Scan(&tat); err != nil {
+		return 0, fmt.Errorf("rate limit: %w", err)
+	}
+	wait := time.Duration(tat+interval-window-t) * time.Microsecond
+	return max(wait, time.Millisecond), nil
+}
+
+func (s *sqlStore) Hit(ctx context.Context, l RateLimit, now time.Time) (time.Duration, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("rate limit: %w", err)
+	}
+	defer tx.Rollback()
+	wait, err := s.hit(ctx, tx, l, now)
+	if err != nil || wait > 0 {
+		return wait, err
+	}
+	return 0, tx.Commit()
+}
+
+func (s *sqlStore) QueueCode(ctx context.Context, limits []RateLimit, c Code, m OutboxMessage, now time.Time) (time.Duration, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("queueing code: %w", err)
+	}
+	defer tx.Rollback()
+	for _, l := range limits {
+		wait, err := s.hit(ctx, tx, l, now)
+		if err != nil {
+			return 0, err
+		}
+		if wait > 0 {
+			// The limits that allowed this request keep counting it, as
+			// if they had been checked one by one.
+			return wait, tx.Commit()
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO codes (alias, purpose, id, user_id, hash, attempts, expires_at, created_at)
+		VALUES (?, ?, ?, ?, ?, 0, ?, ?)
+		ON CONFLICT(alias, purpose) DO UPDATE SET id = excluded.id, user_id = excluded.user_id, hash = excluded.hash,
+			attempts = 0, expires_at = excluded.expires_at, created_at = excluded.created_at`,
+		c.Alias, c.Purpose, c.ID, c.UserID, c.Hash, ms(c.ExpiresAt), ms(c.CreatedAt)); err != nil {
+		return 0, fmt.Errorf("storing code: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (id, queue, channel, recipient, purpose, code, deliver, next_at, expires_at, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		m.ID, m.Queue, string(m.Channel), m.To, m.Purpose, m.Code, m.Deliver, ms(m.CreatedAt), ms(m.ExpiresAt), ms(m.CreatedAt)); err != nil {
+		return 0, fmt.Errorf("queueing message: %w", err)
+	}
+	return 0, tx.Commit()
+}
+
+func (s *sqlStore) ClaimOutbox(ctx context.Context, queue string, n int, now time.Time, lease time.Duration) ([]OutboxMessage, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("claiming messages: %w", err)
+	}
+	defer tx.Rollback()
+	// A claim moves next_at to the end of the lease: the message is not
+	// due for anyone else until then, and due again if its worker dies.
+	// On PostgreSQL, SKIP LOCKED lets instances claiming at once take
+	// different rows instead of queueing on the same ones.
+	rows, err := tx.QueryContext(ctx, `UPDATE outbox SET next_at = ?, attempts = attempts + 1
+		WHERE id IN (SELECT id FROM outbox WHERE queue = ? AND next_at <= ? ORDER BY next_at LIMIT ?`+s.skipLocked+`)
+		RETURNING id, channel, recipient, purpose, code, deliver, attempts, expires_at, created_at`,
+		ms(now.Add(lease)), queue, ms(now), n)
+	if err != nil {
+		return nil, fmt.Errorf("claiming messages: %w", err)
+	}
+	defer rows.Close()
+	var out []OutboxMessage
+	for rows.Next() {
+		m := OutboxMessage{Queue: queue}
+		var channel string
+		var exp, created int64
+		if err := rows.Scan(&m.ID, &channel, &m.To, &m.Purpose, &m.Code, &m.Deliver, &m.Attempts, &exp, &created); err != nil {
+			return nil, fmt.Errorf("claiming messages: %w", err)
+		}
+		m.Channel, m.ExpiresAt, m.CreatedAt = AliasKind(channel), time.UnixMilli(exp), time.UnixMilli(created)
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("claiming messages: %w", err)
+	}
+	rows.Close()
+	return out, tx.Commit()
+}
+
+// placeholders returns "?, ?, ..." for n values and the values as args.
+func placeholders(ids []string) (string, []any) {
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	return strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", "), args
+}
+
+func (s *sqlStore) LiveCodes(ctx context.Context, ids []string, now time.Time) (map[string]bool, error) {
+	live := make(map[string]bool, len(ids))
+	if len(ids) == 0 {
+		return live, nil
+	}
+	ph, args := placeholders(ids)
+	rows, err := s.rdb.QueryContext(ctx, rebind(s.rdb.dollar, `SELECT id FROM codes WHERE id IN (`+ph+`) AND expires_at > ?`), append(args, ms(now))...)
+	if err != nil {
+		return nil, fmt.Errorf("reading codes: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("reading codes: %w", err)
+		}
+		live[id] = true
+	}
+	return live, rows.Err()
+}
+
+func (s *sqlStore) RetryOutbox(ctx context.Context, id string, next time.Time) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE outbox SET next_at = ? WHERE id = ?`, ms(next), id); err != nil {
+		return fmt.Errorf("rescheduling message: %w", err)
+	}
+	return nil
+}
+
+func (s *sqlStore) FinishOutbox(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	ph, args := placeholders(ids)
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM outbox WHERE id IN (`+ph+`)`, args...); err != nil {
+		return fmt.Errorf("deleting messages: %w", err)
+	}
+	return nil
+}
