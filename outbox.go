@@ -223,8 +223,9 @@ func (o *outbox) send(ctx context.Context, kind AliasKind, msgs []OutboxMessage)
 			o.retry(ctx, m, errNotTried)
 			stopped = errNotTried
 		case errors.Is(err, errTransient):
+			retried := o.retry(ctx, m, err)
 			o.failed(m, err, time.Since(start))
-			if !o.retry(ctx, m, err) {
+			if !retried {
 				o.dropped(m, "expired")
 				finished = append(finished, m.ID)
 			}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/caddyserver/caddy/v2/caddytest"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 )
@@ -39,7 +40,15 @@ func (c *testClock) Advance(d time.Duration) {
 	c.offset += d
 }
 
+// runCaddyEnv, when set, makes the test binary run as caddy itself, so a
+// test can start, kill and restart a real Caddy process with this plugin.
+const runCaddyEnv = "PWL_TEST_RUN_CADDY"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(runCaddyEnv) == "1" {
+		caddycmd.Main()
+		return
+	}
 	now = clock.Now
 	dir, err := os.MkdirTemp("", "pwl-test-ca")
 	if err != nil {
