@@ -31,6 +31,9 @@ const (
 	// outboxPoll is how often an idle worker looks for messages that other
 	// instances queued or that are due for a retry.
 	outboxPoll = time.Second
+	// outboxGather is how long a woken worker lets messages gather, so that
+	// a busy queue is claimed and finished in batches, not one by one.
+	outboxGather = 2 * time.Millisecond
 	// Retries wait retryBase, doubling up to retryMax, while the code lives.
 	retryBase = time.Second
 	retryMax  = time.Minute
@@ -126,6 +129,7 @@ func (o *outbox) run(kind AliasKind) {
 		case <-o.ctx.Done():
 			return
 		case <-o.wake[kind]:
+			time.Sleep(outboxGather)
 		case <-poll.C:
 		}
 	}

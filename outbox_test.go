@@ -170,8 +170,12 @@ func startCaddyProcess(t *testing.T, caddyfile, base string) *caddyProcess {
 	if err := os.WriteFile(cfg, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
 	p := &caddyProcess{out: new(bytes.Buffer)}
-	p.cmd = exec.Command(os.Args[0], "run", "--config", cfg, "--adapter", "caddyfile")
+	p.cmd = exec.Command(self, "run", "--config", cfg, "--adapter", "caddyfile")
 	p.cmd.Env = append(os.Environ(), runCaddyEnv+"=1", "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir, "HOME="+dir)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {

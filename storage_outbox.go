@@ -135,7 +135,7 @@ func (s *sqlStore) LiveCodes(ctx context.Context, ids []string, now time.Time) (
 		return live, nil
 	}
 	ph, args := placeholders(ids)
-	rows, err := s.rdb.QueryContext(ctx, rebind(s.rdb.dollar, `SELECT id FROM codes WHERE id IN (`+ph+`) AND expires_at > ?`), append(args, ms(now))...)
+	rows, err := s.rdb.QueryContext(ctx, `SELECT id FROM codes WHERE id IN (`+ph+`) AND expires_at > ?`, append(args, ms(now))...)
 	if err != nil {
 		return nil, fmt.Errorf("reading codes: %w", err)
 	}

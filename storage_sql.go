@@ -6,9 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -159,117 +157,6 @@ func openShared[S caddy.Destructor](pool *caddy.UsagePool, key string, open func
 		return zero, err
 	}
 	return val.(S), nil
-}
-
-// sqlDB and sqlTx rebind ? placeholders to $1, $2, ... for PostgreSQL.
-type sqlDB struct {
-	*sql.DB
-	dollar bool
-	// gate, when set, admits one writer at a time in the order they came:
-	// blocked channel senders are woken first in, first out, where
-	// database/sql hands a free connection to a random waiter.
-	gate chan struct{}
-}
-
-type sqlTx struct {
-	*sql.Tx
-	dollar bool
-	held   *gateHold
-}
-
-// gateHold is one pass through a gate, given back once.
-type gateHold struct {
-	gate chan struct{}
-	once sync.Once
-}
-
-func (d sqlDB) enter(ctx context.Context) (*gateHold, error) {
-	if d.gate == nil {
-		return nil, nil
-	}
-	select {
-	case d.gate <- struct{}{}:
-		return &gateHold{gate: d.gate}, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-func (h *gateHold) leave() {
-	if h != nil {
-		h.once.Do(func() { <-h.gate })
-	}
-}
-
-func rebind(dollar bool, q string) string {
-	if !dollar || !strings.Contains(q, "?") {
-		return q
-	}
-	var b strings.Builder
-	n := 0
-	for _, r := range q {
-		if r == '?' {
-			n++
-			b.WriteString("$" + strconv.Itoa(n))
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
-func (d sqlDB) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	h, err := d.enter(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer h.leave()
-	return d.DB.ExecContext(ctx, rebind(d.dollar, q), args...)
-}
-
-// QueryRowContext leaves the gate before the row is scanned; the next
-// writer then waits for the connection, alone, only until that scan.
-func (d sqlDB) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
-	h, err := d.enter(ctx)
-	if err != nil {
-		return d.DB.QueryRowContext(ctx, "") // answers ctx's error at Scan
-	}
-	defer h.leave()
-	return d.DB.QueryRowContext(ctx, rebind(d.dollar, q), args...)
-}
-
-func (d sqlDB) BeginTx(ctx context.Context, opts *sql.TxOptions) (sqlTx, error) {
-	h, err := d.enter(ctx)
-	if err != nil {
-		return sqlTx{}, err
-	}
-	tx, err := d.DB.BeginTx(ctx, opts)
-	if err != nil {
-		h.leave()
-	}
-	return sqlTx{tx, d.dollar, h}, err
-}
-
-func (t sqlTx) Commit() error {
-	defer t.held.leave()
-	return t.Tx.Commit()
-}
-
-func (t sqlTx) Rollback() error {
-	defer t.held.leave()
-	return t.Tx.Rollback()
-}
-
-func (t sqlTx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	return t.Tx.QueryContext(ctx, rebind(t.dollar, q), args...)
-}
-
-func (t sqlTx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	return t.Tx.ExecContext(ctx, rebind(t.dollar, q), args...)
-}
-
-func (t sqlTx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
-	return t.Tx.QueryRowContext(ctx, rebind(t.dollar, q), args...)
 }
 
 func ms(t time.Time) int64 { return t.UnixMilli() }

@@ -8,8 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 	_ "modernc.org/sqlite" // pure Go: builds without cgo
 )
 
@@ -21,6 +23,11 @@ var sqliteHandles = caddy.NewUsagePool()
 type sqliteStore struct {
 	*sqlStore
 	path string
+	// checkpointer copies the write-ahead log into the database file in
+	// the background, so that no request's commit does it.
+	checkpointer    *sql.DB
+	stopCheckpoints chan struct{}
+	checkpointsDone chan struct{}
 }
 
 // openSQLite returns the shared store for path, opening it on first use.
@@ -60,7 +67,9 @@ func newSQLite(path string) (*sqliteStore, error) {
 		q.Set("_txlock", "immediate")
 		return "file:" + path + "?" + q.Encode()
 	}
-	db, err := sql.Open("sqlite", dsn())
+	// The writer never checkpoints: a checkpoint syncs the file, and done
+	// in a commit it would stall every writer queued behind it.
+	db, err := sql.Open("sqlite", dsn("wal_autocheckpoint(0)", "journal_size_limit(67108864)"))
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
@@ -78,11 +87,55 @@ func newSQLite(path string) (*sqliteStore, error) {
 	}
 	rdb.SetMaxOpenConns(readConns)
 	rdb.SetMaxIdleConns(readConns)
+	cp, err := sql.Open("sqlite", dsn())
+	if err != nil {
+		db.Close()
+		rdb.Close()
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	cp.SetMaxOpenConns(1)
 	// The file holds code hashes and signing keys: owner only.
 	_ = os.Chmod(path, 0o600)
 	noLock := func(context.Context, sqlTx, string) error { return nil }
-	w := sqlDB{DB: db, gate: make(chan struct{}, 1)}
-	return &sqliteStore{sqlStore: newSQLStore(w, sqlDB{DB: rdb}, path, noLock), path: path}, nil
+	w := sqlDB{DB: db, gate: make(chan struct{}, 1), cache: newStmtCache()}
+	r := sqlDB{DB: rdb, cache: newStmtCache()}
+	s := &sqliteStore{sqlStore: newSQLStore(w, r, path, noLock), path: path,
+		checkpointer: cp, stopCheckpoints: make(chan struct{}), checkpointsDone: make(chan struct{})}
+	go s.checkpoints()
+	return s, nil
+}
+
+// checkpointEvery is how often the log is copied into the database file.
+const checkpointEvery = time.Second
+
+// checkpoints runs a passive checkpoint every checkpointEvery: it copies
+// what it can without waiting for readers or the writer, and the log
+// starts over once all of it was copied.
+func (s *sqliteStore) checkpoints() {
+	defer close(s.checkpointsDone)
+	t := time.NewTicker(checkpointEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopCheckpoints:
+			return
+		case <-t.C:
+		}
+		if _, err := s.checkpointer.Exec(`PRAGMA wal_checkpoint(PASSIVE)`); err != nil {
+			caddy.Log().Named("http.handlers.passwordless").Error("sqlite checkpoint", zap.String("store", s.path), zap.Error(err))
+		}
+	}
+}
+
+// Destruct stops the checkpoints and closes the database; a last
+// checkpoint leaves the file whole.
+func (s *sqliteStore) Destruct() error {
+	close(s.stopCheckpoints)
+	<-s.checkpointsDone
+	err := s.sqlStore.Destruct()
+	s.checkpointer.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+	s.checkpointer.Close()
+	return err
 }
 
 // readConns bounds the SQLite read pool: more than the cores would only
