@@ -4,8 +4,9 @@
 # One Caddy process (the ./caddy built with this plugin) serves, on 127.0.0.1 only:
 #   :BASE_PORT     passwordless { email { log } … } + reverse_proxy to the backend
 #   :BASE_PORT+1   the backend: respond "ok" 200
-# For each number of clients in CLIENTS, bench/loadgen runs three phases of REQUESTS
-# requests each, the clients taking the next request as they free up:
+# For each number of clients in CLIENTS, bench/loadgen opens a connection per client
+# (a warm-up that is not measured), then runs three phases of REQUESTS requests each,
+# the clients taking the next request as they free up:
 #   1. code requests   POST /auth/email for fresh addresses (the `log` sender writes
 #                      the codes to a log file of their own, which loadgen reads)
 #   2. exchanges       POST /auth/token with those codes
@@ -21,6 +22,8 @@
 #   CLIENTS="1 8 64"  concurrent clients, one round each
 #   REQUESTS=3000     requests per phase and round
 #   BASE_PORT=18090   first of the 2 ports used on 127.0.0.1
+#   PER_IP="1000000 1h"  the per_ip limit (all requests come from 127.0.0.1): try
+#                     "1000000 1s" to see that a long window costs nothing more
 # It builds ./caddy with ./xcaddy.sh if missing. It exits 1 if setup fails or any request
 # fails; it never fails on the numbers themselves.
 set -euo pipefail
@@ -29,6 +32,7 @@ STORE=${STORE:-sqlite}
 CLIENTS=${CLIENTS:-"1 8 64"}
 REQUESTS=${REQUESTS:-3000}
 BASE_PORT=${BASE_PORT:-18090}
+PER_IP=${PER_IP:-"1000000 1h"}
 
 for v in REQUESTS BASE_PORT; do
 	if ! [[ ${!v} =~ ^[0-9]+$ ]] || [ "${!v}" -lt 1 ]; then
@@ -42,6 +46,10 @@ for c in $CLIENTS; do
 		exit 1
 	fi
 done
+if ! [[ $PER_IP =~ ^[0-9]+\ [0-9]+(ms|s|m|h)$ ]]; then
+	echo "PER_IP must be a count and a window such as '1000000 1h', not '$PER_IP'" >&2
+	exit 1
+fi
 case $STORE in sqlite | postgres) ;; *) echo "STORE must be sqlite or postgres, not '$STORE'" >&2; exit 1 ;; esac
 
 PORT=$BASE_PORT
@@ -123,7 +131,7 @@ http://:$PORT {
 		rate_limit {
 			send_interval 0s
 			per_alias 1000000 1h
-			per_ip 1000000 1h
+			per_ip $PER_IP
 		}
 	}
 	reverse_proxy 127.0.0.1:$PORT_BACKEND
@@ -155,7 +163,7 @@ if [ "$code" != 200 ]; then
 	exit 1
 fi
 
-echo "passwordless sign-in benchmark: store $STORE, $(nproc) cores, $REQUESTS requests per phase"
+echo "passwordless sign-in benchmark: store $STORE, $(nproc) cores, $REQUESTS requests per phase, per_ip $PER_IP"
 echo "caddy: $(./caddy version | cut -d' ' -f1), binary $(date -r ./caddy '+%F %T')"
 status=0
 for c in $CLIENTS; do

@@ -50,6 +50,11 @@ func run(base string, clients, n int, codesLog, tag string) error {
 	for i := range aliases {
 		aliases[i] = fmt.Sprintf("%s-%d@bench.example.com", tag, i)
 	}
+	// Warm-up, not measured: every client opens its connection.
+	phase(clients, clients*20, func(int) error {
+		req, _ := http.NewRequest(http.MethodGet, base+"/auth/jwks.json", nil)
+		return do(req, nil)
+	})
 	failed := 0
 	res := phase(clients, n, func(i int) error {
 		return post(base+"/auth/email", url.Values{"email": {aliases[i]}}, nil)
