@@ -122,18 +122,19 @@ func (p *Passwordless) allowIP(r *http.Request) *apiError {
 	return nil
 }
 
-// sendLimits are the limits a code request for a passes, in order: per
-// IP, the interval between two codes to a, and per alias. They hold alike
-// for known, unknown and demo aliases, so they tell nothing about which
-// is which.
+// sendLimits are the limits a code request for a passes: the interval
+// between two codes to a, per alias, and per IP, the one many requests
+// share, last. They hold alike for known, unknown and demo aliases, so
+// they tell nothing about which is which. A request one of them refuses
+// counts against none.
 func (p *Passwordless) sendLimits(r *http.Request, a Alias) []RateLimit {
 	rl := p.RateLimit
 	limits := make([]RateLimit, 0, 3)
-	limits = append(limits, p.ipLimit(r))
 	if iv := time.Duration(*rl.SendInterval); iv > 0 {
 		limits = append(limits, RateLimit{Key: "interval:" + a.Key(), Count: 1, Window: iv})
 	}
-	return append(limits, RateLimit{Key: "alias:" + a.Key(), Count: rl.PerAlias.Count, Window: time.Duration(rl.PerAlias.Window)})
+	limits = append(limits, RateLimit{Key: "alias:" + a.Key(), Count: rl.PerAlias.Count, Window: time.Duration(rl.PerAlias.Window)})
+	return append(limits, p.ipLimit(r))
 }
 
 // checkLock answers 429 while a is locked out.

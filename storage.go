@@ -56,11 +56,11 @@ type Store interface {
 	// long until an event would be allowed. Exact across instances.
 	Hit(ctx context.Context, l RateLimit, now time.Time) (retryAfter time.Duration, err error)
 
-	// QueueCode is a code request in one transaction: it counts each limit
-	// in order and, if all allow it, stores c as the only live code for its
-	// alias and purpose (as SaveCode) and m in the outbox. When a limit
-	// refuses, the limits before it stay counted, nothing else is stored,
-	// and it answers the wait.
+	// QueueCode is a code request in one transaction: it stores c as the
+	// only live code for its alias and purpose (as SaveCode) and m in the
+	// outbox, and counts each limit in order. When a limit refuses, nothing
+	// is stored or counted, and it answers the wait. Callers pass the
+	// limit most requests share last: its row is then locked the shortest.
 	QueueCode(ctx context.Context, limits []RateLimit, c Code, m OutboxMessage, now time.Time) (retryAfter time.Duration, err error)
 	// ClaimOutbox leases up to n messages of queue that are due at now for
 	// lease, counting an attempt on each. Of concurrent callers, on any

@@ -58,17 +58,6 @@ func (s *sqlStore) QueueCode(ctx context.Context, limits []RateLimit, c Code, m 
 		return 0, fmt.Errorf("queueing code: %w", err)
 	}
 	defer tx.Rollback()
-	for _, l := range limits {
-		wait, err := s.hit(ctx, tx, l, now)
-		if err != nil {
-			return 0, err
-		}
-		if wait > 0 {
-			// The limits that allowed this request keep counting it, as
-			// if they had been checked one by one.
-			return wait, tx.Commit()
-		}
-	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO codes (alias, purpose, id, user_id, hash, attempts, expires_at, created_at)
 		VALUES (?, ?, ?, ?, ?, 0, ?, ?)
 		ON CONFLICT(alias, purpose) DO UPDATE SET id = excluded.id, user_id = excluded.user_id, hash = excluded.hash,
@@ -80,6 +69,15 @@ func (s *sqlStore) QueueCode(ctx context.Context, limits []RateLimit, c Code, m 
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		m.ID, m.Queue, string(m.Channel), m.To, m.Purpose, m.Code, m.Deliver, ms(m.CreatedAt), ms(m.ExpiresAt), ms(m.CreatedAt)); err != nil {
 		return 0, fmt.Errorf("queueing message: %w", err)
+	}
+	// The limits come last: on PostgreSQL a limit's row stays locked
+	// until the commit, and the per-IP one may be shared by many clients.
+	for _, l := range limits {
+		wait, err := s.hit(ctx, tx, l, now)
+		if err != nil || wait > 0 {
+			// A refused request counts against no limit.
+			return wait, err
+		}
 	}
 	return 0, tx.Commit()
 }
