@@ -70,7 +70,7 @@ func newPostgres(dsn string) (*postgresStore, error) {
 
 var postgresMigrations = []string{
 	schemaV1("BYTEA", "BIGINT"),
-	schemaOutbox("BYTEA", "BIGINT"),
+	schemaOutbox("BYTEA", "BIGINT", ""),
 }
 
 // migratePostgres brings the schema up to date. Instances starting at the

@@ -106,7 +106,7 @@ func newSQLite(path string) (*sqliteStore, error) {
 }
 
 // checkpointEvery is how often the log is copied into the database file.
-const checkpointEvery = time.Second
+const checkpointEvery = 200 * time.Millisecond
 
 // checkpoints runs a passive checkpoint every checkpointEvery: it copies
 // what it can without waiting for readers or the writer, and the log
@@ -145,7 +145,7 @@ var readConns = max(runtime.NumCPU(), 2) * 2
 // migrations are applied in order, each once; user_version records how far.
 var sqliteMigrations = []string{
 	schemaV1("BLOB", "INTEGER"),
-	schemaOutbox("BLOB", "INTEGER"),
+	schemaOutbox("BLOB", "INTEGER", " WITHOUT ROWID"),
 }
 
 func migrateSQLite(db *sql.DB) error {
