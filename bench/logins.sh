@@ -166,11 +166,13 @@ fi
 echo "passwordless sign-in benchmark: store $STORE, $(nproc) cores, $REQUESTS requests per phase, per_ip $PER_IP"
 echo "caddy: $(./caddy version | cut -d' ' -f1), binary $(date -r ./caddy '+%F %T')"
 status=0
+round=0
 for c in $CLIENTS; do
+	round=$((round + 1))
 	echo
 	echo "== $c client(s) (load average now: $(cut -d' ' -f1-3 /proc/loadavg))"
 	"$tmp/loadgen" -base "http://127.0.0.1:$PORT" -clients "$c" -n "$REQUESTS" \
-		-codes "$tmp/codes.log" -tag "c$c-$$" || status=1
+		-codes "$tmp/codes.log" -tag "r$round-c$c" || status=1
 done
 if [ "$status" != 0 ]; then
 	echo "some requests failed; caddy's log:" >&2

@@ -55,6 +55,11 @@ func run(base string, clients, n int, codesLog, tag string) error {
 		req, _ := http.NewRequest(http.MethodGet, base+"/auth/jwks.json", nil)
 		return do(req, nil)
 	})
+	// Only codes logged from now on are this run's.
+	var logStart int64
+	if fi, err := os.Stat(codesLog); err == nil {
+		logStart = fi.Size()
+	}
 	failed := 0
 	res := phase(clients, n, func(i int) error {
 		return post(base+"/auth/email", url.Values{"email": {aliases[i]}}, nil)
@@ -62,7 +67,7 @@ func run(base string, clients, n int, codesLog, tag string) error {
 	report("code requests", clients, res)
 	failed += res.errors
 
-	codes, err := readCodes(codesLog, aliases, 60*time.Second)
+	codes, err := readCodes(codesLog, logStart, aliases, 60*time.Second)
 	if err != nil {
 		return err
 	}
@@ -179,13 +184,12 @@ func do(req *http.Request, out any) error {
 
 // readCodes waits until the log holds a code for every alias; the outbox
 // workers write them shortly after the requests were answered.
-func readCodes(path string, aliases []string, timeout time.Duration) (map[string]string, error) {
+func readCodes(path string, offset int64, aliases []string, timeout time.Duration) (map[string]string, error) {
 	want := make(map[string]bool, len(aliases))
 	for _, a := range aliases {
 		want[a] = true
 	}
 	codes := map[string]string{}
-	var offset int64
 	deadline := time.Now().Add(timeout)
 	for {
 		f, err := os.Open(path)
