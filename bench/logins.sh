@@ -22,6 +22,8 @@
 #   CLIENTS="1 8 64"  concurrent clients, one round each
 #   REQUESTS=3000     requests per phase and round
 #   BASE_PORT=18090   first of the 2 ports used on 127.0.0.1
+#   GODEBUG=          passed to caddy, e.g. gctrace=1 (its output is in caddy's log, shown
+#                     only when a request fails)
 #   PER_IP="1000000 1h"  the per_ip limit (all requests come from 127.0.0.1): try
 #                     "1000000 1s" to see that a long window costs nothing more
 # It builds ./caddy with ./xcaddy.sh if missing. It exits 1 if setup fails or any request
@@ -144,7 +146,7 @@ http://:$PORT_BACKEND {
 CADDY
 
 XDG_DATA_HOME=$tmp/xdg-data XDG_CONFIG_HOME=$tmp/xdg-config \
-	./caddy run --config "$tmp/Caddyfile" --adapter caddyfile >"$tmp/caddy.log" 2>&1 &
+	GODEBUG=${GODEBUG:-} ./caddy run --config "$tmp/Caddyfile" --adapter caddyfile >"$tmp/caddy.log" 2>&1 &
 caddy_pid=$!
 for i in $(seq 1 150); do
 	if ! kill -0 "$caddy_pid" 2>/dev/null; then
