@@ -71,6 +71,9 @@ func newOutbox(p *Passwordless) *outbox {
 		o.queues[kind] = p.outboxQueue(kind)
 		o.wake[kind] = make(chan struct{}, 1)
 		o.health[kind] = new(channelHealth)
+	}
+	// The maps are complete before any worker reads them.
+	for kind := range p.senders {
 		for range outboxWorkers {
 			o.workers.Add(1)
 			go o.run(kind)
@@ -213,7 +216,10 @@ func (o *outbox) send(ctx context.Context, kind AliasKind, msgs []OutboxMessage)
 			stopped = errNotTried
 		}
 		if stopped != nil {
-			o.retry(ctx, m, stopped)
+			if !o.retry(ctx, m, stopped) {
+				o.dropped(m, "expired")
+				finished = append(finished, m.ID)
+			}
 			continue
 		}
 		start := time.Now()

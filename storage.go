@@ -74,6 +74,9 @@ type Store interface {
 	// FinishOutbox deletes messages that were sent or dropped, and so the
 	// plaintext codes they carried.
 	FinishOutbox(ctx context.Context, ids []string) error
+	// PendingMessages counts the queued messages per channel, on every
+	// instance: those waiting, leased or due for a retry.
+	PendingMessages(ctx context.Context) (map[AliasKind]int, error)
 	// Failure counts a wrong guess for alias and returns the count of
 	// consecutive failures; LockedUntil and ResetFailures read and clear it.
 	Failure(ctx context.Context, alias string, lockFor func(failures int) time.Duration, now time.Time) (failures int, lockedUntil time.Time, err error)

@@ -165,3 +165,21 @@ func (s *sqlStore) FinishOutbox(ctx context.Context, ids []string) error {
 	}
 	return nil
 }
+
+func (s *sqlStore) PendingMessages(ctx context.Context) (map[AliasKind]int, error) {
+	rows, err := s.rdb.QueryContext(ctx, `SELECT channel, COUNT(*) FROM outbox GROUP BY channel`)
+	if err != nil {
+		return nil, fmt.Errorf("counting queued messages: %w", err)
+	}
+	defer rows.Close()
+	n := map[AliasKind]int{}
+	for rows.Next() {
+		var channel string
+		var count int
+		if err := rows.Scan(&channel, &count); err != nil {
+			return nil, fmt.Errorf("counting queued messages: %w", err)
+		}
+		n[AliasKind(channel)] = count
+	}
+	return n, rows.Err()
+}

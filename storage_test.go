@@ -474,11 +474,17 @@ func testOutbox(t *testing.T, s Store) {
 		t.Fatalf("claimed %+v", got)
 	}
 
+	if n, err := s.PendingMessages(ctx); err != nil || n[KindEmail] != 2 || n[KindMobile] != 0 {
+		t.Fatalf("pending: %v %v, want 2 emails", n, err)
+	}
 	if err := s.FinishOutbox(ctx, []string{"m1", "m3"}); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.ClaimOutbox(ctx, "q", 10, t0.Add(time.Hour-time.Millisecond), time.Minute); len(got) != 0 {
 		t.Fatalf("finished messages came back: %+v", got)
+	}
+	if n, _ := s.PendingMessages(ctx); n[KindEmail] != 0 {
+		t.Fatalf("pending after finishing: %v", n)
 	}
 	// Purge removes what expired unsent.
 	c4, m4 := queued("m4", "p@example.com", t0)
