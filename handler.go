@@ -79,6 +79,7 @@ func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		// Anonymous traffic is normal: debug, not error, so it does not
 		// flood the log.
 		p.logger.Debug("request not authenticated", zap.String("reason", reason), zap.String("path", r.URL.Path))
+		countProtected(refusedResult(reason))
 		if reason != reasonCrossSite && len(p.senders) > 0 && wantsLoginPage(r) {
 			http.Redirect(w, r, p.Prefix+"/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusFound)
 			return nil
@@ -98,6 +99,7 @@ func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	if claims.Mobile != "" {
 		r.Header[headerUserMobile] = []string{claims.Mobile}
 	}
+	countProtected(protectedAllowed)
 	return next.ServeHTTP(w, r)
 }
 
@@ -139,6 +141,7 @@ func (p *Passwordless) endpoints() map[string]endpoint {
 		"me":        get(p.serveMe),
 		"jwks.json": get(p.serveJWKS),
 		"verify":    post(p.serveVerify),
+		"health":    get(p.serveHealth),
 	}
 	if _, ok := p.senders[KindEmail]; ok {
 		m["email"] = post(p.serveSend(KindEmail))
@@ -363,6 +366,7 @@ func (p *Passwordless) sendCode(ctx context.Context, a Alias, purpose, userID st
 	}
 	start := time.Now()
 	err = p.senders[a.Kind].Send(ctx, m)
+	countDelivery(a.Kind, purpose, time.Since(start), err)
 	if err == nil {
 		p.timers[a.Kind].observe(time.Since(start))
 		return nil
@@ -428,10 +432,11 @@ func (p *Passwordless) serveToken(w http.ResponseWriter, r *http.Request) *apiEr
 	if e != nil {
 		return e
 	}
-	resp, e := p.newSession(ctx, u)
+	resp, sid, e := p.newSession(ctx, u)
 	if e != nil {
 		return e
 	}
+	p.loggedIn(ctx, a, u, sid)
 	writeJSON(w, http.StatusOK, resp)
 	return nil
 }
@@ -452,7 +457,8 @@ func (p *Passwordless) login(ctx context.Context, r *http.Request, a Alias, code
 	} else if _, e := p.redeem(ctx, a, purposeLogin, code); e != nil {
 		return User{}, e
 	}
-	u, err := p.store.Login(ctx, a, *p.RegisterNewUsers || isDemo, now())
+	t := now()
+	u, err := p.store.Login(ctx, a, *p.RegisterNewUsers || isDemo, t)
 	if errors.Is(err, ErrNotFound) {
 		return User{}, p.failed(ctx, a)
 	}
@@ -462,7 +468,7 @@ func (p *Passwordless) login(ctx context.Context, r *http.Request, a Alias, code
 	if err := p.store.ResetFailures(ctx, a.Key()); err != nil {
 		return User{}, p.internal("resetting failures", err)
 	}
-	p.logger.Info("user logged in", zap.String("user", u.ID), zap.String("via", string(a.Kind)))
+	p.userCreated(ctx, a, u, t)
 	return u, nil
 }
 
@@ -474,12 +480,14 @@ type tokenResponse struct {
 }
 
 // newSession starts a session for u and issues its first tokens.
-func (p *Passwordless) newSession(ctx context.Context, u User) (tokenResponse, *apiError) {
+// It answers the session's id too.
+func (p *Passwordless) newSession(ctx context.Context, u User) (tokenResponse, string, *apiError) {
 	s, refresh, e := p.startSession(ctx, u)
 	if e != nil {
-		return tokenResponse{}, e
+		return tokenResponse{}, "", e
 	}
-	return p.tokens(u, s.ID, refresh)
+	resp, e := p.tokens(u, s.ID, refresh)
+	return resp, s.ID, e
 }
 
 // startSession stores a new session for u that lives refresh_ttl, with

@@ -95,6 +95,7 @@ type Passwordless struct {
 	logger     *zap.Logger
 	verified   *tokenCache
 	routes     map[string]endpoint // built once at provision
+	auditor    auditor
 }
 
 // StorageConfig chooses the store.
@@ -220,6 +221,11 @@ const (
 // secrets never appear in the adapted JSON), opens the store and loads keys.
 func (p *Passwordless) Provision(ctx caddy.Context) error {
 	p.logger = ctx.Logger()
+	// The module logger is http.handlers.passwordless: audit is below it.
+	p.auditor = auditor{p.logger.Named("audit")}
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
 	repl := caddy.NewReplacer()
 	env := func(s *string) { *s = repl.ReplaceKnown(*s, "") }
 

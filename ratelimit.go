@@ -110,6 +110,7 @@ func (p *Passwordless) hit(ctx context.Context, key string, count int, window ti
 		return p.internal("rate limit", err)
 	}
 	if wait > 0 {
+		countRateLimited(key)
 		return tooMany(wait)
 	}
 	return nil
@@ -139,6 +140,7 @@ func (p *Passwordless) checkLock(ctx context.Context, a Alias) *apiError {
 		return p.internal("reading lockout", err)
 	}
 	if wait := until.Sub(now()); wait > 0 {
+		countExchange(a.Kind, loginLocked)
 		return tooMany(wait)
 	}
 	return nil
@@ -154,8 +156,10 @@ func (p *Passwordless) failed(ctx context.Context, a Alias) *apiError {
 	}
 	if !until.IsZero() {
 		p.logger.Warn("alias locked after repeated wrong codes", zap.String("kind", string(a.Kind)), zap.Time("until", until))
+		p.exchangeFailed(ctx, a, true)
 		return tooMany(until.Sub(t))
 	}
+	p.exchangeFailed(ctx, a, false)
 	return invalidCode
 }
 

@@ -61,6 +61,9 @@ type Store interface {
 	LockedUntil(ctx context.Context, alias string) (time.Time, error)
 	ResetFailures(ctx context.Context, alias string) error
 
+	// Ping reads from the store, to tell whether it answers.
+	Ping(ctx context.Context) error
+
 	// Purge deletes what can no longer matter at now: expired codes,
 	// ended sessions with their refresh tokens, expired refresh tokens,
 	// and rate-limit events older than maxRateWindow.
