@@ -2,7 +2,9 @@ package passwordless
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -35,7 +37,7 @@ func (p *Passwordless) serveHealth(w http.ResponseWriter, r *http.Request) *apiE
 		down = append(down, partStorage)
 	}
 	for _, k := range metricChannels {
-		if _, ok := p.senders[k]; ok && p.channelFailing(k) {
+		if _, ok := p.senders[k]; ok && p.channelFailing(ctx, k) {
 			down = append(down, string(k))
 		}
 	}
@@ -49,8 +51,78 @@ func (p *Passwordless) serveHealth(w http.ResponseWriter, r *http.Request) *apiE
 }
 
 // channelFailing reports whether the channel's deliveries are failing:
-// its last real delivery failed. It turns healthy again with the next
-// delivery that succeeds.
-func (p *Passwordless) channelFailing(k AliasKind) bool {
-	return p.timers[k].isFailing()
+// its last real delivery failed, and no probe has found the provider
+// answering since. The state ends with the next delivery that succeeds, or
+// with a probe that does: without probes a load balancer that took the
+// instance out on a 503 would never send it the request that ends it.
+func (p *Passwordless) channelFailing(ctx context.Context, k AliasKind) bool {
+	t := p.timers[k]
+	if !t.isFailing() {
+		return false
+	}
+	pr, ok := p.senders[k].(prober)
+	// Health is public: probes are spaced so that polling it cannot make
+	// the plugin hammer the provider, or trip its limits on logins.
+	if !ok || !p.probes.due(k, now()) {
+		return true
+	}
+	if err := pr.Probe(ctx); err != nil {
+		p.logger.Warn("health: provider still failing", zap.String("channel", string(k)), zap.Error(err))
+		return true
+	}
+	t.recovered()
+	return false
+}
+
+// probeEvery is the least time between two probes of one channel.
+const probeEvery = 10 * time.Second
+
+// prober is a Sender that can check that its provider answers without
+// sending anything.
+type prober interface {
+	Probe(ctx context.Context) error
+}
+
+// probeThrottle spaces the probes of each channel.
+type probeThrottle struct {
+	mu   sync.Mutex
+	last map[AliasKind]time.Time
+}
+
+// due reports whether k may be probed at t, and if so notes the probe.
+func (pt *probeThrottle) due(k AliasKind, t time.Time) bool {
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	if pt.last == nil {
+		pt.last = make(map[AliasKind]time.Time)
+	}
+	if last, ok := pt.last[k]; ok && t.Sub(last) < probeEvery {
+		return false
+	}
+	pt.last[k] = t
+	return true
+}
+
+// recovered ends the failing state after a successful probe, leaving the
+// learnt send time as it is.
+func (s *sendTimer) recovered() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failing = false
+}
+
+// Probe connects to the SMTP server and goes as far as a send would
+// before the message: greeting, TLS and authentication.
+func (e *emailSender) Probe(ctx context.Context) error {
+	if e.smtp == nil {
+		return nil
+	}
+	client, err := e.client()
+	if err != nil {
+		return err
+	}
+	if err := client.DialWithContext(ctx); err != nil {
+		return fmt.Errorf("connecting to %s: %w", e.smtp.Address, err)
+	}
+	return client.Close()
 }

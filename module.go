@@ -96,6 +96,7 @@ type Passwordless struct {
 	verified   *tokenCache
 	routes     map[string]endpoint // built once at provision
 	auditor    auditor
+	probes     *probeThrottle
 }
 
 // StorageConfig chooses the store.
@@ -223,6 +224,7 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 	p.logger = ctx.Logger()
 	// The module logger is http.handlers.passwordless: audit is below it.
 	p.auditor = auditor{p.logger.Named("audit")}
+	p.probes = new(probeThrottle)
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
