@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // scrape reads Caddy's admin /metrics and returns the plugin's series,
@@ -280,4 +282,113 @@ func TestObservingASequence(t *testing.T) {
 			t.Fatalf("audit entries:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
 	})
+}
+
+// TestMetricsSurviveReload reloads Caddy with a changed config, which
+// also holds a second passwordless handler and a `metrics` handler: the
+// load succeeds, the counts carry on, and the handler serves them too.
+func TestMetricsSurviveReload(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "pwl.db")
+	e := newEnv(t, withDB(db))
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "re@example.com"}), http.StatusOK)
+	before := scrape(t)
+	if before[`caddy_passwordless_codes_sent_total{channel="email",purpose="login"}`] < 1 {
+		t.Fatalf("no code counted before the reload: %v", before)
+	}
+
+	e = newEnv(t, withDB(db), withConfig("code_ttl 10m\npublic /metrics"),
+		withSite("handle /metrics {\n\tmetrics\n}"),
+		withSite("route /other/* {\n\tpasswordless {\n\t\tstorage sqlite "+db+"\n\t\tprefix /auth2\n\t}\n\trespond \"other\"\n}"))
+	after := scrape(t)
+	if d := deltas(before, after); len(d) != 0 {
+		t.Fatalf("the reload changed the metrics: %v", d)
+	}
+	served := scrapeURL(t, testBase+"/metrics")
+	if d := deltas(after, served); len(d) != 0 {
+		t.Fatalf("the metrics handler serves other values than the admin endpoint: %v", d)
+	}
+
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "re2@example.com"}), http.StatusOK)
+	expectDeltas(t, deltas(after, scrape(t)), map[string]float64{
+		`caddy_passwordless_codes_sent_total{channel="email",purpose="login"}`: 1,
+		`caddy_passwordless_delivery_seconds_count{channel="email"}`:           1,
+	})
+
+	// And back to a plain config: one handler again.
+	last := scrape(t)
+	e = newEnv(t, withDB(db))
+	if d := deltas(last, scrape(t)); len(d) != 0 {
+		t.Fatalf("the second reload changed the metrics: %v", d)
+	}
+}
+
+// TestRegisterMetricsTwice is what two handlers in one config and a
+// reload do to registries.
+func TestRegisterMetricsTwice(t *testing.T) {
+	first := prometheus.NewPedanticRegistry()
+	if err := registerMetrics(first); err != nil {
+		t.Fatal(err)
+	}
+	if err := registerMetrics(first); err != nil {
+		t.Fatalf("a second handler in the same config: %v", err)
+	}
+	countRateLimited("ip:192.0.2.1")
+	second := prometheus.NewPedanticRegistry()
+	if err := registerMetrics(second); err != nil {
+		t.Fatalf("the next config's registry: %v", err)
+	}
+	value := func(reg *prometheus.Registry) float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "caddy_passwordless_rate_limited_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				if m.GetLabel()[0].GetValue() == "per_ip" {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+		t.Fatal("no per_ip series")
+		return 0
+	}
+	if a, b := value(first), value(second); a < 1 || a != b {
+		t.Fatalf("per_ip: %v in the old registry, %v in the new", a, b)
+	}
+	// A key of a limit this file does not know still has a bounded label.
+	countRateLimited("whatever:x")
+	if err := testutilLabels(second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testutilLabels checks that every label value of the plugin's series is
+// one of the closed sets.
+func testutilLabels(reg *prometheus.Registry) error {
+	allowed := map[string]bool{
+		"email": true, "mobile": true, "login": true, "verify": true,
+		"success": true, "invalid": true, "locked": true,
+		"send_interval": true, "per_alias": true, "per_ip": true, "other": true,
+		"allowed": true, "unauthenticated": true, "forbidden": true,
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		return err
+	}
+	for _, mf := range mfs {
+		if !strings.HasPrefix(mf.GetName(), "caddy_passwordless_") {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if !allowed[l.GetValue()] {
+					return fmt.Errorf("%s: label %s=%q is not of a closed set", mf.GetName(), l.GetName(), l.GetValue())
+				}
+			}
+		}
+	}
+	return nil
 }
