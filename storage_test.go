@@ -65,6 +65,7 @@ func TestStoreContract(t *testing.T) {
 			t.Run("hit", func(t *testing.T) { testHit(t, open(t)) })
 			t.Run("failures", func(t *testing.T) { testFailures(t, open(t)) })
 			t.Run("purge", func(t *testing.T) { testPurge(t, open(t)) })
+			t.Run("ping", func(t *testing.T) { testPing(t, open(t)) })
 		})
 	}
 }
