@@ -156,14 +156,14 @@ func (p *Passwordless) serveVerify(w http.ResponseWriter, r *http.Request) *apiE
 		return e
 	}
 	ctx := context.WithoutCancel(r.Context())
-	stored, e := p.redeem(ctx, a, purposeVerify, code)
+	stored, e := p.redeem(ctx, clientIP(r), a, purposeVerify, code)
 	if e != nil {
 		return e
 	}
 	// The code proves the alias to the account that asked for it, not to
 	// whoever presents it.
 	if stored.UserID != c.Subject {
-		return p.failed(ctx, a)
+		return p.failed(ctx, clientIP(r), a)
 	}
 	u, err := p.store.LinkAlias(ctx, c.Subject, a)
 	if errors.Is(err, ErrAliasTaken) {

@@ -60,6 +60,7 @@ func TestStoreContract(t *testing.T) {
 			t.Run("secret generated once", func(t *testing.T) { testSecret(t, open(t)) })
 			t.Run("codes", func(t *testing.T) { testCodes(t, open(t)) })
 			t.Run("concurrent redeem", func(t *testing.T) { testConcurrentRedeem(t, open(t)) })
+			t.Run("attempts claimed before compare", func(t *testing.T) { testAttemptsClaimedBeforeCompare(t, open(t)) })
 			t.Run("users", func(t *testing.T) { testUsers(t, open(t)) })
 			t.Run("sessions", func(t *testing.T) { testSessions(t, open(t)) })
 			t.Run("hit", func(t *testing.T) { testHit(t, open(t)) })
