@@ -41,7 +41,7 @@ var metrics = struct {
 	}, []string{"channel", "result"}),
 	rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "passwordless", Name: "rate_limited_total",
-		Help: "Requests refused with 429 by a rate limit: send_interval, per_alias or per_ip.",
+		Help: "Requests refused with 429 by a rate limit: send_interval, per_alias, per_ip or failed_per_ip.",
 	}, []string{"limit"}),
 	protected: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "passwordless", Name: "protected_requests_total",
@@ -77,11 +77,12 @@ const (
 )
 
 // limitNames name the limit a rate-limit key belongs to, by its prefix
-// (see allowIP and allowSend).
+// (see allowIP, allowSend and failedIPKey).
 var limitNames = map[string]string{
-	"interval": "send_interval",
-	"alias":    "per_alias",
-	"ip":       "per_ip",
+	"interval":  "send_interval",
+	"alias":     "per_alias",
+	"ip":        "per_ip",
+	"failed-ip": "failed_per_ip",
 }
 
 func init() {

@@ -150,7 +150,8 @@ func sessionOf(t *testing.T, tok string) string {
 // log.
 func TestObservingASequence(t *testing.T) {
 	logOpt, logPath := captureLog(t)
-	e := newEnv(t, logOpt)
+	// Failed exchanges are ada's 1 and bob's 10 below, and dan's 1.
+	e := newEnv(t, logOpt, withConfig("rate_limit {\n\tfailed_per_ip 12 1h\n}"))
 	before := scrape(t)
 	var secrets []string // every code and token the sequence sees
 
@@ -210,14 +211,21 @@ func TestObservingASequence(t *testing.T) {
 		"Cookie": {cookieName + "=" + cookie}, "Origin": {testBase},
 	}, nil), http.StatusNoContent)
 
+	// One more wrong guess spends the client's budget of failures: the
+	// next gets 429 before any check.
+	expectStatus(t, e.postForm("/auth/token/", map[string]string{"email": "dan@example.com", "token": "300000"}), http.StatusBadRequest)
+	expectStatus(t, e.postForm("/auth/token/", map[string]string{"email": "dan@example.com", "token": "300001"}), http.StatusTooManyRequests)
+	secrets = append(secrets, "300000", "300001")
+
 	t.Run("metrics", func(t *testing.T) {
 		expectDeltas(t, deltas(before, scrape(t)), map[string]float64{
 			`caddy_passwordless_codes_sent_total{channel="email",purpose="login"}`:  2,
 			`caddy_passwordless_codes_sent_total{channel="email",purpose="verify"}`: 1,
 			`caddy_passwordless_delivery_seconds_count{channel="email"}`:            3,
 			`caddy_passwordless_rate_limited_total{limit="send_interval"}`:          1,
+			`caddy_passwordless_rate_limited_total{limit="failed_per_ip"}`:          1,
 			`caddy_passwordless_logins_total{channel="email",result="success"}`:     2,
-			`caddy_passwordless_logins_total{channel="email",result="invalid"}`:     1 + lockoutThreshold - 1,
+			`caddy_passwordless_logins_total{channel="email",result="invalid"}`:     1 + (lockoutThreshold - 1) + 1,
 			`caddy_passwordless_logins_total{channel="email",result="locked"}`:      2,
 			`caddy_passwordless_protected_requests_total{result="allowed"}`:         1,
 			`caddy_passwordless_protected_requests_total{result="unauthenticated"}`: 2,
@@ -277,6 +285,7 @@ func TestObservingASequence(t *testing.T) {
 			"user created|user2|email|",
 			"login|user2|email|"+sessionB,
 			"logout|user2||"+sessionB,
+			"login failed|-|email|", // dan
 		)
 		if strings.Join(got, "\n") != strings.Join(want, "\n") {
 			t.Fatalf("audit entries:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -371,7 +380,7 @@ func testutilLabels(reg *prometheus.Registry) error {
 	allowed := map[string]bool{
 		"email": true, "mobile": true, "login": true, "verify": true,
 		"success": true, "invalid": true, "locked": true,
-		"send_interval": true, "per_alias": true, "per_ip": true, "other": true,
+		"send_interval": true, "per_alias": true, "per_ip": true, "failed_per_ip": true, "other": true,
 		"allowed": true, "unauthenticated": true, "forbidden": true,
 	}
 	mfs, err := reg.Gather()

@@ -152,6 +152,7 @@ func (p *Passwordless) checkLock(r *http.Request, a Alias) *apiError {
 		return p.internal("rate limit", err)
 	}
 	if wait > 0 {
+		countRateLimited(failedIPKey(""))
 		return tooMany(wait)
 	}
 	until, err := p.store.LockedUntil(ctx, a.Key())
@@ -180,6 +181,7 @@ func (p *Passwordless) failed(ctx context.Context, ip string, a Alias) *apiError
 		return p.internal("rate limit", err)
 	}
 	if wait > 0 {
+		countRateLimited(failedIPKey(""))
 		return tooMany(wait)
 	}
 	_, until, err := p.store.Failure(ctx, a.Key(), lockoutFor, t)
