@@ -10,11 +10,10 @@ import (
 
 // Audit events answer who signed in, when and from where, and what
 // changed on an account. They are Caddy log entries at info level on their
-// own logger, so a `log` block can send them to a file of their own
-// (`include http.handlers.passwordless.audit`). An entry carries ids,
-// the channel and the client IP only: never a code, a token, a refresh
-// token, a secret, a message body or an address.
-const auditLoggerName = "http.handlers.passwordless.audit"
+// own logger, http.handlers.passwordless.audit, so a `log` block can send
+// them to a file of their own. An entry carries ids, the channel and the
+// client IP only: never a code, a token, a refresh token, a secret, a
+// message body or an address.
 
 // The messages of audit entries, one per kind of event.
 const (
@@ -41,21 +40,18 @@ type auditEvent struct {
 	SessionID string
 }
 
-// auditor writes audit entries. The handler's comes from its module
-// logger; the command line makes one with newAuditor(caddy.Log()).
+// auditor writes audit entries to a logger named
+// http.handlers.passwordless.audit: the handler's is its module logger's
+// child "audit"; the command line wraps the one it opens.
 type auditor struct{ logger *zap.Logger }
 
-// newAuditor returns the auditor under the root logger (caddy.Log() or
-// a test's logger): the audit logger's name is absolute.
-func newAuditor(root *zap.Logger) auditor {
-	return auditor{root.Named(auditLoggerName)}
-}
-
-func (a auditor) record(msg string, ev auditEvent) {
+// record writes one entry. extra fields are for what an event tells
+// beyond the usual four, such as the roles given; never a secret.
+func (a auditor) record(msg string, ev auditEvent, extra ...zap.Field) {
 	if a.logger == nil {
 		return
 	}
-	fields := make([]zap.Field, 0, 4)
+	fields := make([]zap.Field, 0, 4+len(extra))
 	for _, f := range []struct{ key, value string }{
 		{"user_id", ev.UserID}, {"channel", string(ev.Channel)},
 		{"client_ip", ev.ClientIP}, {"session_id", ev.SessionID},
@@ -64,7 +60,7 @@ func (a auditor) record(msg string, ev auditEvent) {
 			fields = append(fields, zap.String(f.key, f.value))
 		}
 	}
-	a.logger.Info(msg, fields...)
+	a.logger.Info(msg, append(fields, extra...)...)
 }
 
 // audit records an event of a request, with Caddy's client IP of it. ctx

@@ -124,6 +124,8 @@ func readLog(t *testing.T, path string) (string, []logEntry) {
 	return string(b), entries
 }
 
+const auditLoggerFullName = "http.handlers.passwordless.audit"
+
 // sessionOf reads the session id out of an access token.
 func sessionOf(t *testing.T, tok string) string {
 	t.Helper()
@@ -248,7 +250,7 @@ func TestObservingASequence(t *testing.T) {
 		var got []string
 		users := map[string]string{"": "-"}
 		for _, l := range entries {
-			if l.str("logger") != auditLoggerName {
+			if l.str("logger") != auditLoggerFullName {
 				continue
 			}
 			if l.str("level") != "info" {
