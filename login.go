@@ -106,13 +106,13 @@ func (p *Passwordless) serveLoginForm(w http.ResponseWriter, r *http.Request) *a
 	if e != nil {
 		return e
 	}
-	p.loggedIn(ctx, a, u, s.ID)
 	// The cookie's token lives as long as its session; logout and the
 	// per-request session check end it, not its exp.
 	tok, e := p.accessToken(u, s.ID, s.ExpiresAt.Sub(now()))
 	if e != nil {
 		return e
 	}
+	p.loggedIn(ctx, a, u, s.ID)
 	http.SetCookie(w, p.sessionCookie(r, tok, s.ExpiresAt))
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, v.Next, http.StatusSeeOther)

@@ -152,7 +152,7 @@ func (p *Passwordless) checkLock(r *http.Request, a Alias) *apiError {
 		return p.internal("rate limit", err)
 	}
 	if wait > 0 {
-		countRateLimited(failedIPKey(""))
+		countRateLimited(failedIPKey(clientIP(r)))
 		return tooMany(wait)
 	}
 	until, err := p.store.LockedUntil(ctx, a.Key())
@@ -181,7 +181,7 @@ func (p *Passwordless) failed(ctx context.Context, ip string, a Alias) *apiError
 		return p.internal("rate limit", err)
 	}
 	if wait > 0 {
-		countRateLimited(failedIPKey(""))
+		countRateLimited(failedIPKey(ip))
 		return tooMany(wait)
 	}
 	_, until, err := p.store.Failure(ctx, a.Key(), lockoutFor, t)

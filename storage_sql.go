@@ -553,9 +553,6 @@ func (s *sqlStore) Purge(ctx context.Context, t time.Time) error {
 	return nil
 }
 
-// Interface guards
-var _ Store = (*sqlStore)(nil)
-
 func (s *sqlStore) Ping(ctx context.Context) error {
 	// A read of a table, not SELECT 1: SQLite answers that without its file.
 	var n int
@@ -564,3 +561,6 @@ func (s *sqlStore) Ping(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Interface guards
+var _ Store = (*sqlStore)(nil)
