@@ -103,3 +103,31 @@ func TestHealthFollowsSMTP(t *testing.T) {
 	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "back@example.com"}), http.StatusOK)
 	e.smtp.code(t, "back@example.com")
 }
+
+// TestHealthFollowsTwilio: likewise for SMS, with Twilio answering 500
+// and then working again; the probe reads the account and sends nothing.
+func TestHealthFollowsTwilio(t *testing.T) {
+	tw := startTwilio(t)
+	e := newEnv(t, withoutEmail(), smsBlock(t, tw, ""))
+	expectStatus(t, e.get("/auth/health"), http.StatusOK)
+
+	tw.fail(http.StatusInternalServerError, 20500, "Internal Server Error")
+	expectStatus(t, e.postForm("/auth/mobile/", map[string]string{"mobile": "+15551230001"}), http.StatusServiceUnavailable)
+	r := e.get("/auth/health")
+	expectStatus(t, r, http.StatusServiceUnavailable)
+	if parts, _ := r.json["down"].([]any); !slices.Equal(parts, []any{"mobile"}) {
+		t.Fatalf("health while Twilio fails: %s", r.body)
+	}
+	if strings.Contains(string(r.body), tw.SID) || strings.Contains(string(r.body), strings.TrimPrefix(tw.URL, "http://")) {
+		t.Fatalf("health names the account or the server: %s", r.body)
+	}
+
+	tw.failNone()
+	clock.Advance(probeEvery)
+	sent := len(tw.messages())
+	expectStatus(t, e.get("/auth/health"), http.StatusOK)
+	if len(tw.messages()) != sent {
+		t.Fatal("the probe sent a message")
+	}
+	expectStatus(t, e.postForm("/auth/mobile/", map[string]string{"mobile": "+15551230002"}), http.StatusOK)
+}
