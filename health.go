@@ -38,7 +38,7 @@ func (p *Passwordless) serveHealth(w http.ResponseWriter, r *http.Request) *apiE
 		p.logger.Warn("health: storage does not answer", zap.Error(err))
 		down = append(down, partStorage)
 	}
-	for _, k := range metricChannels {
+	for _, k := range []AliasKind{KindEmail, KindMobile} {
 		if _, ok := p.senders[k]; ok && p.channelFailing(ctx, k) {
 			down = append(down, string(k))
 		}
