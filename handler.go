@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -66,12 +67,17 @@ func sameHeaderName(a, b string) bool {
 // ServeHTTP answers the endpoints under the prefix and guards the rest.
 func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	dropIdentityHeaders(r.Header)
+	if r.Trailer != nil {
+		// Trailers arrive with the end of the body and are forwarded with
+		// it: they are scrubbed there, as the headers are here.
+		r.Body = &trailerScrubber{ReadCloser: r.Body, r: r}
+	}
 	if rest, ok := p.endpointPath(r.URL.Path); ok {
 		p.serveEndpoint(w, r, rest)
 		return nil
 	}
-	// Preflight requests carry no credentials by design (CORS).
-	if r.Method == http.MethodOptions || !p.protects(r) {
+	if isPreflight(r) || !p.protects(r) {
+		dropSessionCookie(r)
 		return next.ServeHTTP(w, r)
 	}
 	claims, reason := p.authenticate(r)
@@ -79,6 +85,7 @@ func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		// Anonymous traffic is normal: debug, not error, so it does not
 		// flood the log.
 		p.logger.Debug("request not authenticated", zap.String("reason", reason), zap.String("path", r.URL.Path))
+		countProtected(refusedResult(reason))
 		if reason != reasonCrossSite && len(p.senders) > 0 && wantsLoginPage(r) {
 			http.Redirect(w, r, p.Prefix+"/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusFound)
 			return nil
@@ -86,6 +93,7 @@ func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		writeError(w, authFailure(reason))
 		return nil
 	}
+	dropSessionCookie(r)
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set("http.auth.user.id", claims.Subject)
 	repl.Set("http.auth.user.email", claims.Email)
@@ -98,16 +106,147 @@ func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	if claims.Mobile != "" {
 		r.Header[headerUserMobile] = []string{claims.Mobile}
 	}
+	countProtected(protectedAllowed)
 	return next.ServeHTTP(w, r)
 }
 
+// isPreflight reports whether r is a CORS preflight, which browsers send
+// without credentials. Only a real one passes without a token: an OPTIONS
+// request with a body, or without the preflight headers, is authenticated
+// like any other, so it cannot carry data past the check.
+func isPreflight(r *http.Request) bool {
+	return r.Method == http.MethodOptions && r.ContentLength == 0 && len(r.TransferEncoding) == 0 &&
+		r.Header.Get("Origin") != "" && r.Header.Get("Access-Control-Request-Method") != ""
+}
+
+// trailerScrubber drops the identity headers from the request's trailers
+// when the body ends, which is when net/http fills them in and before the
+// proxy copies them upstream.
+type trailerScrubber struct {
+	io.ReadCloser
+	r *http.Request
+}
+
+func (t *trailerScrubber) Read(b []byte) (int, error) {
+	n, err := t.ReadCloser.Read(b)
+	if err == io.EOF {
+		dropIdentityHeaders(t.r.Trailer)
+	}
+	return n, err
+}
+
+// dropSessionCookie removes the plugin's own cookie from what goes to the
+// next handler: the upstream has no use for the token, and a backend that
+// logs or reflects cookies must not be able to leak it.
+func dropSessionCookie(r *http.Request) {
+	vals := r.Header["Cookie"]
+	found := false
+	for _, v := range vals {
+		if strings.Contains(v, cookieName) {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return
+	}
+	var keep []string
+	for _, c := range r.Cookies() {
+		if c.Name != cookieName && c.Name != secureCookieName {
+			keep = append(keep, c.Name+"="+c.Value)
+		}
+	}
+	if len(keep) == 0 {
+		delete(r.Header, "Cookie")
+		return
+	}
+	r.Header["Cookie"] = []string{strings.Join(keep, "; ")}
+}
+
 // protects reports whether r needs a token: protect covers it and public
-// does not. The default, everything, needs no matching.
+// does not. Backends do not all read a path alike (servlet containers cut
+// ";params" and some servers take '\' for '/'), so a request is protected
+// if any reading of its path is, and public only if every reading is.
 func (p *Passwordless) protects(r *http.Request) bool {
-	if !p.protectAll && !p.protect.Match(r) {
+	readings := pathReadings(r)
+	if readings == nil {
+		// The common path has one reading; the default, everything, needs
+		// no matching.
+		if !p.protectAll && !p.protect.Match(r) {
+			return false
+		}
+		return len(p.public) == 0 || !p.public.Match(r)
+	}
+	if !p.protectAll && !matchAnyReading(p.protect, r, readings) {
 		return false
 	}
-	return len(p.public) == 0 || !p.public.Match(r)
+	return len(p.public) == 0 || !matchEveryReading(p.public, r, readings)
+}
+
+// pathReadings lists the ways a backend may read r's path: as decoded, as
+// sent, with ";params" cut from each segment, with '\' as '/', and both.
+// It is nil when the path has only the one reading, as nearly all do.
+func pathReadings(r *http.Request) []string {
+	decoded, raw := r.URL.Path, r.URL.EscapedPath()
+	if !strings.ContainsAny(decoded, ";\\") && !strings.Contains(raw, "%") {
+		return nil
+	}
+	var out []string
+	add := func(s string) {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	for _, base := range []string{decoded, raw} {
+		cut := cutPathParams(base)
+		add(base)
+		add(cut)
+		add(strings.ReplaceAll(base, "\\", "/"))
+		add(strings.ReplaceAll(cut, "\\", "/"))
+	}
+	return out
+}
+
+// cutPathParams removes ";params" from each segment, as servlet containers
+// do: /static/..;/secret is /static/../secret to them.
+func cutPathParams(p string) string {
+	if !strings.Contains(p, ";") {
+		return p
+	}
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		if j := strings.IndexByte(s, ';'); j >= 0 {
+			segs[i] = s[:j]
+		}
+	}
+	return strings.Join(segs, "/")
+}
+
+// withPath is r as if its path were path, for matching.
+func withPath(r *http.Request, path string) *http.Request {
+	r2 := *r
+	u := *r.URL
+	u.Path, u.RawPath = path, ""
+	r2.URL = &u
+	return &r2
+}
+
+func matchAnyReading(m caddyhttp.MatchPath, r *http.Request, readings []string) bool {
+	for _, path := range readings {
+		if m.Match(withPath(r, path)) {
+			return true
+		}
+	}
+	return false
+}
+
+func matchEveryReading(m caddyhttp.MatchPath, r *http.Request, readings []string) bool {
+	for _, path := range readings {
+		if !m.Match(withPath(r, path)) {
+			return false
+		}
+	}
+	return true
 }
 
 // endpointPath reports whether path is under the prefix and returns the
@@ -139,6 +278,7 @@ func (p *Passwordless) endpoints() map[string]endpoint {
 		"me":        get(p.serveMe),
 		"jwks.json": get(p.serveJWKS),
 		"verify":    post(p.serveVerify),
+		"health":    get(p.serveHealth),
 	}
 	if _, ok := p.senders[KindEmail]; ok {
 		m["email"] = post(p.serveSend(KindEmail))
@@ -241,7 +381,7 @@ func (p *Passwordless) exchangeFields(w http.ResponseWriter, r *http.Request) (A
 	if !isDigits(code, p.CodeLength) {
 		return Alias{}, "", fieldError("token", "The code is invalid or has expired.")
 	}
-	if e := p.checkLock(r.Context(), a); e != nil {
+	if e := p.checkLock(r, a); e != nil {
 		return Alias{}, "", e
 	}
 	return a, code, nil
@@ -341,11 +481,12 @@ func (p *Passwordless) queueCode(r *http.Request, a Alias, purpose, userID strin
 	if deliver {
 		m.Code = code
 	}
-	wait, err := p.store.QueueCode(r.Context(), p.sendLimits(r, a), c, m, t)
+	wait, by, err := p.store.QueueCode(r.Context(), p.sendLimits(r, a), c, m, t)
 	if err != nil {
 		return p.internal("queueing code", err)
 	}
 	if wait > 0 {
+		countRateLimited(by)
 		return tooMany(wait)
 	}
 	p.outbox.notify(a.Kind)
@@ -358,7 +499,7 @@ var invalidCode = &apiError{status: http.StatusBadRequest, detail: "The code is 
 
 // redeem checks a presented code for alias and purpose. It answers the
 // stored code on success; a failure counts toward the alias's lockout.
-func (p *Passwordless) redeem(ctx context.Context, a Alias, purpose, code string) (Code, *apiError) {
+func (p *Passwordless) redeem(ctx context.Context, ip string, a Alias, purpose, code string) (Code, *apiError) {
 	key := a.Key()
 	stored, res, err := p.store.RedeemCode(ctx, key, purpose, func(hash []byte) bool {
 		return subtle.ConstantTimeCompare(hash, codeHash(p.hmacKey, key, purpose, code)) == 1
@@ -367,7 +508,7 @@ func (p *Passwordless) redeem(ctx context.Context, a Alias, purpose, code string
 		return Code{}, p.internal("redeeming code", err)
 	}
 	if res != CodeOK {
-		return Code{}, p.failed(ctx, a)
+		return Code{}, p.failed(ctx, ip, a)
 	}
 	return stored, nil
 }
@@ -393,10 +534,11 @@ func (p *Passwordless) serveToken(w http.ResponseWriter, r *http.Request) *apiEr
 	if e != nil {
 		return e
 	}
-	resp, e := p.newSession(ctx, u)
+	resp, sid, e := p.newSession(ctx, u)
 	if e != nil {
 		return e
 	}
+	p.loggedIn(ctx, a, u, sid)
 	writeJSON(w, http.StatusOK, resp)
 	return nil
 }
@@ -412,14 +554,15 @@ func (p *Passwordless) login(ctx context.Context, r *http.Request, a Alias, code
 		}
 		// A demo alias logs in only with its fixed code.
 		if subtle.ConstantTimeCompare([]byte(demo), []byte(code)) != 1 {
-			return User{}, p.failed(ctx, a)
+			return User{}, p.failed(ctx, clientIP(r), a)
 		}
-	} else if _, e := p.redeem(ctx, a, purposeLogin, code); e != nil {
+	} else if _, e := p.redeem(ctx, clientIP(r), a, purposeLogin, code); e != nil {
 		return User{}, e
 	}
-	u, err := p.store.Login(ctx, a, *p.RegisterNewUsers || isDemo, now())
+	t := now()
+	u, err := p.store.Login(ctx, a, *p.RegisterNewUsers || isDemo, t)
 	if errors.Is(err, ErrNotFound) {
-		return User{}, p.failed(ctx, a)
+		return User{}, p.failed(ctx, clientIP(r), a)
 	}
 	if err != nil {
 		return User{}, p.internal("logging in", err)
@@ -427,7 +570,7 @@ func (p *Passwordless) login(ctx context.Context, r *http.Request, a Alias, code
 	if err := p.store.ResetFailures(ctx, a.Key()); err != nil {
 		return User{}, p.internal("resetting failures", err)
 	}
-	p.logger.Info("user logged in", zap.String("user", u.ID), zap.String("via", string(a.Kind)))
+	p.userCreated(ctx, a, u, t)
 	return u, nil
 }
 
@@ -439,12 +582,14 @@ type tokenResponse struct {
 }
 
 // newSession starts a session for u and issues its first tokens.
-func (p *Passwordless) newSession(ctx context.Context, u User) (tokenResponse, *apiError) {
+// It answers the session's id too.
+func (p *Passwordless) newSession(ctx context.Context, u User) (tokenResponse, string, *apiError) {
 	s, refresh, e := p.startSession(ctx, u)
 	if e != nil {
-		return tokenResponse{}, e
+		return tokenResponse{}, "", e
 	}
-	return p.tokens(u, s.ID, refresh)
+	resp, e := p.tokens(u, s.ID, refresh)
+	return resp, s.ID, e
 }
 
 // startSession stores a new session for u that lives refresh_ttl, with

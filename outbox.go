@@ -79,6 +79,8 @@ func newOutbox(p *Passwordless) *outbox {
 			go o.run(kind)
 		}
 	}
+	o.workers.Add(1)
+	go o.gauge()
 	return o
 }
 
@@ -110,6 +112,31 @@ func (p *Passwordless) outboxQueue(kind AliasKind) string {
 	b, _ := json.Marshal(id)
 	sum := sha256.Sum256(b)
 	return string(kind) + ":" + hex.EncodeToString(sum[:8])
+}
+
+// gauge publishes the outbox_pending metric every outboxPoll: the messages
+// of every instance, counted in the store.
+func (o *outbox) gauge() {
+	defer o.workers.Done()
+	t := time.NewTicker(outboxPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-o.ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := o.p.store.PendingMessages(o.ctx)
+		if err != nil {
+			if o.ctx.Err() == nil {
+				o.p.logger.Warn("counting queued messages", zap.Error(err))
+			}
+			continue
+		}
+		for kind := range o.queues {
+			setOutboxPending(kind, n[kind])
+		}
+	}
 }
 
 // notify wakes a worker of kind for a message just queued.
@@ -278,6 +305,7 @@ func (o *outbox) retry(ctx context.Context, m OutboxMessage, why error) bool {
 // sent records a message the provider accepted.
 func (o *outbox) sent(m OutboxMessage, took time.Duration) {
 	o.health[m.Channel].succeeded()
+	countDelivery(m.Channel, m.Purpose, took, nil)
 	o.p.logger.Debug("code delivered", zap.String("channel", string(m.Channel)), zap.String("purpose", m.Purpose),
 		zap.Int("attempt", m.Attempts), zap.Duration("took", took))
 }
@@ -286,6 +314,7 @@ func (o *outbox) sent(m OutboxMessage, took time.Duration) {
 // error code and never carry the code or a secret. A refused recipient is
 // the user's input, not the channel failing.
 func (o *outbox) failed(m OutboxMessage, err error, took time.Duration) {
+	countDelivery(m.Channel, m.Purpose, took, err)
 	level := zap.ErrorLevel
 	if errors.Is(err, errBadRecipient) {
 		level = zap.InfoLevel

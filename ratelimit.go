@@ -25,6 +25,12 @@ type RateLimitConfig struct {
 	// Code requests from one client IP per window, by Caddy's client IP
 	// (which honours the server's trusted_proxies). Default: 30 per 1h.
 	PerIP *Limit `json:"per_ip,omitempty"`
+	// Failed code exchanges (wrong or expired codes, at /token, /verify
+	// and the sign-in form) from one client IP per window. Past it the
+	// client gets 429 and its guesses stop counting toward any alias's
+	// lockout, so one address cannot keep other people's accounts locked.
+	// Default: 20 per 1h.
+	FailedPerIP *Limit `json:"failed_per_ip,omitempty"`
 }
 
 // Limit is a number of events per window, counted as a GCRA (a token
@@ -48,13 +54,16 @@ func (rl *RateLimitConfig) provision() {
 	if rl.PerIP == nil {
 		rl.PerIP = &Limit{Count: 30, Window: caddy.Duration(time.Hour)}
 	}
+	if rl.FailedPerIP == nil {
+		rl.FailedPerIP = &Limit{Count: 20, Window: caddy.Duration(time.Hour)}
+	}
 }
 
 func (rl *RateLimitConfig) validate() error {
 	if *rl.SendInterval < 0 {
 		return fmt.Errorf("rate_limit: send_interval must not be negative")
 	}
-	for name, l := range map[string]*Limit{"per_alias": rl.PerAlias, "per_ip": rl.PerIP} {
+	for name, l := range map[string]*Limit{"per_alias": rl.PerAlias, "per_ip": rl.PerIP, "failed_per_ip": rl.FailedPerIP} {
 		if l.Count < 1 || l.Window <= 0 || time.Duration(l.Window) > maxRateWindow {
 			return fmt.Errorf("rate_limit: %s needs a count of at least 1 and a window from 1s to %s", name, maxRateWindow)
 		}
@@ -112,11 +121,13 @@ func (p *Passwordless) ipLimit(r *http.Request) RateLimit {
 
 // allowIP applies the per-IP limit to a request.
 func (p *Passwordless) allowIP(r *http.Request) *apiError {
-	wait, err := p.store.Hit(r.Context(), p.ipLimit(r), now())
+	l := p.ipLimit(r)
+	wait, err := p.store.Hit(r.Context(), l, now())
 	if err != nil {
 		return p.internal("rate limit", err)
 	}
 	if wait > 0 {
+		countRateLimited(l.Key)
 		return tooMany(wait)
 	}
 	return nil
@@ -137,29 +148,62 @@ func (p *Passwordless) sendLimits(r *http.Request, a Alias) []RateLimit {
 	return append(limits, p.ipLimit(r))
 }
 
-// checkLock answers 429 while a is locked out.
-func (p *Passwordless) checkLock(ctx context.Context, a Alias) *apiError {
+// checkLock answers 429 while a is locked out, or while the client has
+// used up its budget of failed exchanges.
+func (p *Passwordless) checkLock(r *http.Request, a Alias) *apiError {
+	ctx := r.Context()
+	l := p.failedIPLimit(clientIP(r))
+	wait, err := p.store.Peek(ctx, l, now())
+	if err != nil {
+		return p.internal("rate limit", err)
+	}
+	if wait > 0 {
+		countRateLimited(failedIPKey(clientIP(r)))
+		return tooMany(wait)
+	}
 	until, err := p.store.LockedUntil(ctx, a.Key())
 	if err != nil {
 		return p.internal("reading lockout", err)
 	}
 	if wait := until.Sub(now()); wait > 0 {
+		countExchange(a.Kind, loginLocked)
 		return tooMany(wait)
 	}
 	return nil
 }
 
-// failed counts a failed exchange for a; the answer is the invalid-code
-// one, or 429 if this failure locked the alias.
-func (p *Passwordless) failed(ctx context.Context, a Alias) *apiError {
+func failedIPKey(ip string) string { return "failed-ip:" + ip }
+
+// failedIPLimit is the budget of failed exchanges of one client address.
+func (p *Passwordless) failedIPLimit(ip string) RateLimit {
+	l := p.RateLimit.FailedPerIP
+	return RateLimit{Key: failedIPKey(ip), Count: l.Count, Window: time.Duration(l.Window)}
+}
+
+// failed counts a failed exchange from ip for a; the answer is the
+// invalid-code one, or 429 if this failure locked the alias or spent the
+// client's budget of failures.
+func (p *Passwordless) failed(ctx context.Context, ip string, a Alias) *apiError {
 	t := now()
+	// A client past its budget of failures no longer counts against the
+	// alias: one address cannot lock accounts at will, only ever a few.
+	wait, err := p.store.Hit(ctx, p.failedIPLimit(ip), t)
+	if err != nil {
+		return p.internal("rate limit", err)
+	}
+	if wait > 0 {
+		countRateLimited(failedIPKey(ip))
+		return tooMany(wait)
+	}
 	_, until, err := p.store.Failure(ctx, a.Key(), lockoutFor, t)
 	if err != nil {
 		return p.internal("counting failure", err)
 	}
 	if !until.IsZero() {
 		p.logger.Warn("alias locked after repeated wrong codes", zap.String("kind", string(a.Kind)), zap.Time("until", until))
+		p.exchangeFailed(ctx, a, true)
 		return tooMany(until.Sub(t))
 	}
+	p.exchangeFailed(ctx, a, false)
 	return invalidCode
 }

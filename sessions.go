@@ -30,6 +30,7 @@ func (p *Passwordless) serveRefresh(w http.ResponseWriter, r *http.Request) *api
 	case errors.Is(err, ErrRefreshReused):
 		p.verified.putSession(s.ID, false, t)
 		p.logger.Warn("refresh token reused: session revoked", zap.String("user", s.UserID), zap.String("session", s.ID))
+		p.audit(ctx, auditRefreshReuse, auditEvent{UserID: s.UserID, SessionID: s.ID})
 		return &apiError{status: http.StatusUnauthorized, detail: "The refresh token was already used; the session has ended."}
 	case errors.Is(err, ErrNotFound):
 		return &apiError{status: http.StatusUnauthorized, detail: "The refresh token is invalid or has expired."}
@@ -67,6 +68,7 @@ func (p *Passwordless) serveLogout(w http.ResponseWriter, r *http.Request) *apiE
 		return p.internal("revoking session", err)
 	}
 	p.verified.putSession(c.SessionID, false, now())
+	p.audit(r.Context(), auditLogout, auditEvent{UserID: c.Subject, SessionID: c.SessionID})
 	// A browser session ends with its cookie.
 	if cookieToken(r) != "" {
 		http.SetCookie(w, p.sessionCookie(r, "", time.Time{}))
@@ -154,14 +156,14 @@ func (p *Passwordless) serveVerify(w http.ResponseWriter, r *http.Request) *apiE
 		return e
 	}
 	ctx := context.WithoutCancel(r.Context())
-	stored, e := p.redeem(ctx, a, purposeVerify, code)
+	stored, e := p.redeem(ctx, clientIP(r), a, purposeVerify, code)
 	if e != nil {
 		return e
 	}
 	// The code proves the alias to the account that asked for it, not to
 	// whoever presents it.
 	if stored.UserID != c.Subject {
-		return p.failed(ctx, a)
+		return p.failed(ctx, clientIP(r), a)
 	}
 	u, err := p.store.LinkAlias(ctx, c.Subject, a)
 	if errors.Is(err, ErrAliasTaken) {
@@ -173,6 +175,7 @@ func (p *Passwordless) serveVerify(w http.ResponseWriter, r *http.Request) *apiE
 	if err := p.store.ResetFailures(ctx, a.Key()); err != nil {
 		return p.internal("resetting failures", err)
 	}
+	p.audit(ctx, auditAliasLinked, auditEvent{UserID: u.ID, Channel: a.Kind, SessionID: c.SessionID})
 	writeJSON(w, http.StatusOK, meResponse{ID: u.ID, Email: orNull(u.Email), Mobile: orNull(u.Mobile),
 		EmailVerified: u.EmailVerified, MobileVerified: u.MobileVerified})
 	return nil

@@ -19,11 +19,13 @@ type Store interface {
 	// SaveCode stores c as the only live code for its alias and purpose:
 	// older codes of that pair die.
 	SaveCode(ctx context.Context, c Code) error
-	// RedeemCode looks up the live code for alias and purpose and asks match
-	// whether the presented code fits its hash. On a match that is not
-	// expired, the code is consumed: of concurrent callers exactly one gets
-	// CodeOK. A mismatch counts an attempt; the code dies on the
-	// maxAttempts-th.
+	// RedeemCode claims one of the live code's attempts for alias and
+	// purpose, then asks match whether the presented code fits its hash.
+	// Of any number of concurrent callers at most maxAttempts are ever
+	// compared; a code whose attempts are spent answers CodeMissing. On a
+	// match that is not expired, the code is consumed: of concurrent
+	// callers exactly one gets CodeOK. A mismatch on the last attempt kills
+	// the code.
 	RedeemCode(ctx context.Context, alias, purpose string, match func(hash []byte) bool, maxAttempts int, now time.Time) (Code, CodeResult, error)
 	// DeleteCode voids one code, e.g. when it could not be delivered.
 	DeleteCode(ctx context.Context, id string) error
@@ -59,9 +61,10 @@ type Store interface {
 	// QueueCode is a code request in one transaction: it stores c as the
 	// only live code for its alias and purpose (as SaveCode) and m in the
 	// outbox, and counts each limit in order. When a limit refuses, nothing
-	// is stored or counted, and it answers the wait. Callers pass the
-	// limit most requests share last: its row is then locked the shortest.
-	QueueCode(ctx context.Context, limits []RateLimit, c Code, m OutboxMessage, now time.Time) (retryAfter time.Duration, err error)
+	// is stored or counted, and it answers the wait and that limit's key.
+	// Callers pass the limit most requests share last: its row is then
+	// locked the shortest.
+	QueueCode(ctx context.Context, limits []RateLimit, c Code, m OutboxMessage, now time.Time) (retryAfter time.Duration, refusedBy string, err error)
 	// ClaimOutbox leases up to n messages of queue that are due at now for
 	// lease, counting an attempt on each. Of concurrent callers, on any
 	// instance, each message goes to one; a message whose lease runs out
@@ -77,11 +80,17 @@ type Store interface {
 	// PendingMessages counts the queued messages per channel, on every
 	// instance: those waiting, leased or due for a retry.
 	PendingMessages(ctx context.Context) (map[AliasKind]int, error)
+	// Peek answers how long until one more event fits l at now (zero: it
+	// fits), without counting one.
+	Peek(ctx context.Context, l RateLimit, now time.Time) (retryAfter time.Duration, err error)
 	// Failure counts a wrong guess for alias and returns the count of
 	// consecutive failures; LockedUntil and ResetFailures read and clear it.
 	Failure(ctx context.Context, alias string, lockFor func(failures int) time.Duration, now time.Time) (failures int, lockedUntil time.Time, err error)
 	LockedUntil(ctx context.Context, alias string) (time.Time, error)
 	ResetFailures(ctx context.Context, alias string) error
+
+	// Ping reads from the store, to tell whether it answers.
+	Ping(ctx context.Context) error
 
 	// Purge deletes what can no longer matter at now: expired codes and
 	// queued messages, ended sessions with their refresh tokens, expired

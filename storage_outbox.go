@@ -52,10 +52,30 @@ func (s *sqlStore) Hit(ctx context.Context, l RateLimit, now time.Time) (time.Du
 	return 0, tx.Commit()
 }
 
-func (s *sqlStore) QueueCode(ctx context.Context, limits []RateLimit, c Code, m OutboxMessage, now time.Time) (time.Duration, error) {
+func (s *sqlStore) Peek(ctx context.Context, l RateLimit, now time.Time) (time.Duration, error) {
+	if l.Count < 1 || l.Window <= 0 {
+		return 0, fmt.Errorf("rate limit %q: count and window must be positive", l.Key)
+	}
+	var tat int64
+	err := s.rdb.QueryRowContext(ctx, `SELECT tat FROM rate_limits WHERE key = ?`, l.Key).Scan(&tat)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("rate limit: %w", err)
+	}
+	interval := max(l.Window.Microseconds()/int64(l.Count), 1)
+	wait := time.Duration(tat+interval-l.Window.Microseconds()-now.UnixMicro()) * time.Microsecond
+	if wait <= 0 {
+		return 0, nil
+	}
+	return max(wait, time.Millisecond), nil
+}
+
+func (s *sqlStore) QueueCode(ctx context.Context, limits []RateLimit, c Code, m OutboxMessage, now time.Time) (time.Duration, string, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return 0, fmt.Errorf("queueing code: %w", err)
+		return 0, "", fmt.Errorf("queueing code: %w", err)
 	}
 	defer tx.Rollback()
 	if _, err := tx.ExecContext(ctx, `INSERT INTO codes (alias, purpose, id, user_id, hash, attempts, expires_at, created_at)
@@ -63,23 +83,26 @@ func (s *sqlStore) QueueCode(ctx context.Context, limits []RateLimit, c Code, m 
 		ON CONFLICT(alias, purpose) DO UPDATE SET id = excluded.id, user_id = excluded.user_id, hash = excluded.hash,
 			attempts = 0, expires_at = excluded.expires_at, created_at = excluded.created_at`,
 		c.Alias, c.Purpose, c.ID, c.UserID, c.Hash, ms(c.ExpiresAt), ms(c.CreatedAt)); err != nil {
-		return 0, fmt.Errorf("storing code: %w", err)
+		return 0, "", fmt.Errorf("storing code: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (id, queue, channel, recipient, purpose, code, deliver, next_at, expires_at, created_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		m.ID, m.Queue, string(m.Channel), m.To, m.Purpose, m.Code, m.Deliver, ms(m.CreatedAt), ms(m.ExpiresAt), ms(m.CreatedAt)); err != nil {
-		return 0, fmt.Errorf("queueing message: %w", err)
+		return 0, "", fmt.Errorf("queueing message: %w", err)
 	}
 	// The limits come last: on PostgreSQL a limit's row stays locked
 	// until the commit, and the per-IP one may be shared by many clients.
 	for _, l := range limits {
 		wait, err := s.hit(ctx, tx, l, now)
-		if err != nil || wait > 0 {
+		if err != nil {
+			return 0, "", err
+		}
+		if wait > 0 {
 			// A refused request counts against no limit.
-			return wait, err
+			return wait, l.Key, nil
 		}
 	}
-	return 0, tx.Commit()
+	return 0, "", tx.Commit()
 }
 
 func (s *sqlStore) ClaimOutbox(ctx context.Context, queue string, n int, now time.Time, lease time.Duration) ([]OutboxMessage, error) {

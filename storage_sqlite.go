@@ -3,6 +3,7 @@ package passwordless
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -46,6 +47,9 @@ func newSQLite(path string) (*sqliteStore, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating directory for %s: %w", path, err)
 	}
+	if err := ownerOnly(path); err != nil {
+		return nil, err
+	}
 	// WAL lets readers go on while the writer writes. All writes go
 	// through one connection behind a first-come, first-served gate, so
 	// they never meet SQLite's busy handler, which sleeps and retries and
@@ -85,8 +89,6 @@ func newSQLite(path string) (*sqliteStore, error) {
 	}
 	rdb.SetMaxOpenConns(readConns)
 	rdb.SetMaxIdleConns(readConns)
-	// The file holds code hashes and signing keys: owner only.
-	_ = os.Chmod(path, 0o600)
 	noLock := func(context.Context, sqlTx, string) error { return nil }
 	w := sqlDB{DB: db, gate: make(chan struct{}, 1), cache: newStmtCache()}
 	r := sqlDB{DB: rdb, cache: newStmtCache()}
@@ -132,6 +134,25 @@ func (s *sqliteStore) Destruct() error {
 // readConns bounds the SQLite read pool: more than the cores would only
 // queue inside SQLite.
 var readConns = max(runtime.NumCPU(), 2) * 2
+
+// ownerOnly makes the database owner-only before SQLite opens it. The
+// file, and its -wal and -shm companions until a checkpoint, hold the
+// signing key and the code HMAC key. SQLite gives -wal and -shm the mode of
+// the main file, so creating that with 0600 covers all three; companions
+// left by an older version with the umask's mode are repaired.
+func ownerOnly(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", path, err)
+	}
+	f.Close()
+	for _, name := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(name, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("restricting %s to its owner: %w", name, err)
+		}
+	}
+	return nil
+}
 
 // migrations are applied in order, each once; user_version records how far.
 var sqliteMigrations = []string{

@@ -61,6 +61,7 @@ func TestStoreContract(t *testing.T) {
 			t.Run("secret generated once", func(t *testing.T) { testSecret(t, open(t)) })
 			t.Run("codes", func(t *testing.T) { testCodes(t, open(t)) })
 			t.Run("concurrent redeem", func(t *testing.T) { testConcurrentRedeem(t, open(t)) })
+			t.Run("attempts claimed before compare", func(t *testing.T) { testAttemptsClaimedBeforeCompare(t, open(t)) })
 			t.Run("users", func(t *testing.T) { testUsers(t, open(t)) })
 			t.Run("sessions", func(t *testing.T) { testSessions(t, open(t)) })
 			t.Run("hit", func(t *testing.T) { testHit(t, open(t)) })
@@ -68,6 +69,7 @@ func TestStoreContract(t *testing.T) {
 			t.Run("concurrent claims", func(t *testing.T) { testConcurrentClaims(t, open(t)) })
 			t.Run("failures", func(t *testing.T) { testFailures(t, open(t)) })
 			t.Run("purge", func(t *testing.T) { testPurge(t, open(t)) })
+			t.Run("ping", func(t *testing.T) { testPing(t, open(t)) })
 		})
 	}
 }
@@ -407,13 +409,13 @@ func testOutbox(t *testing.T, s Store) {
 	t0 := now().Truncate(time.Millisecond)
 	limits := []RateLimit{{Key: "interval", Count: 1, Window: time.Minute}, {Key: "ip", Count: 10, Window: time.Hour}}
 	c, m := queued("m1", "o@example.com", t0)
-	if wait, err := s.QueueCode(ctx, limits, c, m, t0); err != nil || wait != 0 {
+	if wait, _, err := s.QueueCode(ctx, limits, c, m, t0); err != nil || wait != 0 {
 		t.Fatalf("queue: %v %v", wait, err)
 	}
 	// Refused by the interval: nothing is stored, and no limit counts it.
 	c2, m2 := queued("m2", "o@example.com", t0)
-	if wait, err := s.QueueCode(ctx, limits, c2, m2, t0); err != nil || wait != time.Minute {
-		t.Fatalf("over the interval: %v %v", wait, err)
+	if wait, by, err := s.QueueCode(ctx, limits, c2, m2, t0); err != nil || wait != time.Minute || by != "interval" {
+		t.Fatalf("over the interval: %v %q %v", wait, by, err)
 	}
 	for i := 1; i < 10; i++ {
 		if w, _ := s.Hit(ctx, limits[1], t0); w != 0 {
@@ -460,7 +462,7 @@ func testOutbox(t *testing.T, s Store) {
 	// A new code for the alias supersedes the queued one's code.
 	c3, m3 := queued("m3", "o@example.com", t0)
 	m3.Deliver, m3.Code = false, ""
-	if wait, err := s.QueueCode(ctx, nil, c3, m3, t0.Add(2*time.Minute)); err != nil || wait != 0 {
+	if wait, _, err := s.QueueCode(ctx, nil, c3, m3, t0.Add(2*time.Minute)); err != nil || wait != 0 {
 		t.Fatalf("queue: %v %v", wait, err)
 	}
 	if live, _ := s.LiveCodes(ctx, []string{"m1", "m3"}, t0); live["m1"] || !live["m3"] {
@@ -505,7 +507,7 @@ func testConcurrentClaims(t *testing.T, s Store) {
 	const n = 60
 	for i := range n {
 		c, m := queued(fmt.Sprintf("c%02d", i), fmt.Sprintf("c%02d@example.com", i), t0)
-		if _, err := s.QueueCode(ctx, nil, c, m, t0); err != nil {
+		if _, _, err := s.QueueCode(ctx, nil, c, m, t0); err != nil {
 			t.Fatal(err)
 		}
 	}

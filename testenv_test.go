@@ -70,15 +70,18 @@ const (
 // upstream is the backend behind the protection; it reports what it got.
 type upstream struct {
 	*httptest.Server
-	mu   sync.Mutex
-	seen []http.Header
+	mu       sync.Mutex
+	seen     []http.Header
+	trailers []http.Header
 }
 
 func startUpstream(t testing.TB) *upstream {
 	u := &upstream{}
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body) // trailers arrive after the body
 		u.mu.Lock()
 		u.seen = append(u.seen, r.Header.Clone())
+		u.trailers = append(u.trailers, r.Trailer.Clone())
 		u.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]string{
@@ -96,6 +99,15 @@ func (u *upstream) requests() int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return len(u.seen)
+}
+
+func (u *upstream) lastTrailer() http.Header {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.trailers) == 0 {
+		return nil
+	}
+	return u.trailers[len(u.trailers)-1]
 }
 
 func (u *upstream) lastHeader() http.Header {
@@ -185,6 +197,28 @@ http://localhost:%d {
 		f(e)
 	}
 	return e
+}
+
+// newTester starts Caddy from a whole Caddyfile.
+func newTester(t testing.TB, caddyfile string) *caddytest.Tester {
+	t.Helper()
+	tester := caddytest.NewTester(t)
+	tester.InitServer(caddyfile, "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
+	return tester
+}
+
+// jsonField reads one string field of a JSON object.
+func jsonField(t testing.TB, body []byte, key string) string {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(body, &m); err != nil {
+		t.Fatalf("not JSON: %s", body)
+	}
+	s, _ := m[key].(string)
+	return s
 }
 
 // response is what a client saw.
