@@ -479,6 +479,8 @@ func (p *Passwordless) queueCode(r *http.Request, a Alias, purpose, userID strin
 	m := OutboxMessage{ID: id, Queue: p.outbox.queues[a.Kind], Channel: a.Kind, To: a.Value, Purpose: purpose,
 		Deliver: deliver, ExpiresAt: exp, CreatedAt: t}
 	if deliver {
+		// The message must carry the code in clear; the worker deletes it
+		// with the row once it is sent or dropped.
 		m.Code = code
 	}
 	wait, by, err := p.store.QueueCode(r.Context(), p.sendLimits(r, a), c, m, t)
