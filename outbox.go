@@ -207,7 +207,10 @@ func (o *outbox) deliverDue(kind AliasKind) int {
 	for _, m := range candidates {
 		switch {
 		case live == nil:
-			o.retry(ctx, m, errTransient)
+			if !o.retry(ctx, m, errTransient) {
+				o.dropped(m, "expired")
+				finished = append(finished, m.ID)
+			}
 		case !live[m.ID]:
 			// A newer code replaced it, it was used or it expired:
 			// sending it would only confuse.
