@@ -99,13 +99,17 @@ func newSQLite(path string) (*sqliteStore, error) {
 }
 
 // checkpointEvery is how often the log is copied into the database file.
-const checkpointEvery = 200 * time.Millisecond
+// A checkpoint makes writers wait while it copies and syncs: often and
+// small (about a thousand pages, 5 ms, at full load) keeps that wait under
+// the requests' own; every 200 ms it was 20 ms, and the p99 of exchanges.
+// With nothing to copy it costs next to nothing.
+const checkpointEvery = 25 * time.Millisecond
 
 // checkpoints copies the log into the database file every
 // checkpointEvery, as a write of its own: in its turn at the gate, not
 // inside a request's commit. (Run beside the writer, on a connection of
 // its own, checkpoints stalled every writer for 100 ms and more now and
-// then; taking turns costs a few milliseconds five times a second.)
+// then.)
 func (s *sqliteStore) checkpoints() {
 	defer close(s.checkpointsDone)
 	t := time.NewTicker(checkpointEvery)
