@@ -16,7 +16,9 @@ type sqlDB struct {
 	dollar bool
 	// gate, when set, admits one writer at a time in the order they came:
 	// blocked channel senders are woken first in, first out, where
-	// database/sql hands a free connection to a random waiter.
+	// database/sql hands a free connection to a random waiter. It is not
+	// re-entrant: inside a transaction use the transaction, never the
+	// sqlDB it came from, or the goroutine waits for itself.
 	gate  chan struct{}
 	cache *stmtCache
 }
