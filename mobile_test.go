@@ -1,6 +1,7 @@
 package passwordless
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -145,7 +146,8 @@ func TestMobileCustomMessage(t *testing.T) {
 func TestTwilioRejectsNumber(t *testing.T) {
 	for _, code := range []int{21211, 21614} {
 		tw := startTwilio(t)
-		e := newEnv(t, smsBlock(t, tw, ""))
+		logOpt, logPath := captureLog(t)
+		e := newEnv(t, smsBlock(t, tw, ""), logOpt)
 		tw.fail(400, code, "The 'To' number +15005550001 is not a valid phone number.")
 		expectStatus(t, e.postForm("/auth/mobile/", map[string]string{"mobile": "+15005550001"}), http.StatusOK)
 		eventually(t, "the delivery attempt", func() bool { return tw.hits() == 1 })
@@ -160,6 +162,21 @@ func TestTwilioRejectsNumber(t *testing.T) {
 		}
 		if len(tw.messages()) != 1 {
 			t.Fatalf("%d: %d messages accepted", code, len(tw.messages()))
+		}
+		// The refusal is logged with Twilio's error code, never with the code.
+		tw.mu.Lock()
+		refusedCode := sixDigits.FindString(tw.refused[0])
+		tw.mu.Unlock()
+		whole, entries := readLog(t, logPath)
+		if refusedCode == "" || strings.Contains(whole, refusedCode) {
+			t.Fatalf("%d: the refused message's code %q is in the log", code, refusedCode)
+		}
+		logged := false
+		for _, l := range entries {
+			logged = logged || l.str("msg") == "delivery failed" && strings.Contains(l.str("error"), fmt.Sprint(code))
+		}
+		if !logged {
+			t.Fatalf("%d: no log entry names the refusal:\n%s", code, whole)
 		}
 	}
 }

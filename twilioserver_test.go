@@ -30,6 +30,7 @@ type twilioServer struct {
 	requests  int            // requests seen, whatever the answer
 	seq       int
 	lastReqID string
+	refused   []string // bodies of the messages answered with a failure
 	// settle, when set, waits until the plugin's outbox is empty, so
 	// that the last message is the one the test just asked for.
 	settle func()
@@ -196,6 +197,9 @@ func (s *twilioServer) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if failure != nil {
+		s.mu.Lock()
+		s.refused = append(s.refused, r.PostForm.Get("Body"))
+		s.mu.Unlock()
 		if failure.code == 0 {
 			http.Error(w, "Internal Server Error", failure.status)
 			return
