@@ -10,7 +10,6 @@ import (
 	"net/mail"
 	"net/url"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -276,13 +275,7 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 	if p.Storage == nil {
 		p.Storage = new(StorageConfig)
 	}
-	env(&p.Storage.DSN)
-	if p.Storage.Driver == "" {
-		p.Storage.Driver = "sqlite"
-	}
-	if p.Storage.DSN == "" && p.Storage.Driver == "sqlite" {
-		p.Storage.DSN = filepath.Join(caddy.AppDataDir(), "passwordless.db")
-	}
+	p.Storage.provision(env)
 	if len(p.Protect) == 0 {
 		p.Protect = []string{"/*"}
 	}
@@ -317,27 +310,11 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 		p.senders[KindMobile] = s
 	}
 
-	switch p.Storage.Driver {
-	case "sqlite":
-		s, err := openSQLite(p.Storage.DSN)
-		if err != nil {
-			return fmt.Errorf("storage: %w", err)
-		}
-		p.store, p.release = s, func() error { return releaseSQLite(s) }
-	case "postgres":
-		if p.Storage.DSN == "" {
-			return errors.New("storage: postgres needs a connection string")
-		}
-		s, err := openPostgres(p.Storage.DSN)
-		if err != nil {
-			return fmt.Errorf("storage: %w", err)
-		}
-		p.store, p.release = s, func() error { return releasePostgres(s) }
-	default:
-		return fmt.Errorf("storage: unknown driver %q", p.Storage.Driver)
+	var err error
+	if p.store, p.release, err = p.Storage.open(); err != nil {
+		return err
 	}
 
-	var err error
 	p.hmacKey, err = p.store.Secret(ctx, "code_hmac_key", func() ([]byte, error) { return randomBytes(32) })
 	if err != nil {
 		return fmt.Errorf("code key: %w", err)

@@ -3,7 +3,11 @@ package passwordless
 import (
 	"context"
 	"errors"
+	"fmt"
+	"path/filepath"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // Store keeps everything that must outlive a request: codes, users,
@@ -65,6 +69,43 @@ type Store interface {
 	// ended sessions with their refresh tokens, expired refresh tokens,
 	// and rate-limit events older than maxRateWindow.
 	Purge(ctx context.Context, now time.Time) error
+}
+
+// provision resolves placeholders in the DSN and fills in the defaults.
+// The handler and the operator command both call it, so that they find
+// the same store.
+func (c *StorageConfig) provision(env func(*string)) {
+	env(&c.DSN)
+	if c.Driver == "" {
+		c.Driver = "sqlite"
+	}
+	if c.DSN == "" && c.Driver == "sqlite" {
+		c.DSN = filepath.Join(caddy.AppDataDir(), "passwordless.db")
+	}
+}
+
+// open returns the store, shared with every other user of the same
+// database in this process, and the function that releases it.
+func (c *StorageConfig) open() (Store, func() error, error) {
+	switch c.Driver {
+	case "sqlite":
+		s, err := openSQLite(c.DSN)
+		if err != nil {
+			return nil, nil, fmt.Errorf("storage: %w", err)
+		}
+		return s, func() error { return releaseSQLite(s) }, nil
+	case "postgres":
+		if c.DSN == "" {
+			return nil, nil, errors.New("storage: postgres needs a connection string")
+		}
+		s, err := openPostgres(c.DSN)
+		if err != nil {
+			return nil, nil, fmt.Errorf("storage: %w", err)
+		}
+		return s, func() error { return releasePostgres(s) }, nil
+	default:
+		return nil, nil, fmt.Errorf("storage: unknown driver %q", c.Driver)
+	}
 }
 
 // maxRateWindow is the longest rate-limit window; events older than it
