@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 )
 
@@ -40,6 +41,12 @@ func (c *testClock) Advance(d time.Duration) {
 }
 
 func TestMain(m *testing.M) {
+	if os.Getenv(caddyMainEnv) == "1" {
+		// The test binary is re-run as caddy for the command line tests:
+		// the commands run as a real process, with this very build.
+		caddycmd.Main()
+		os.Exit(0)
+	}
 	now = clock.Now
 	dir, err := os.MkdirTemp("", "pwl-test-ca")
 	if err != nil {

@@ -1,0 +1,440 @@
+package passwordless
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+)
+
+// The operator command line, `caddy passwordless ...`: who has access,
+// inviting people, taking sessions away, lifting lockouts, without SQL.
+// It reads the config as `caddy run` does and works on the same store
+// through the same Store methods, so it needs no running Caddy, and a
+// running one sees its changes as it sees another instance's.
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "passwordless",
+		Usage: "users|sessions|lockouts <command> [--config <path>] [--adapter <name>] [--realm <name>] [--json]",
+		Short: "Manages the users and sessions of the passwordless handler",
+		Long: `
+Manages the users, sessions and lockouts kept by the passwordless handler,
+in the store that the config names, whether Caddy is running or not.
+
+  users add ALIAS... [--role ROLE]...   create a user (how people are invited
+                                        when register_new_users is false)
+  users list                            every user of the realm
+  users show ALIAS|ID                   one user and its sessions count
+  users roles ALIAS|ID [ROLE...]        set its roles (none: clear them)
+  users disable ALIAS|ID                end its sessions, refuse its sign-ins
+  users enable ALIAS|ID                 let it sign in again
+  users delete ALIAS|ID                 remove it, its aliases and sessions
+  sessions list ALIAS|ID                its sessions
+  sessions revoke ALIAS|ID              end every session of the user
+  lockouts clear ALIAS                  lift a lockout after wrong codes
+
+An ALIAS is an email address or an E.164 number (+15551234567); an ID is
+a user id as "users list" shows it.
+
+--config is read as "caddy run" reads it (default ./Caddyfile); --adapter
+names its adapter. When the config has passwordless handlers in several
+realms, --realm chooses one. --json prints JSON instead of aligned text.
+
+The command never creates a store: it fails, naming the file or database
+it looked for, when the one the config names does not exist.
+Exit status: 0 on success; 1, with the reason on stderr, otherwise.
+`,
+		CobraFunc: func(cmd *cobra.Command) {
+			f := cmd.PersistentFlags()
+			f.StringP("config", "c", "Caddyfile", "Configuration file, as for caddy run")
+			f.StringP("adapter", "a", "", "Name of config adapter to apply")
+			f.String("realm", "", "The realm to work on, when the config has several")
+			f.Bool("json", false, "Print JSON instead of text")
+
+			users := &cobra.Command{Use: "users", Short: "Manages users"}
+			add := operatorCommand("add ALIAS... [--role ROLE]...", "Creates a user with those aliases, marked verified, and prints its id", cobra.MinimumNArgs(1), cmdUsersAdd)
+			add.Flags().StringSlice("role", nil, "A role of the new user (repeatable)")
+			users.AddCommand(
+				add,
+				operatorCommand("list", "Lists the users of the realm", cobra.NoArgs, cmdUsersList),
+				operatorCommand("show ALIAS|ID", "Shows a user and how many sessions it has", cobra.ExactArgs(1), cmdUsersShow),
+				operatorCommand("roles ALIAS|ID [ROLE...]", "Sets a user's stored roles; none clears them", cobra.MinimumNArgs(1), cmdUsersRoles),
+				operatorCommand("disable ALIAS|ID", "Ends a user's sessions and refuses its sign-ins", cobra.ExactArgs(1), cmdUsersDisable),
+				operatorCommand("enable ALIAS|ID", "Lets a disabled user sign in again", cobra.ExactArgs(1), cmdUsersEnable),
+				operatorCommand("delete ALIAS|ID", "Deletes a user with its aliases and sessions", cobra.ExactArgs(1), cmdUsersDelete),
+			)
+			sessions := &cobra.Command{Use: "sessions", Short: "Manages sessions"}
+			sessions.AddCommand(
+				operatorCommand("list ALIAS|ID", "Lists a user's sessions", cobra.ExactArgs(1), cmdSessionsList),
+				operatorCommand("revoke ALIAS|ID", "Ends every session of a user", cobra.ExactArgs(1), cmdSessionsRevoke),
+			)
+			lockouts := &cobra.Command{Use: "lockouts", Short: "Manages lockouts after wrong codes"}
+			lockouts.AddCommand(
+				operatorCommand("clear ALIAS", "Lifts the lockout of an alias", cobra.ExactArgs(1), cmdLockoutsClear),
+			)
+			cmd.AddCommand(users, sessions, lockouts)
+		},
+	})
+}
+
+// operatorCommand makes a subcommand that runs f on the configured store.
+// A failure is one line on stderr and exit status 1.
+func operatorCommand(use, short string, args cobra.PositionalArgs, f func(op *operator, args []string) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  args,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cmd.SilenceErrors = true // our line instead of cobra's
+			err := runOperator(cmd, args, f)
+			if err != nil {
+				fmt.Fprintln(cmd.ErrOrStderr(), "caddy passwordless: "+strings.Join(strings.Fields(err.Error()), " "))
+			}
+			return err
+		},
+	}
+}
+
+func runOperator(cmd *cobra.Command, args []string, f func(*operator, []string) error) error {
+	fl := cmd.Flags()
+	file, _ := fl.GetString("config")
+	adapter, _ := fl.GetString("adapter")
+	realm, _ := fl.GetString("realm")
+	asJSON, _ := fl.GetBool("json")
+	cfg, err := adaptConfig(file, adapter)
+	if err != nil {
+		return err
+	}
+	t, err := chooseStore(cfg, file, realm)
+	if err != nil {
+		return err
+	}
+	op := &operator{ctx: context.Background(), realm: t.realm, out: cmd.OutOrStdout(), json: asJSON, cmd: cmd, logging: cfg.Logging}
+	if op.where, err = storeExists(op.ctx, t.storage); err != nil {
+		return err
+	}
+	store, release, err := t.storage.open()
+	if err != nil {
+		return err
+	}
+	defer release()
+	op.store = store
+	return f(op, args)
+}
+
+// adaptedConfig is the part of an adapted config the command reads.
+type adaptedConfig struct {
+	Logging json.RawMessage `json:"logging"`
+	Apps    struct {
+		HTTP json.RawMessage `json:"http"`
+	} `json:"apps"`
+}
+
+// adaptConfig loads a config file and adapts it to JSON as `caddy run`
+// does (caddycmd.LoadConfig), without that function's log lines on
+// stderr, where the command writes one line only when it fails.
+func adaptConfig(file, adapter string) (*adaptedConfig, error) {
+	body, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w (choose one with --config)", err)
+	}
+	base := strings.ToLower(filepath.Base(file))
+	if adapter == "" && filepath.Ext(base) != ".json" &&
+		(strings.HasPrefix(base, "caddyfile") || strings.HasSuffix(base, ".caddyfile")) {
+		adapter = "caddyfile"
+	}
+	if adapter != "" {
+		a := caddyconfig.GetAdapter(adapter)
+		if a == nil {
+			return nil, fmt.Errorf("unrecognized config adapter: %s", adapter)
+		}
+		if body, _, err = a.Adapt(body, map[string]any{"filename": file}); err != nil {
+			return nil, fmt.Errorf("adapting config using %s: %v", adapter, err)
+		}
+	}
+	cfg := new(adaptedConfig)
+	if err := json.Unmarshal(body, cfg); err != nil {
+		return nil, fmt.Errorf("%s is not valid JSON: %v; did you mean to use a config adapter (the --adapter flag)?", file, err)
+	}
+	return cfg, nil
+}
+
+// storeTarget is a store and a realm in it, as the handlers see them.
+type storeTarget struct {
+	storage StorageConfig
+	realm   string
+}
+
+// chooseStore finds the passwordless handlers of the config, wherever
+// they are in the HTTP app (subroutes, error routes), resolves their
+// storage as Provision does, and picks the one store and realm to work on.
+func chooseStore(cfg *adaptedConfig, file, realm string) (storeTarget, error) {
+	var handlers []json.RawMessage
+	if len(cfg.Apps.HTTP) > 0 {
+		var tree any
+		if err := json.Unmarshal(cfg.Apps.HTTP, &tree); err != nil {
+			return storeTarget{}, fmt.Errorf("reading the http app of %s: %v", file, err)
+		}
+		collectHandlers(tree, &handlers)
+	}
+	if len(handlers) == 0 {
+		return storeTarget{}, fmt.Errorf("no passwordless handler in %s", file)
+	}
+	repl := caddy.NewReplacer()
+	env := func(s *string) { *s = repl.ReplaceKnown(*s, "") }
+	var targets []storeTarget
+	for _, raw := range handlers {
+		var h struct {
+			Storage *StorageConfig `json:"storage"`
+			Realm   string         `json:"realm"`
+		}
+		if err := json.Unmarshal(raw, &h); err != nil {
+			return storeTarget{}, fmt.Errorf("reading a passwordless handler in %s: %v", file, err)
+		}
+		t := storeTarget{realm: h.Realm}
+		if h.Storage != nil {
+			t.storage = *h.Storage
+		}
+		t.storage.provision(env)
+		if t.realm == "" {
+			t.realm = defaultRealm
+		}
+		if !slices.Contains(targets, t) {
+			targets = append(targets, t)
+		}
+	}
+	var realms []string
+	for _, t := range targets {
+		if !slices.Contains(realms, t.realm) {
+			realms = append(realms, t.realm)
+		}
+	}
+	slices.Sort(realms)
+	if realm != "" {
+		targets = slices.DeleteFunc(targets, func(t storeTarget) bool { return t.realm != realm })
+		if len(targets) == 0 {
+			return storeTarget{}, fmt.Errorf("no realm %q in %s (it has %s)", realm, file, strings.Join(realms, ", "))
+		}
+	} else if len(realms) > 1 {
+		return storeTarget{}, fmt.Errorf("%s has several realms (%s): choose one with --realm", file, strings.Join(realms, ", "))
+	}
+	if len(targets) > 1 {
+		return storeTarget{}, fmt.Errorf("realm %q of %s is kept in more than one store: give each its own realm name", targets[0].realm, file)
+	}
+	return targets[0], nil
+}
+
+// defaultRealm is the realm of a handler that names none.
+const defaultRealm = "default"
+
+// collectHandlers appends every object of tree that is a passwordless
+// handler.
+func collectHandlers(tree any, out *[]json.RawMessage) {
+	switch v := tree.(type) {
+	case map[string]any:
+		if v["handler"] == "passwordless" {
+			b, _ := json.Marshal(v)
+			*out = append(*out, b)
+			return
+		}
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys) // the same order on every run
+		for _, k := range keys {
+			collectHandlers(v[k], out)
+		}
+	case []any:
+		for _, e := range v {
+			collectHandlers(e, out)
+		}
+	}
+}
+
+// storeExists checks that the store is there without creating it: a typo
+// in --config must not make an empty store that a later `users add`
+// fills. It answers where it looked.
+func storeExists(ctx context.Context, c StorageConfig) (string, error) {
+	switch c.Driver {
+	case "sqlite":
+		abs, err := filepath.Abs(c.DSN)
+		if err != nil {
+			return "", fmt.Errorf("sqlite path %q: %w", c.DSN, err)
+		}
+		fi, err := os.Stat(abs)
+		if errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("no database at %s: Caddy creates it when it first runs with this config (is --config right?)", abs)
+		}
+		if err != nil {
+			return "", fmt.Errorf("database %s: %w", abs, err)
+		}
+		if !fi.Mode().IsRegular() {
+			return "", fmt.Errorf("database %s is not a file", abs)
+		}
+		return abs, nil
+	case "postgres":
+		if c.DSN == "" {
+			return "", errors.New("storage: postgres needs a connection string")
+		}
+		ok, name, err := postgresStoreExists(ctx, c.DSN)
+		if err != nil {
+			return "", err
+		}
+		if !ok {
+			return "", fmt.Errorf("no passwordless store in %s: Caddy creates it when it first runs with this config (is --config right?)", name)
+		}
+		return name, nil
+	default:
+		return "", fmt.Errorf("storage: unknown driver %q", c.Driver)
+	}
+}
+
+// operator is one run of a command on one store and realm.
+type operator struct {
+	ctx     context.Context
+	cmd     *cobra.Command
+	store   Store
+	realm   string
+	where   string // the database, for messages
+	out     io.Writer
+	json    bool
+	logging json.RawMessage
+	auditor *zap.Logger
+}
+
+// audit logs a change as the handler's audit events are logged, into
+// the logs the config defines, so that the trail is whole whether a
+// change came through the API or from this command.
+func (op *operator) audit(msg string, fields ...zap.Field) {
+	if op.auditor == nil {
+		op.auditor = openAuditLog(op.logging)
+	}
+	op.auditor.Info(msg, append(fields, zap.String("realm", op.realm), zap.String("source", "command"))...)
+}
+
+// auditLoggerName is the logger of the audit events, under which the
+// handler's module ID is the prefix.
+const auditLoggerName = "audit"
+
+// openAuditLog sets up Caddy's logging from the config's logging section,
+// as `caddy run` would, and returns the audit logger in it.
+func openAuditLog(raw json.RawMessage) *zap.Logger {
+	// Caddy announces a change of the default log's writer on the old
+	// one (stderr); a quiet stderr log first keeps that line off the
+	// operator's terminal.
+	var quiet caddy.Logging
+	_ = json.Unmarshal([]byte(`{"logs": {"default": {"writer": {"output": "stderr"}, "level": "ERROR"}}}`), &quiet)
+	_, _ = caddy.ProvisionContext(&caddy.Config{Logging: &quiet})
+	logging := new(caddy.Logging)
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, logging); err != nil {
+			caddy.Log().Error("reading the logging config; audit events go to stderr", zap.Error(err))
+			logging = new(caddy.Logging)
+		}
+	}
+	ctx, err := caddy.ProvisionContext(&caddy.Config{Logging: logging})
+	if err != nil {
+		// The change is made and printed; the log is what failed.
+		fmt.Fprintln(os.Stderr, "caddy passwordless: opening the logs of the config:", err)
+		l, _ := zap.NewProduction()
+		return l.Named(string(Passwordless{}.CaddyModule().ID)).Named(auditLoggerName)
+	}
+	return ctx.Logger(Passwordless{}).Named(auditLoggerName)
+}
+
+// printJSON prints v as indented JSON.
+func (op *operator) printJSON(v any) error {
+	enc := json.NewEncoder(op.out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// table prints rows under a header, aligned.
+func (op *operator) table(header []string, rows [][]string) error {
+	w := tabwriter.NewWriter(op.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, strings.Join(header, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(w, strings.Join(r, "\t"))
+	}
+	return w.Flush()
+}
+
+// printf prints a line of text unless the output is JSON.
+func (op *operator) printf(format string, args ...any) {
+	fmt.Fprintf(op.out, format+"\n", args...)
+}
+
+// timeText shows a time in UTC to the second; "-" for none.
+func timeText(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// orDash shows "" as "-" in text tables.
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// lookupAlias normalises an alias as the API does.
+func lookupAlias(s string) (Alias, error) {
+	a, err := parseAlias(s)
+	if err != nil {
+		return Alias{}, fmt.Errorf("%q: %v", s, err)
+	}
+	return a, nil
+}
+
+// looksLikeAlias tells an alias from a user id: ids are URL-safe base64,
+// which has neither '@' nor '+'.
+func looksLikeAlias(s string) bool {
+	return strings.Contains(s, "@") || strings.HasPrefix(strings.TrimSpace(s), "+")
+}
+
+func cmdLockoutsClear(op *operator, args []string) error {
+	a, err := lookupAlias(args[0])
+	if err != nil {
+		return err
+	}
+	until, err := op.store.LockedUntil(op.ctx, a.Key())
+	if err != nil {
+		return err
+	}
+	if err := op.store.ResetFailures(op.ctx, a.Key()); err != nil {
+		return err
+	}
+	locked := until.After(now())
+	fields := []zap.Field{zap.String("alias", a.Value), zap.Bool("was_locked", locked)}
+	if u, err := op.store.UserByAlias(op.ctx, a); err == nil {
+		fields = append(fields, zap.String("user_id", u.ID))
+	}
+	op.audit("lockout cleared", fields...)
+	if op.json {
+		return op.printJSON(map[string]any{"alias": a.Value, "was_locked": locked})
+	}
+	if locked {
+		op.printf("lifted the lockout of %s (it ran until %s)", a.Value, timeText(until))
+	} else {
+		op.printf("%s was not locked out; its count of wrong codes is reset", a.Value)
+	}
+	return nil
+}

@@ -1,0 +1,254 @@
+package passwordless
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// caddyMainEnv makes the test binary run as caddy (see TestMain).
+const caddyMainEnv = "PWL_TEST_CADDY_MAIN"
+
+// cli runs `caddy passwordless` as its own process, with a config file.
+type cli struct {
+	t      *testing.T
+	config string
+	env    []string
+}
+
+type cliResult struct {
+	stdout, stderr string
+	code           int
+}
+
+func (c *cli) run(args ...string) cliResult {
+	c.t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	args = append([]string{"passwordless"}, args...)
+	if c.config != "" {
+		args = append(args, "--config", c.config)
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), caddyMainEnv+"=1")
+	cmd.Env = append(cmd.Env, c.env...)
+	cmd.Dir = c.t.TempDir()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	r := cliResult{stdout: stdout.String(), stderr: stderr.String()}
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		r.code = exit.ExitCode()
+	case err != nil:
+		c.t.Fatalf("running %v: %v", args, err)
+	}
+	return r
+}
+
+// ok runs a command that must succeed and returns what it printed.
+func (c *cli) ok(args ...string) string {
+	c.t.Helper()
+	r := c.run(args...)
+	if r.code != 0 {
+		c.t.Fatalf("%v: exit %d; stderr: %s", args, r.code, r.stderr)
+	}
+	return r.stdout
+}
+
+// fails runs a command that must fail with status 1 and one line on
+// stderr, and returns that line.
+func (c *cli) fails(args ...string) string {
+	c.t.Helper()
+	r := c.run(args...)
+	if r.code != 1 {
+		c.t.Fatalf("%v: exit %d, want 1; stdout: %s; stderr: %s", args, r.code, r.stdout, r.stderr)
+	}
+	if lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n"); len(lines) != 1 || lines[0] == "" {
+		c.t.Fatalf("%v: stderr is not one line: %q", args, r.stderr)
+	}
+	return r.stderr
+}
+
+// cliSite is a Caddyfile with one passwordless handler whose store is
+// given by a storage subdirective. The command never binds its address.
+func cliSite(t *testing.T, storage, extra string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "Caddyfile")
+	body := fmt.Sprintf(`{
+	admin off
+}
+http://localhost:9080 {
+	passwordless {
+		%s
+		email {
+			log
+		}
+		%s
+	}
+	respond "ok"
+}
+`, storage, extra)
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// cliStore is a store, as a test opened it, and how a Caddyfile names it.
+type cliStore struct {
+	Store
+	storage string // the Caddyfile subdirective
+}
+
+// eachStore runs f on a fresh SQLite file and, when PWL_TEST_POSTGRES is
+// set, on a fresh PostgreSQL schema.
+func eachStore(t *testing.T, f func(t *testing.T, s cliStore)) {
+	t.Run("sqlite", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "pwl.db")
+		s, err := openSQLite(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { releaseSQLite(s) })
+		f(t, cliStore{Store: s, storage: "storage sqlite " + path})
+	})
+	t.Run("postgres", func(t *testing.T) {
+		dsn := postgresDSN(t)
+		s, err := openPostgres(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { releasePostgres(s) })
+		f(t, cliStore{Store: s, storage: fmt.Sprintf("storage postgres %q", dsn)})
+	})
+}
+
+func expectContains(t *testing.T, got string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(got, w) {
+			t.Fatalf("%q does not contain %q", got, w)
+		}
+	}
+}
+
+func TestCommandNeverCreatesAStore(t *testing.T) {
+	t.Run("sqlite file", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "typo.db")
+		c := &cli{t: t, config: cliSite(t, "storage sqlite "+path, "")}
+		expectContains(t, c.fails("users", "list"), "no database at "+path)
+		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("the command made %s: %v", path, err)
+		}
+	})
+	t.Run("default file in the data directory", func(t *testing.T) {
+		data := t.TempDir()
+		c := &cli{t: t, config: cliSite(t, "", ""), env: []string{"XDG_DATA_HOME=" + data}}
+		want := filepath.Join(data, "caddy", "passwordless.db")
+		expectContains(t, c.fails("users", "add", "new@example.com"), "no database at "+want)
+		if _, err := os.Stat(want); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("the command made %s: %v", want, err)
+		}
+	})
+	t.Run("postgres schema", func(t *testing.T) {
+		dsn := postgresDSN(t)
+		c := &cli{t: t, config: cliSite(t, fmt.Sprintf("storage postgres %q", dsn), "")}
+		line := c.fails("users", "list")
+		_, _, name, _ := postgresConfig(dsn)
+		expectContains(t, line, "no passwordless store in "+name)
+		exists, _, err := postgresStoreExists(context.Background(), dsn)
+		if err != nil || exists {
+			t.Fatalf("after the command: exists %v, %v", exists, err)
+		}
+	})
+}
+
+func TestCommandFindsTheStoreOfTheConfig(t *testing.T) {
+	t.Run("no config file", func(t *testing.T) {
+		c := &cli{t: t, config: filepath.Join(t.TempDir(), "Caddyfile")}
+		expectContains(t, c.fails("users", "list"), "reading config", "Caddyfile")
+	})
+	t.Run("default ./Caddyfile", func(t *testing.T) {
+		c := &cli{t: t} // runs in an empty directory
+		expectContains(t, c.fails("users", "list"), "reading config", "Caddyfile", "--config")
+	})
+	t.Run("broken Caddyfile", func(t *testing.T) {
+		c := &cli{t: t, config: cliSite(t, "storage sqlite", "")}
+		expectContains(t, c.fails("users", "list"), "Caddyfile:6")
+	})
+	t.Run("no handler", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "Caddyfile")
+		os.WriteFile(path, []byte("http://localhost:9080 {\n\trespond ok\n}\n"), 0o600)
+		c := &cli{t: t, config: path}
+		expectContains(t, c.fails("users", "list"), "no passwordless handler in "+path)
+	})
+	t.Run("env placeholder in the DSN", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "env.db")
+		s, err := openSQLite(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer releaseSQLite(s)
+		c := &cli{t: t, config: cliSite(t, "storage sqlite {env.PWL_CLI_DB}", ""), env: []string{"PWL_CLI_DB=" + path}}
+		c.ok("lockouts", "clear", "someone@example.com")
+	})
+	t.Run("several realms in JSON", func(t *testing.T) {
+		dir := t.TempDir()
+		for _, n := range []string{"a.db", "b.db"} {
+			s, err := openSQLite(filepath.Join(dir, n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer releaseSQLite(s)
+		}
+		handler := func(realm, db string) string {
+			return fmt.Sprintf(`{"handler": "passwordless", "realm": %q, "storage": {"dsn": %q}}`, realm, filepath.Join(dir, db))
+		}
+		// One handler is inside a subroute, as the Caddyfile's handle
+		// blocks put it.
+		config := fmt.Sprintf(`{"apps": {"http": {"servers": {"srv0": {"listen": [":9080"], "routes": [
+			{"handle": [%s]},
+			{"handle": [{"handler": "subroute", "routes": [{"handle": [%s]}]}]}
+		]}}}}}`, handler("staff", "a.db"), handler("customers", "b.db"))
+		path := filepath.Join(dir, "caddy.json")
+		os.WriteFile(path, []byte(config), 0o600)
+		c := &cli{t: t, config: path}
+		expectContains(t, c.fails("lockouts", "clear", "x@example.com"), "several realms (customers, staff)", "--realm")
+		expectContains(t, c.fails("lockouts", "clear", "x@example.com", "--realm", "other"), `no realm "other"`)
+		c.ok("lockouts", "clear", "x@example.com", "--realm", "customers")
+	})
+}
+
+func TestCommandClearsLockouts(t *testing.T) {
+	eachStore(t, func(t *testing.T, s cliStore) {
+		c := &cli{t: t, config: cliSite(t, s.storage, "")}
+		ctx := context.Background()
+		a := Alias{Kind: KindEmail, Value: "locked@example.com"}
+		for range 10 {
+			if _, _, err := s.Failure(ctx, a.Key(), lockoutFor, now()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if until, _ := s.LockedUntil(ctx, a.Key()); !until.After(time.Now()) {
+			t.Fatalf("not locked: %v", until)
+		}
+		out := c.ok("lockouts", "clear", "Locked@Example.com")
+		expectContains(t, out, "lifted the lockout of locked@example.com")
+		if until, err := s.LockedUntil(ctx, a.Key()); err != nil || !until.IsZero() {
+			t.Fatalf("still locked until %v (%v)", until, err)
+		}
+		expectContains(t, c.ok("lockouts", "clear", "locked@example.com"), "was not locked out")
+		expectContains(t, c.fails("lockouts", "clear", "not-an-address@"), "Enter a valid email address.")
+	})
+}
