@@ -316,7 +316,7 @@ func (p *Passwordless) sendLoginCode(ctx context.Context, a Alias) *apiError {
 	}
 	deliver := true
 	if !*p.RegisterNewUsers {
-		_, err := p.store.UserByAlias(ctx, a)
+		_, err := p.store.UserByAlias(ctx, p.Realm, a)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return p.internal("looking up user", err)
 		}
@@ -428,7 +428,7 @@ func (p *Passwordless) serveToken(w http.ResponseWriter, r *http.Request) *apiEr
 	if e != nil {
 		return e
 	}
-	resp, e := p.newSession(ctx, u)
+	resp, e := p.newSession(ctx, r, u)
 	if e != nil {
 		return e
 	}
@@ -452,7 +452,7 @@ func (p *Passwordless) login(ctx context.Context, r *http.Request, a Alias, code
 	} else if _, e := p.redeem(ctx, a, purposeLogin, code); e != nil {
 		return User{}, e
 	}
-	u, err := p.store.Login(ctx, a, *p.RegisterNewUsers || isDemo, now())
+	u, err := p.store.Login(ctx, p.Realm, a, *p.RegisterNewUsers || isDemo, now())
 	if errors.Is(err, ErrNotFound) {
 		return User{}, p.failed(ctx, a)
 	}
@@ -474,8 +474,8 @@ type tokenResponse struct {
 }
 
 // newSession starts a session for u and issues its first tokens.
-func (p *Passwordless) newSession(ctx context.Context, u User) (tokenResponse, *apiError) {
-	s, refresh, e := p.startSession(ctx, u)
+func (p *Passwordless) newSession(ctx context.Context, r *http.Request, u User) (tokenResponse, *apiError) {
+	s, refresh, e := p.startSession(ctx, r, u)
 	if e != nil {
 		return tokenResponse{}, e
 	}
@@ -483,8 +483,8 @@ func (p *Passwordless) newSession(ctx context.Context, u User) (tokenResponse, *
 }
 
 // startSession stores a new session for u that lives refresh_ttl, with
-// its first refresh token.
-func (p *Passwordless) startSession(ctx context.Context, u User) (Session, string, *apiError) {
+// its first refresh token. The client's address is kept for the operator.
+func (p *Passwordless) startSession(ctx context.Context, r *http.Request, u User) (Session, string, *apiError) {
 	sid, err := randomID()
 	if err != nil {
 		return Session{}, "", p.internal("generating session id", err)
@@ -495,7 +495,7 @@ func (p *Passwordless) startSession(ctx context.Context, u User) (Session, strin
 	}
 	t := now()
 	refreshExp := t.Add(time.Duration(p.JWT.RefreshTTL))
-	s := Session{ID: sid, UserID: u.ID, CreatedAt: t, ExpiresAt: refreshExp}
+	s := Session{ID: sid, UserID: u.ID, CreatedAt: t, ExpiresAt: refreshExp, ClientIP: clientIP(r)}
 	if err := p.store.CreateSession(ctx, s, opaqueHash(refresh), refreshExp); err != nil {
 		return Session{}, "", p.internal("creating session", err)
 	}

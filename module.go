@@ -81,6 +81,12 @@ type Passwordless struct {
 	// Paths that pass without a token even though Protect covers them.
 	Public []string `json:"public,omitempty"`
 
+	// Who shares users, sessions, keys, codes and limits: handlers with
+	// the same store and realm are one sign-in (single sign-on), and the
+	// tokens of one realm are refused by every other. Handlers that share
+	// a realm must agree on who may sign in. Default: `default`.
+	Realm string `json:"realm,omitempty"`
+
 	store   Store
 	release func() error
 	hmacKey []byte
@@ -224,6 +230,9 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 
 	if p.Prefix == "" {
 		p.Prefix = defaultPrefix
+	}
+	if p.Realm == "" {
+		p.Realm = defaultRealm
 	}
 	p.Prefix = "/" + strings.Trim(p.Prefix, "/")
 	if p.Prefix == "/" {

@@ -99,6 +99,7 @@ func newPostgres(dsn string) (*postgresStore, error) {
 
 var postgresMigrations = []string{
 	schemaV1("BYTEA", "BIGINT"),
+	schemaAccess(true),
 }
 
 // migratePostgres brings the schema up to date. Instances starting at the
