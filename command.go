@@ -238,9 +238,6 @@ func chooseStore(cfg *adaptedConfig, file, realm string) (storeTarget, error) {
 	return targets[0], nil
 }
 
-// defaultRealm is the realm of a handler that names none.
-const defaultRealm = "default"
-
 // collectHandlers appends every object of tree that is a passwordless
 // handler.
 func collectHandlers(tree any, out *[]json.RawMessage) {
@@ -374,17 +371,26 @@ func (op *operator) table(header []string, rows [][]string) error {
 	return w.Flush()
 }
 
-// printf prints a line of text unless the output is JSON.
+// printf prints a line of text.
 func (op *operator) printf(format string, args ...any) {
 	fmt.Fprintf(op.out, format+"\n", args...)
 }
 
 // timeText shows a time in UTC to the second; "-" for none.
 func timeText(t time.Time) string {
-	if t.IsZero() {
+	if t.IsZero() || t.UnixMilli() <= 0 {
 		return "-"
 	}
 	return t.UTC().Format(time.RFC3339)
+}
+
+// timeOrNull is a time for JSON: null for none (stored as 0).
+func timeOrNull(t time.Time) *time.Time {
+	if t.IsZero() || t.UnixMilli() <= 0 {
+		return nil
+	}
+	t = t.UTC().Truncate(time.Second)
+	return &t
 }
 
 // orDash shows "" as "-" in text tables.
@@ -415,16 +421,18 @@ func cmdLockoutsClear(op *operator, args []string) error {
 	if err != nil {
 		return err
 	}
-	until, err := op.store.LockedUntil(op.ctx, a.Key())
+	// Failures are counted per realm, as the handler counts them.
+	key := realmKey(op.realm, a.Key())
+	until, err := op.store.LockedUntil(op.ctx, key)
 	if err != nil {
 		return err
 	}
-	if err := op.store.ResetFailures(op.ctx, a.Key()); err != nil {
+	if err := op.store.ResetFailures(op.ctx, key); err != nil {
 		return err
 	}
 	locked := until.After(now())
 	fields := []zap.Field{zap.String("alias", a.Value), zap.Bool("was_locked", locked)}
-	if u, err := op.store.UserByAlias(op.ctx, a); err == nil {
+	if u, err := op.store.UserByAlias(op.ctx, op.realm, a); err == nil {
 		fields = append(fields, zap.String("user_id", u.ID))
 	}
 	op.audit("lockout cleared", fields...)
@@ -437,4 +445,325 @@ func cmdLockoutsClear(op *operator, args []string) error {
 		op.printf("%s was not locked out; its count of wrong codes is reset", a.Value)
 	}
 	return nil
+}
+
+// findUser looks a user of the realm up by alias, normalised as the API
+// does, or by id.
+func (op *operator) findUser(arg string) (User, error) {
+	var (
+		u   User
+		err error
+		who string
+	)
+	if looksLikeAlias(arg) {
+		a, aerr := lookupAlias(arg)
+		if aerr != nil {
+			return User{}, aerr
+		}
+		who = string(a.Kind) + " " + a.Value
+		u, err = op.store.UserByAlias(op.ctx, op.realm, a)
+	} else {
+		who = "id " + arg
+		u, err = op.store.UserByID(op.ctx, arg)
+		if err == nil && u.Realm != op.realm {
+			// Another realm's users are not this realm's to change.
+			err = ErrNotFound
+		}
+	}
+	if errors.Is(err, ErrNotFound) {
+		return User{}, fmt.Errorf("no user with %s in %s", who, op.place())
+	}
+	return u, err
+}
+
+// place names the store, and the realm unless it is the default one.
+func (op *operator) place() string {
+	if op.realm == defaultRealm {
+		return op.where
+	}
+	return fmt.Sprintf("%s, realm %s", op.where, op.realm)
+}
+
+// userView is a user as the command shows it.
+type userView struct {
+	ID             string     `json:"id"`
+	Email          *string    `json:"email"`
+	Mobile         *string    `json:"mobile"`
+	EmailVerified  bool       `json:"email_verified"`
+	MobileVerified bool       `json:"mobile_verified"`
+	Roles          []string   `json:"roles"`
+	State          string     `json:"state"`
+	Created        *time.Time `json:"created"`
+	LastLogin      *time.Time `json:"last_login"`
+	Sessions       *int       `json:"sessions,omitempty"`
+}
+
+func newUserView(u User) userView {
+	v := userView{ID: u.ID, Email: orNull(u.Email), Mobile: orNull(u.Mobile), EmailVerified: u.EmailVerified,
+		MobileVerified: u.MobileVerified, Roles: u.Roles, State: userState(u), Created: timeOrNull(u.CreatedAt),
+		LastLogin: timeOrNull(u.LastLogin)}
+	if v.Roles == nil {
+		v.Roles = []string{}
+	}
+	return v
+}
+
+func userState(u User) string {
+	if u.Disabled {
+		return "disabled"
+	}
+	return "active"
+}
+
+// label names a user in a line of text: its id and aliases.
+func label(u User) string {
+	var aliases []string
+	for _, a := range []string{u.Email, u.Mobile} {
+		if a != "" {
+			aliases = append(aliases, a)
+		}
+	}
+	if len(aliases) == 0 {
+		return u.ID
+	}
+	return u.ID + " (" + strings.Join(aliases, ", ") + ")"
+}
+
+func rolesText(roles []string) string {
+	if len(roles) == 0 {
+		return "-"
+	}
+	return strings.Join(roles, ",")
+}
+
+func cmdUsersAdd(op *operator, args []string) error {
+	roles, err := op.cmd.Flags().GetStringSlice("role")
+	if err != nil {
+		return err
+	}
+	aliases := make([]Alias, 0, len(args))
+	for _, arg := range args {
+		a, err := lookupAlias(arg)
+		if err != nil {
+			return err
+		}
+		aliases = append(aliases, a)
+	}
+	u, err := op.store.CreateUser(op.ctx, op.realm, aliases, roles, now())
+	var taken *AliasTakenError
+	if errors.As(err, &taken) {
+		return fmt.Errorf("%s already belongs to user %s", taken.Alias.Value, taken.OwnerID)
+	}
+	if err != nil {
+		return fmt.Errorf("creating user: %w", err)
+	}
+	op.audit("user created", zap.String("user_id", u.ID), zap.Strings("roles", u.Roles))
+	if op.json {
+		return op.printJSON(newUserView(u))
+	}
+	// The id alone, so that scripts can capture it.
+	op.printf("%s", u.ID)
+	return nil
+}
+
+func cmdUsersList(op *operator, _ []string) error {
+	users, err := op.store.Users(op.ctx, op.realm)
+	if err != nil {
+		return err
+	}
+	if op.json {
+		views := make([]userView, 0, len(users))
+		for _, u := range users {
+			views = append(views, newUserView(u))
+		}
+		return op.printJSON(views)
+	}
+	rows := make([][]string, 0, len(users))
+	for _, u := range users {
+		rows = append(rows, []string{u.ID, orDash(u.Email), orDash(u.Mobile), rolesText(u.Roles), userState(u), timeText(u.CreatedAt), timeText(u.LastLogin)})
+	}
+	return op.table([]string{"ID", "EMAIL", "MOBILE", "ROLES", "STATE", "CREATED", "LAST LOGIN"}, rows)
+}
+
+func cmdUsersShow(op *operator, args []string) error {
+	u, err := op.findUser(args[0])
+	if err != nil {
+		return err
+	}
+	sessions, err := op.store.Sessions(op.ctx, u.ID, now())
+	if err != nil {
+		return err
+	}
+	v := newUserView(u)
+	n := len(sessions)
+	v.Sessions = &n
+	if op.json {
+		return op.printJSON(v)
+	}
+	verified := func(alias string, ok bool) string {
+		if alias == "" {
+			return "-"
+		}
+		if ok {
+			return alias + " (verified)"
+		}
+		return alias
+	}
+	w := tabwriter.NewWriter(op.out, 0, 4, 2, ' ', 0)
+	for _, kv := range [][2]string{
+		{"id", u.ID},
+		{"email", verified(u.Email, u.EmailVerified)},
+		{"mobile", verified(u.Mobile, u.MobileVerified)},
+		{"roles", rolesText(u.Roles)},
+		{"state", userState(u)},
+		{"created", timeText(u.CreatedAt)},
+		{"last login", timeText(u.LastLogin)},
+		{"sessions", fmt.Sprint(n)},
+	} {
+		fmt.Fprintf(w, "%s:\t%s\n", kv[0], kv[1])
+	}
+	return w.Flush()
+}
+
+func cmdUsersRoles(op *operator, args []string) error {
+	u, err := op.findUser(args[0])
+	if err != nil {
+		return err
+	}
+	if err := op.store.SetRoles(op.ctx, u.ID, args[1:]); err != nil {
+		return fmt.Errorf("setting roles: %w", err)
+	}
+	if u, err = op.store.UserByID(op.ctx, u.ID); err != nil {
+		return err
+	}
+	op.audit("roles changed", zap.String("user_id", u.ID), zap.Strings("roles", u.Roles))
+	if op.json {
+		return op.printJSON(newUserView(u))
+	}
+	if len(u.Roles) == 0 {
+		op.printf("cleared the roles of %s", label(u))
+	} else {
+		op.printf("roles of %s: %s", label(u), strings.Join(u.Roles, ","))
+	}
+	return nil
+}
+
+func cmdUsersDisable(op *operator, args []string) error {
+	u, err := op.findUser(args[0])
+	if err != nil {
+		return err
+	}
+	if err := op.store.SetDisabled(op.ctx, u.ID, true); err != nil {
+		return fmt.Errorf("disabling user: %w", err)
+	}
+	// Its sessions end as a revocation ends them, so that enabling the
+	// user again does not bring them back.
+	n, err := op.store.RevokeSessions(op.ctx, u.ID, now())
+	if err != nil {
+		return err
+	}
+	u.Disabled = true
+	op.audit("user disabled", zap.String("user_id", u.ID), zap.Int("sessions", n))
+	if op.json {
+		return op.printJSON(map[string]any{"user": newUserView(u), "sessions_revoked": n})
+	}
+	op.printf("disabled %s; %s ended", label(u), plural(n, "session"))
+	return nil
+}
+
+func cmdUsersEnable(op *operator, args []string) error {
+	u, err := op.findUser(args[0])
+	if err != nil {
+		return err
+	}
+	was := u.Disabled
+	if was {
+		if err := op.store.SetDisabled(op.ctx, u.ID, false); err != nil {
+			return fmt.Errorf("enabling user: %w", err)
+		}
+		u.Disabled = false
+		op.audit("user enabled", zap.String("user_id", u.ID))
+	}
+	if op.json {
+		return op.printJSON(newUserView(u))
+	}
+	if was {
+		op.printf("enabled %s", label(u))
+	} else {
+		op.printf("%s was not disabled", label(u))
+	}
+	return nil
+}
+
+func cmdUsersDelete(op *operator, args []string) error {
+	u, err := op.findUser(args[0])
+	if err != nil {
+		return err
+	}
+	if err := op.store.DeleteUser(op.ctx, u.ID); err != nil {
+		return fmt.Errorf("deleting user: %w", err)
+	}
+	op.audit("user deleted", zap.String("user_id", u.ID))
+	if op.json {
+		return op.printJSON(map[string]any{"id": u.ID, "deleted": true})
+	}
+	op.printf("deleted %s with its sessions", label(u))
+	return nil
+}
+
+// sessionView is a session as the command shows it; never a token.
+type sessionView struct {
+	ID       string     `json:"id"`
+	Created  *time.Time `json:"created"`
+	LastUsed *time.Time `json:"last_used"`
+	Expires  *time.Time `json:"expires"`
+	ClientIP *string    `json:"client_ip"`
+}
+
+func cmdSessionsList(op *operator, args []string) error {
+	u, err := op.findUser(args[0])
+	if err != nil {
+		return err
+	}
+	sessions, err := op.store.Sessions(op.ctx, u.ID, now())
+	if err != nil {
+		return err
+	}
+	if op.json {
+		views := make([]sessionView, 0, len(sessions))
+		for _, s := range sessions {
+			views = append(views, sessionView{ID: s.ID, Created: timeOrNull(s.CreatedAt), LastUsed: timeOrNull(s.LastUsed),
+				Expires: timeOrNull(s.ExpiresAt), ClientIP: orNull(s.ClientIP)})
+		}
+		return op.printJSON(views)
+	}
+	rows := make([][]string, 0, len(sessions))
+	for _, s := range sessions {
+		rows = append(rows, []string{s.ID, timeText(s.CreatedAt), timeText(s.LastUsed), timeText(s.ExpiresAt), orDash(s.ClientIP)})
+	}
+	return op.table([]string{"ID", "CREATED", "LAST USED", "EXPIRES", "CLIENT IP"}, rows)
+}
+
+func cmdSessionsRevoke(op *operator, args []string) error {
+	u, err := op.findUser(args[0])
+	if err != nil {
+		return err
+	}
+	n, err := op.store.RevokeSessions(op.ctx, u.ID, now())
+	if err != nil {
+		return err
+	}
+	op.audit("sessions revoked", zap.String("user_id", u.ID), zap.Int("sessions", n))
+	if op.json {
+		return op.printJSON(map[string]any{"user_id": u.ID, "sessions_revoked": n})
+	}
+	op.printf("ended %s of %s", plural(n, "session"), label(u))
+	return nil
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }

@@ -3,6 +3,7 @@ package passwordless
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -250,5 +251,125 @@ func TestCommandClearsLockouts(t *testing.T) {
 		}
 		expectContains(t, c.ok("lockouts", "clear", "locked@example.com"), "was not locked out")
 		expectContains(t, c.fails("lockouts", "clear", "not-an-address@"), "Enter a valid email address.")
+	})
+}
+
+// TestCommandManagesUsers is an operator's day on one store: invite two
+// people, look them up, give roles, take a lost phone's sessions away,
+// ban and pardon, remove someone.
+func TestCommandManagesUsers(t *testing.T) {
+	eachStore(t, func(t *testing.T, s cliStore) {
+		c := &cli{t: t, config: cliSite(t, s.storage, "")}
+		ctx := context.Background()
+		alice := Alias{Kind: KindEmail, Value: "alice@example.com"}
+
+		out := c.ok("users", "list")
+		if strings.TrimSpace(out) != "ID  EMAIL  MOBILE  ROLES  STATE  CREATED  LAST LOGIN" {
+			t.Fatalf("empty list: %q", out)
+		}
+
+		// Aliases are normalised as the API normalises them.
+		id := strings.TrimSpace(c.ok("users", "add", "Alice@Example.com", "+1 555-123-4567", "--role", "ops", "--role", "admin"))
+		u, err := s.UserByAlias(ctx, defaultRealm, alice)
+		if err != nil || u.ID != id {
+			t.Fatalf("users add printed %q; the store has %+v, %v", id, u, err)
+		}
+		if u.Mobile != "+15551234567" || !u.EmailVerified || !u.MobileVerified || strings.Join(u.Roles, ",") != "admin,ops" {
+			t.Fatalf("created %+v", u)
+		}
+		expectContains(t, c.fails("users", "add", "+15550001111", "ALICE@example.com"), "alice@example.com already belongs to user "+id)
+		if _, err := s.UserByAlias(ctx, defaultRealm, Alias{Kind: KindMobile, Value: "+15550001111"}); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("a refused add created a user: %v", err)
+		}
+		expectContains(t, c.fails("users", "add", "a@example.com", "b@example.com"), "one email")
+		expectContains(t, c.fails("users", "add", "bob@"), "Enter a valid email address.")
+		expectContains(t, c.fails("users", "add", "+0123"), "E.164")
+		expectContains(t, c.fails("users", "add", "bob@example.com", "--role", "bad role"), "not a role name")
+		bob := strings.TrimSpace(c.ok("users", "add", "bob@example.com"))
+
+		out = c.ok("users", "list")
+		expectContains(t, out, id+"  alice@example.com  +15551234567  admin,ops  active", bob+"  bob@example.com    -             -          active")
+		var list []map[string]any
+		if err := json.Unmarshal([]byte(c.ok("users", "list", "--json")), &list); err != nil || len(list) != 2 {
+			t.Fatalf("users list --json: %v %v", list, err)
+		}
+		if list[0]["id"] != id || list[0]["state"] != "active" || list[1]["mobile"] != nil || list[1]["last_login"] != nil {
+			t.Fatalf("users list --json: %v", list)
+		}
+
+		// Alice signs in twice; the operator sees both sessions, never a token.
+		for _, ip := range []string{"192.0.2.1", "2001:db8::1"} {
+			sid, _ := randomID()
+			exp := now().Add(time.Hour)
+			sess := Session{ID: sid, UserID: id, CreatedAt: now(), ExpiresAt: exp, ClientIP: ip}
+			if err := s.CreateSession(ctx, sess, opaqueHash("refresh-"+ip), exp); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var shown map[string]any
+		if err := json.Unmarshal([]byte(c.ok("users", "show", "alice@EXAMPLE.com", "--json")), &shown); err != nil {
+			t.Fatal(err)
+		}
+		if shown["id"] != id || shown["sessions"] != 2.0 || shown["email"] != "alice@example.com" {
+			t.Fatalf("users show --json: %v", shown)
+		}
+		expectContains(t, c.ok("users", "show", id), "sessions:    2", "email:       alice@example.com (verified)")
+		out = c.ok("sessions", "list", "+15551234567")
+		expectContains(t, out, "CLIENT IP", "192.0.2.1", "2001:db8::1")
+		var sessions []map[string]any
+		if err := json.Unmarshal([]byte(c.ok("sessions", "list", id, "--json")), &sessions); err != nil || len(sessions) != 2 {
+			t.Fatalf("sessions list --json: %v %v", sessions, err)
+		}
+		sid := sessions[0]["id"].(string)
+
+		expectContains(t, c.ok("users", "roles", id, "finance"), "roles of "+id+" (alice@example.com, +15551234567): finance")
+		if u, _ := s.UserByID(ctx, id); strings.Join(u.Roles, ",") != "finance" {
+			t.Fatalf("roles %v", u.Roles)
+		}
+		expectContains(t, c.ok("users", "roles", "alice@example.com"), "cleared the roles")
+		if u, _ := s.UserByID(ctx, id); len(u.Roles) != 0 {
+			t.Fatalf("roles %v", u.Roles)
+		}
+
+		// A lost phone: every session of Alice ends.
+		expectContains(t, c.ok("sessions", "revoke", "alice@example.com"), "ended 2 sessions of "+id)
+		if active, _ := s.SessionActive(ctx, sid, now()); active {
+			t.Fatal("a revoked session is active")
+		}
+		expectContains(t, c.ok("sessions", "list", id), "CLIENT IP")
+		if out := c.ok("sessions", "list", id); strings.Count(out, "\n") != 1 {
+			t.Fatalf("sessions after revoke: %q", out)
+		}
+
+		// Banned: sessions end and sign-in is refused; pardoned: same id.
+		sid, _ = randomID()
+		exp := now().Add(time.Hour)
+		if err := s.CreateSession(ctx, Session{ID: sid, UserID: id, CreatedAt: now(), ExpiresAt: exp}, opaqueHash("again"), exp); err != nil {
+			t.Fatal(err)
+		}
+		expectContains(t, c.ok("users", "disable", "alice@example.com"), "disabled "+id, "1 session ended")
+		if active, _ := s.SessionActive(ctx, sid, now()); active {
+			t.Fatal("a disabled user's session is active")
+		}
+		if _, err := s.Login(ctx, defaultRealm, alice, true, now()); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("a disabled user signed in: %v", err)
+		}
+		expectContains(t, c.ok("users", "list"), id+"  alice@example.com  +15551234567  -      disabled")
+		expectContains(t, c.ok("users", "enable", id), "enabled "+id)
+		if u, err := s.Login(ctx, defaultRealm, alice, true, now()); err != nil || u.ID != id {
+			t.Fatalf("after enable: %+v, %v", u, err)
+		}
+		expectContains(t, c.ok("users", "enable", id), "was not disabled")
+
+		expectContains(t, c.ok("users", "delete", "bob@example.com"), "deleted "+bob)
+		if _, err := s.UserByID(ctx, bob); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("bob after delete: %v", err)
+		}
+		for _, args := range [][]string{
+			{"users", "show", "bob@example.com"}, {"users", "disable", bob}, {"users", "delete", bob},
+			{"sessions", "revoke", "bob@example.com"}, {"users", "roles", bob, "admin"},
+		} {
+			expectContains(t, c.fails(args...), "no user with")
+		}
 	})
 }
