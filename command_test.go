@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -372,4 +373,60 @@ func TestCommandManagesUsers(t *testing.T) {
 			expectContains(t, c.fails(args...), "no user with")
 		}
 	})
+}
+
+// operatorBound is how soon a running Caddy must act on what the command
+// changed in the store (SPEC: within 5 seconds).
+const operatorBound = 5 * time.Second
+
+// TestCommandWhileCaddyServes runs the command on the store of a Caddy
+// that is serving, with registration closed: an invited user signs in, a
+// revoked session and a disabled user are refused within the bound, and
+// an enabled user is the same account again.
+func TestCommandWhileCaddyServes(t *testing.T) {
+	e := newEnv(t, withConfig("register_new_users false\nrate_limit {\n send_interval 0s\n}"))
+	c := &cli{t: t, config: cliSite(t, "storage sqlite "+e.db, "register_new_users false")}
+	mails := func() int { return len(e.smtp.all()) }
+
+	// Not invited: 200 and nothing sent.
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "guest@example.com"}), http.StatusOK)
+	if n := mails(); n != 0 {
+		t.Fatalf("%d mails to an uninvited address", n)
+	}
+	id := strings.TrimSpace(c.ok("users", "add", "guest@example.com"))
+	first := e.login("guest@example.com")
+	r := e.get("/app", bearer(first.str("token"))...)
+	expectStatus(t, r, http.StatusOK)
+	if r.str("id") != id {
+		t.Fatalf("the upstream got user %q, the command created %q", r.str("id"), id)
+	}
+	expectContains(t, c.ok("sessions", "list", id), "127.0.0.1")
+
+	expectContains(t, c.ok("sessions", "revoke", "guest@example.com"), "ended 1 session")
+	clock.Advance(operatorBound)
+	expectStatus(t, e.get("/app", bearer(first.str("token"))...), http.StatusUnauthorized)
+	expectStatus(t, e.postForm("/auth/refresh/", map[string]string{"refresh_token": first.str("refresh_token")}), http.StatusUnauthorized)
+
+	second := e.login("guest@example.com")
+	expectStatus(t, e.get("/app", bearer(second.str("token"))...), http.StatusOK)
+	expectContains(t, c.ok("users", "disable", id), "1 session ended")
+	clock.Advance(operatorBound)
+	expectStatus(t, e.get("/app", bearer(second.str("token"))...), http.StatusUnauthorized)
+	// A disabled user is answered as an unknown alias: 200, nothing sent,
+	// and no code lets it in.
+	before := mails()
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "guest@example.com"}), http.StatusOK)
+	if n := mails(); n != before {
+		t.Errorf("a code was sent to a disabled user (%d mails, %d before)", n, before)
+	}
+	code := e.smtp.code(t, "guest@example.com") // the newest code it ever got
+	expectStatus(t, e.postForm("/auth/token/", map[string]string{"email": "guest@example.com", "token": code}), http.StatusBadRequest)
+
+	expectContains(t, c.ok("users", "enable", "guest@example.com"), "enabled "+id)
+	third := e.login("guest@example.com")
+	me := e.get("/auth/me", bearer(third.str("token"))...)
+	expectStatus(t, me, http.StatusOK)
+	if me.str("id") != id {
+		t.Fatalf("after enable the user is %q, was %q", me.str("id"), id)
+	}
 }
