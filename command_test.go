@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -164,14 +165,25 @@ func TestCommandNeverCreatesAStore(t *testing.T) {
 		}
 	})
 	t.Run("postgres schema", func(t *testing.T) {
-		dsn := postgresDSN(t)
-		c := &cli{t: t, config: cliSite(t, fmt.Sprintf("storage postgres %q", dsn), "")}
+		// The test server trusts local connections: any password does.
+		const password = "S3cret-Passw0rd"
+		dsn := strings.Replace(postgresDSN(t), "://postgres@", "://postgres:"+password+"@", 1)
+		c := &cli{t: t, config: cliSite(t, "storage postgres {env.PWL_CLI_DSN}", ""), env: []string{"PWL_CLI_DSN=" + dsn}}
 		line := c.fails("users", "list")
 		_, _, name, _ := postgresConfig(dsn)
 		expectContains(t, line, "no passwordless store in "+name)
 		exists, _, err := postgresStoreExists(context.Background(), dsn)
 		if err != nil || exists {
 			t.Fatalf("after the command: exists %v, %v", exists, err)
+		}
+		// Nor when the server cannot be reached.
+		u, _ := url.Parse(dsn)
+		u.Host = "127.0.0.1:1"
+		c.env = []string{"PWL_CLI_DSN=" + u.String()}
+		line += c.fails("users", "list")
+		expectContains(t, line, "postgres://127.0.0.1:1/")
+		if strings.Contains(line, password) {
+			t.Fatalf("the password was printed: %s", line)
 		}
 	})
 }
@@ -428,5 +440,66 @@ func TestCommandWhileCaddyServes(t *testing.T) {
 	expectStatus(t, me, http.StatusOK)
 	if me.str("id") != id {
 		t.Fatalf("after enable the user is %q, was %q", me.str("id"), id)
+	}
+}
+
+// TestCommandAudits checks that each change is an audit event in the log
+// the config defines, where a running Caddy writes its own.
+func TestCommandAudits(t *testing.T) {
+	dir := t.TempDir()
+	db, logFile := filepath.Join(dir, "pwl.db"), filepath.Join(dir, "caddy.log")
+	s, err := openSQLite(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer releaseSQLite(s)
+	config := filepath.Join(dir, "Caddyfile")
+	os.WriteFile(config, []byte(fmt.Sprintf(`{
+	log {
+		output file %s
+		format json
+	}
+}
+http://localhost:9080 {
+	passwordless {
+		storage sqlite %s
+	}
+}
+`, logFile, db)), 0o600)
+	c := &cli{t: t, config: config}
+
+	r := c.run("users", "add", "audited@example.com", "--role", "staff")
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("users add: exit %d, stderr %q", r.code, r.stderr)
+	}
+	id := strings.TrimSpace(r.stdout)
+	c.ok("users", "roles", id, "admin")
+	c.ok("sessions", "revoke", id)
+	c.ok("users", "disable", id)
+	c.ok("users", "enable", id)
+	c.ok("users", "list") // no change, no event
+	c.ok("users", "delete", id)
+
+	b, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var entry map[string]any
+		if err := json.Unmarshal([]byte(line), &entry); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if entry["logger"] != "http.handlers.passwordless.audit" {
+			continue
+		}
+		if entry["level"] != "info" || entry["user_id"] != id {
+			t.Fatalf("audit entry %v", entry)
+		}
+		msgs = append(msgs, entry["msg"].(string))
+	}
+	want := []string{"user created", "roles changed", "sessions revoked", "user disabled", "user enabled", "user deleted"}
+	if strings.Join(msgs, ",") != strings.Join(want, ",") {
+		t.Fatalf("audit events %q, want %q", msgs, want)
 	}
 }
