@@ -19,8 +19,12 @@ func init() {
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	p := new(Passwordless)
-	err := p.UnmarshalCaddyfile(h.Dispenser)
-	return p, err
+	if err := p.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return p, err
+	}
+	h.Reset()
+	h.Next()
+	return p, adaptRealm(h.State, p, h.File()+":"+strconv.Itoa(h.Line()))
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:

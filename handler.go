@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -42,6 +43,30 @@ func dropIdentityHeaders(h http.Header) {
 	}
 }
 
+// dropIdentityTrailers removes identity headers a client sends as
+// trailers. net/http fills r.Trailer only when the body has been read to
+// its end, which happens in the next handler (reverse_proxy copies the
+// trailers at that moment): so they are dropped there, at EOF.
+func dropIdentityTrailers(r *http.Request) {
+	dropIdentityHeaders(r.Trailer)
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength < 0 {
+		r.Body = &trailerFilter{ReadCloser: r.Body, r: r}
+	}
+}
+
+type trailerFilter struct {
+	io.ReadCloser
+	r *http.Request
+}
+
+func (f *trailerFilter) Read(p []byte) (int, error) {
+	n, err := f.ReadCloser.Read(p)
+	if err == io.EOF {
+		dropIdentityHeaders(f.r.Trailer)
+	}
+	return n, err
+}
+
 // sameHeaderName compares header names as CGI does: case-insensitive,
 // with '_' and '-' alike.
 func sameHeaderName(a, b string) bool {
@@ -69,7 +94,7 @@ func sameHeaderName(a, b string) bool {
 // ServeHTTP answers the endpoints under the prefix and guards the rest.
 func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	dropIdentityHeaders(r.Header)
-	dropIdentityHeaders(r.Trailer)
+	dropIdentityTrailers(r)
 	if rest, ok := p.endpointPath(r.URL.Path); ok {
 		p.serveEndpoint(w, r, rest)
 		return nil

@@ -53,6 +53,47 @@ func signInRules(register *bool, allow []string, allowFile string, demo []DemoUs
 	return desc, sum
 }
 
+// adaptRealm compares the sign-in rules of Caddyfile blocks that share a
+// store and realm while the Caddyfile is adapted, so that the error names
+// both by file and line. Provision compares again with placeholders
+// resolved, for JSON configs too.
+func adaptRealm(state map[string]any, p *Passwordless, where string) error {
+	type claim struct {
+		where, desc string
+		sum         [32]byte
+	}
+	claims, _ := state["passwordless.realms"].(map[string]claim)
+	if claims == nil {
+		claims = make(map[string]claim)
+		state["passwordless.realms"] = claims
+	}
+	store, realm := "sqlite\x00", p.Realm
+	if p.Storage != nil {
+		store = p.Storage.Driver + "\x00" + p.Storage.DSN
+	}
+	if realm == "" {
+		realm = defaultRealm
+	}
+	c := claim{where: where}
+	c.desc, c.sum = signInRules(p.RegisterNewUsers, p.Allow, p.AllowFile, p.DemoUsers)
+	key := store + "\x00" + realm
+	if o, ok := claims[key]; ok && o.sum != c.sum {
+		return fmt.Errorf("realm %q: the passwordless blocks at %s and %s share a store and realm but disagree on who may sign in (%s). Give them different realms, or the same rules",
+			realm, o.where, c.where, difference(o.desc, c.desc))
+	}
+	claims[key] = c
+	return nil
+}
+
+// difference words how two rule descriptions differ; demo codes are in
+// neither, so equal descriptions mean the codes differ.
+func difference(a, b string) string {
+	if a == b {
+		return "the codes of demo_user differ"
+	}
+	return a + "; " + b
+}
+
 // realmEntry is one provisioned handler's claim on a realm of a store.
 type realmEntry struct {
 	key    string
@@ -85,8 +126,8 @@ func (p *Passwordless) joinRealm(ctx caddy.Context) error {
 	defer realms.Unlock()
 	for _, o := range realms.m[e.key] {
 		if o.config == e.config && o.sum != e.sum {
-			return fmt.Errorf("realm %q: two passwordless handlers on one store disagree on who may sign in: one (%s) has %s; the other (%s) has %s. Give them different realms, or the same rules",
-				p.Realm, o.where, o.desc, e.where, e.desc)
+			return fmt.Errorf("realm %q: two passwordless handlers on one store (%s and %s) disagree on who may sign in (%s). Give them different realms, or the same rules",
+				p.Realm, o.where, e.where, difference(o.desc, e.desc))
 		}
 	}
 	realms.m[e.key] = append(realms.m[e.key], e)
