@@ -500,7 +500,7 @@ type userView struct {
 
 func newUserView(u User) userView {
 	v := userView{ID: u.ID, Email: orNull(u.Email), Mobile: orNull(u.Mobile), EmailVerified: u.EmailVerified,
-		MobileVerified: u.MobileVerified, Roles: u.Roles, State: userState(u), Created: timeOrNull(u.CreatedAt),
+		MobileVerified: u.MobileVerified, Roles: u.Roles, State: stateText(u), Created: timeOrNull(u.CreatedAt),
 		LastLogin: timeOrNull(u.LastLogin)}
 	if v.Roles == nil {
 		v.Roles = []string{}
@@ -508,7 +508,7 @@ func newUserView(u User) userView {
 	return v
 }
 
-func userState(u User) string {
+func stateText(u User) string {
 	if u.Disabled {
 		return "disabled"
 	}
@@ -580,7 +580,7 @@ func cmdUsersList(op *operator, _ []string) error {
 	}
 	rows := make([][]string, 0, len(users))
 	for _, u := range users {
-		rows = append(rows, []string{u.ID, orDash(u.Email), orDash(u.Mobile), rolesText(u.Roles), userState(u), timeText(u.CreatedAt), timeText(u.LastLogin)})
+		rows = append(rows, []string{u.ID, orDash(u.Email), orDash(u.Mobile), rolesText(u.Roles), stateText(u), timeText(u.CreatedAt), timeText(u.LastLogin)})
 	}
 	return op.table([]string{"ID", "EMAIL", "MOBILE", "ROLES", "STATE", "CREATED", "LAST LOGIN"}, rows)
 }
@@ -615,7 +615,7 @@ func cmdUsersShow(op *operator, args []string) error {
 		{"email", verified(u.Email, u.EmailVerified)},
 		{"mobile", verified(u.Mobile, u.MobileVerified)},
 		{"roles", rolesText(u.Roles)},
-		{"state", userState(u)},
+		{"state", stateText(u)},
 		{"created", timeText(u.CreatedAt)},
 		{"last login", timeText(u.LastLogin)},
 		{"sessions", fmt.Sprint(n)},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -21,7 +22,10 @@ const (
 	headerUserID     = "X-Auth-User-Id"
 	headerUserEmail  = "X-Auth-User-Email"
 	headerUserMobile = "X-Auth-User-Mobile"
+	headerUserRoles  = "X-Auth-User-Roles"
 )
+
+var identityHeaders = []string{headerUserID, headerUserEmail, headerUserMobile, headerUserRoles}
 
 // dropIdentityHeaders removes what a client sent under the identity
 // headers' names, so a backend can trust them. Spellings with underscores
@@ -29,14 +33,38 @@ const (
 func dropIdentityHeaders(h http.Header) {
 	for k := range h {
 		switch len(k) {
-		case len(headerUserID), len(headerUserEmail), len(headerUserMobile):
-			for _, name := range []string{headerUserID, headerUserEmail, headerUserMobile} {
+		case len(headerUserID), len(headerUserEmail), len(headerUserMobile): // Roles is as long as Email
+			for _, name := range identityHeaders {
 				if sameHeaderName(k, name) {
 					delete(h, k)
 				}
 			}
 		}
 	}
+}
+
+// dropIdentityTrailers removes identity headers a client sends as
+// trailers. net/http fills r.Trailer only when the body has been read to
+// its end, which happens in the next handler (reverse_proxy copies the
+// trailers at that moment): so they are dropped there, at EOF.
+func dropIdentityTrailers(r *http.Request) {
+	dropIdentityHeaders(r.Trailer)
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength < 0 {
+		r.Body = &trailerFilter{ReadCloser: r.Body, r: r}
+	}
+}
+
+type trailerFilter struct {
+	io.ReadCloser
+	r *http.Request
+}
+
+func (f *trailerFilter) Read(p []byte) (int, error) {
+	n, err := f.ReadCloser.Read(p)
+	if err == io.EOF {
+		dropIdentityHeaders(f.r.Trailer)
+	}
+	return n, err
 }
 
 // sameHeaderName compares header names as CGI does: case-insensitive,
@@ -66,6 +94,7 @@ func sameHeaderName(a, b string) bool {
 // ServeHTTP answers the endpoints under the prefix and guards the rest.
 func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	dropIdentityHeaders(r.Header)
+	dropIdentityTrailers(r)
 	if rest, ok := p.endpointPath(r.URL.Path); ok {
 		p.serveEndpoint(w, r, rest)
 		return nil
@@ -74,7 +103,7 @@ func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	if r.Method == http.MethodOptions || !p.protects(r) {
 		return next.ServeHTTP(w, r)
 	}
-	claims, reason := p.authenticate(r)
+	claims, st, reason := p.authenticate(r)
 	if claims == nil {
 		// Anonymous traffic is normal: debug, not error, so it does not
 		// flood the log.
@@ -86,25 +115,35 @@ func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		writeError(w, authFailure(reason))
 		return nil
 	}
-	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	repl.Set("http.auth.user.id", claims.Subject)
-	repl.Set("http.auth.user.email", claims.Email)
-	repl.Set("http.auth.user.mobile", claims.Mobile)
-	// The names are canonical already: no need for Header.Set's work.
-	r.Header[headerUserID] = []string{claims.Subject}
-	if claims.Email != "" {
-		r.Header[headerUserEmail] = []string{claims.Email}
+	if rule := p.ruleFor(r); rule != nil && rule.conditional() && !rule.permits(st) {
+		p.forbidden(w, r, st)
+		return nil
 	}
-	if claims.Mobile != "" {
-		r.Header[headerUserMobile] = []string{claims.Mobile}
+	// Who the user is comes from the session's current state, not from the
+	// token's claims, which may be as old as the session.
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	repl.Set("http.auth.user.id", st.userID)
+	repl.Set("http.auth.user.email", st.email)
+	repl.Set("http.auth.user.mobile", st.mobile)
+	repl.Set("http.auth.user.roles", st.rolesHeader)
+	// The names are canonical already: no need for Header.Set's work.
+	r.Header[headerUserID] = []string{st.userID}
+	if st.email != "" {
+		r.Header[headerUserEmail] = []string{st.email}
+	}
+	if st.mobile != "" {
+		r.Header[headerUserMobile] = []string{st.mobile}
+	}
+	if st.rolesHeader != "" {
+		r.Header[headerUserRoles] = []string{st.rolesHeader}
 	}
 	return next.ServeHTTP(w, r)
 }
 
-// protects reports whether r needs a token: protect covers it and public
-// does not. The default, everything, needs no matching.
+// protects reports whether r needs a token: protect or a rule covers it
+// and public does not. The default, everything, needs no matching.
 func (p *Passwordless) protects(r *http.Request) bool {
-	if !p.protectAll && !p.protect.Match(r) {
+	if !p.protectAll && !p.protect.Match(r) && p.ruleFor(r) == nil {
 		return false
 	}
 	return len(p.public) == 0 || !p.public.Match(r)
@@ -133,12 +172,13 @@ func get(f func(http.ResponseWriter, *http.Request) *apiError) endpoint {
 // endpoints maps endpoint names to their handlers; Provision builds it once.
 func (p *Passwordless) endpoints() map[string]endpoint {
 	m := map[string]endpoint{
-		"token":     post(p.serveToken),
-		"refresh":   post(p.serveRefresh),
-		"logout":    post(p.serveLogout),
-		"me":        get(p.serveMe),
-		"jwks.json": get(p.serveJWKS),
-		"verify":    post(p.serveVerify),
+		"token":      post(p.serveToken),
+		"refresh":    post(p.serveRefresh),
+		"logout":     post(p.serveLogout),
+		"logout/all": post(p.serveLogoutAll),
+		"me":         get(p.serveMe),
+		"jwks.json":  get(p.serveJWKS),
+		"verify":     post(p.serveVerify),
 	}
 	if _, ok := p.senders[KindEmail]; ok {
 		m["email"] = post(p.serveSend(KindEmail))
@@ -314,16 +354,17 @@ func (p *Passwordless) sendLoginCode(ctx context.Context, a Alias) *apiError {
 		// The demo code is fixed and known: nothing to send.
 		return nil
 	}
-	deliver := true
-	if !*p.RegisterNewUsers {
-		_, err := p.store.UserByAlias(ctx, p.Realm, a)
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return p.internal("looking up user", err)
-		}
-		// An unknown alias gets the same work, answer and time as a
-		// known one, but nothing is sent and its code can never log in.
-		deliver = err == nil
+	// Every alias costs the same lookup, so the time tells nothing.
+	u, err := p.store.UserByAlias(ctx, p.Realm, a)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return p.internal("looking up user", err)
 	}
+	known := err == nil
+	// An alias that may not sign in (unknown with registration closed,
+	// outside the allow list, or a disabled user's) gets the same work,
+	// answer and time as any other, but nothing is sent and its code can
+	// never log in.
+	deliver := p.access.admits(a) && (known && !u.Disabled || !known && *p.RegisterNewUsers)
 	return p.sendCode(ctx, a, purposeLogin, "", deliver)
 }
 
@@ -340,8 +381,8 @@ func (p *Passwordless) sendCode(ctx context.Context, a Alias, purpose, userID st
 	}
 	t := now()
 	c := Code{
-		ID: id, Alias: a.Key(), Purpose: purpose, UserID: userID,
-		Hash:      codeHash(p.hmacKey, a.Key(), purpose, code),
+		ID: id, Alias: p.aliasKey(a), Purpose: purpose, UserID: userID,
+		Hash:      codeHash(p.hmacKey, p.aliasKey(a), purpose, code),
 		ExpiresAt: t.Add(time.Duration(p.CodeTTL)), CreatedAt: t,
 	}
 	if err := p.store.SaveCode(ctx, c); err != nil {
@@ -394,7 +435,7 @@ var invalidCode = &apiError{status: http.StatusBadRequest, detail: "The code is 
 // redeem checks a presented code for alias and purpose. It answers the
 // stored code on success; a failure counts toward the alias's lockout.
 func (p *Passwordless) redeem(ctx context.Context, a Alias, purpose, code string) (Code, *apiError) {
-	key := a.Key()
+	key := p.aliasKey(a)
 	stored, res, err := p.store.RedeemCode(ctx, key, purpose, func(hash []byte) bool {
 		return subtle.ConstantTimeCompare(hash, codeHash(p.hmacKey, key, purpose, code)) == 1
 	}, p.MaxAttempts, now())
@@ -452,6 +493,11 @@ func (p *Passwordless) login(ctx context.Context, r *http.Request, a Alias, code
 	} else if _, e := p.redeem(ctx, a, purposeLogin, code); e != nil {
 		return User{}, e
 	}
+	// Outside the allow list: the failure of a wrong code, as for an
+	// unknown alias.
+	if !p.access.admits(a) {
+		return User{}, p.failed(ctx, a)
+	}
 	u, err := p.store.Login(ctx, p.Realm, a, *p.RegisterNewUsers || isDemo, now())
 	if errors.Is(err, ErrNotFound) {
 		return User{}, p.failed(ctx, a)
@@ -459,7 +505,7 @@ func (p *Passwordless) login(ctx context.Context, r *http.Request, a Alias, code
 	if err != nil {
 		return User{}, p.internal("logging in", err)
 	}
-	if err := p.store.ResetFailures(ctx, a.Key()); err != nil {
+	if err := p.store.ResetFailures(ctx, p.aliasKey(a)); err != nil {
 		return User{}, p.internal("resetting failures", err)
 	}
 	p.logger.Info("user logged in", zap.String("user", u.ID), zap.String("via", string(a.Kind)))
@@ -520,7 +566,7 @@ func (p *Passwordless) accessToken(u User, sid string, ttl time.Duration) (strin
 	}
 	t := now()
 	c := &Claims{
-		Email: u.Email, Mobile: u.Mobile, SessionID: sid,
+		Email: u.Email, Mobile: u.Mobile, SessionID: sid, Roles: p.access.roles(u),
 		RegisteredClaims: jwt.RegisteredClaims{
 			Subject: u.ID, ID: jti, Issuer: p.JWT.Issuer,
 			IssuedAt: jwt.NewNumericDate(t), ExpiresAt: jwt.NewNumericDate(t.Add(ttl)),

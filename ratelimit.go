@@ -105,7 +105,7 @@ func clientIP(r *http.Request) string {
 
 // hit counts one event under key against l; over the limit it answers 429.
 func (p *Passwordless) hit(ctx context.Context, key string, count int, window time.Duration) *apiError {
-	wait, err := p.store.Hit(ctx, key, count, window, now())
+	wait, err := p.store.Hit(ctx, realmKey(p.Realm, key), count, window, now())
 	if err != nil {
 		return p.internal("rate limit", err)
 	}
@@ -134,7 +134,7 @@ func (p *Passwordless) allowSend(ctx context.Context, a Alias) *apiError {
 
 // checkLock answers 429 while a is locked out.
 func (p *Passwordless) checkLock(ctx context.Context, a Alias) *apiError {
-	until, err := p.store.LockedUntil(ctx, a.Key())
+	until, err := p.store.LockedUntil(ctx, p.aliasKey(a))
 	if err != nil {
 		return p.internal("reading lockout", err)
 	}
@@ -148,7 +148,7 @@ func (p *Passwordless) checkLock(ctx context.Context, a Alias) *apiError {
 // one, or 429 if this failure locked the alias.
 func (p *Passwordless) failed(ctx context.Context, a Alias) *apiError {
 	t := now()
-	_, until, err := p.store.Failure(ctx, a.Key(), lockoutFor, t)
+	_, until, err := p.store.Failure(ctx, p.aliasKey(a), lockoutFor, t)
 	if err != nil {
 		return p.internal("counting failure", err)
 	}

@@ -68,15 +68,18 @@ const (
 // upstream is the backend behind the protection; it reports what it got.
 type upstream struct {
 	*httptest.Server
-	mu   sync.Mutex
-	seen []http.Header
+	mu       sync.Mutex
+	seen     []http.Header
+	trailers []http.Header
 }
 
 func startUpstream(t testing.TB) *upstream {
 	u := &upstream{}
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body) // trailers arrive after the body
 		u.mu.Lock()
 		u.seen = append(u.seen, r.Header.Clone())
+		u.trailers = append(u.trailers, r.Trailer.Clone())
 		u.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]string{
@@ -84,6 +87,7 @@ func startUpstream(t testing.TB) *upstream {
 			"id":     r.Header.Get("X-Auth-User-Id"),
 			"email":  r.Header.Get("X-Auth-User-Email"),
 			"mobile": r.Header.Get("X-Auth-User-Mobile"),
+			"roles":  r.Header.Get("X-Auth-User-Roles"),
 		})
 	}))
 	t.Cleanup(u.Close)
