@@ -123,7 +123,8 @@ func runOperator(cmd *cobra.Command, args []string, f func(*operator, []string) 
 	if err != nil {
 		return err
 	}
-	op := &operator{ctx: context.Background(), realm: t.realm, out: cmd.OutOrStdout(), json: asJSON, cmd: cmd, logging: cfg.Logging}
+	op := &operator{ctx: context.Background(), realm: t.realm, out: cmd.OutOrStdout(), json: asJSON, cmd: cmd,
+		logging: cfg.Logging, handler: t.handler}
 	if op.where, err = storeExists(op.ctx, t.storage); err != nil {
 		return err
 	}
@@ -179,31 +180,39 @@ type storeTarget struct {
 	realm   string
 }
 
+// chosenStore is the target with the config of its first handler, for
+// who may sign in there (handlers of one realm agree on that).
+type chosenStore struct {
+	storeTarget
+	handler json.RawMessage
+}
+
 // chooseStore finds the passwordless handlers of the config, wherever
 // they are in the HTTP app (subroutes, error routes), resolves their
 // storage as Provision does, and picks the one store and realm to work on.
-func chooseStore(cfg *adaptedConfig, file, realm string) (storeTarget, error) {
+func chooseStore(cfg *adaptedConfig, file, realm string) (chosenStore, error) {
 	var handlers []json.RawMessage
 	if len(cfg.Apps.HTTP) > 0 {
 		var tree any
 		if err := json.Unmarshal(cfg.Apps.HTTP, &tree); err != nil {
-			return storeTarget{}, fmt.Errorf("reading the http app of %s: %v", file, err)
+			return chosenStore{}, fmt.Errorf("reading the http app of %s: %v", file, err)
 		}
 		collectHandlers(tree, &handlers)
 	}
 	if len(handlers) == 0 {
-		return storeTarget{}, fmt.Errorf("no passwordless handler in %s", file)
+		return chosenStore{}, fmt.Errorf("no passwordless handler in %s", file)
 	}
 	repl := caddy.NewReplacer()
 	env := func(s *string) { *s = repl.ReplaceKnown(*s, "") }
 	var targets []storeTarget
+	first := make(map[storeTarget]json.RawMessage)
 	for _, raw := range handlers {
 		var h struct {
 			Storage *StorageConfig `json:"storage"`
 			Realm   string         `json:"realm"`
 		}
 		if err := json.Unmarshal(raw, &h); err != nil {
-			return storeTarget{}, fmt.Errorf("reading a passwordless handler in %s: %v", file, err)
+			return chosenStore{}, fmt.Errorf("reading a passwordless handler in %s: %v", file, err)
 		}
 		t := storeTarget{realm: h.Realm}
 		if h.Storage != nil {
@@ -215,6 +224,7 @@ func chooseStore(cfg *adaptedConfig, file, realm string) (storeTarget, error) {
 		}
 		if !slices.Contains(targets, t) {
 			targets = append(targets, t)
+			first[t] = raw
 		}
 	}
 	var realms []string
@@ -227,15 +237,15 @@ func chooseStore(cfg *adaptedConfig, file, realm string) (storeTarget, error) {
 	if realm != "" {
 		targets = slices.DeleteFunc(targets, func(t storeTarget) bool { return t.realm != realm })
 		if len(targets) == 0 {
-			return storeTarget{}, fmt.Errorf("no realm %q in %s (it has %s)", realm, file, strings.Join(realms, ", "))
+			return chosenStore{}, fmt.Errorf("no realm %q in %s (it has %s)", realm, file, strings.Join(realms, ", "))
 		}
 	} else if len(realms) > 1 {
-		return storeTarget{}, fmt.Errorf("%s has several realms (%s): choose one with --realm", file, strings.Join(realms, ", "))
+		return chosenStore{}, fmt.Errorf("%s has several realms (%s): choose one with --realm", file, strings.Join(realms, ", "))
 	}
 	if len(targets) > 1 {
-		return storeTarget{}, fmt.Errorf("realm %q of %s is kept in more than one store: give each its own realm name", targets[0].realm, file)
+		return chosenStore{}, fmt.Errorf("realm %q of %s is kept in more than one store: give each its own realm name", targets[0].realm, file)
 	}
-	return targets[0], nil
+	return chosenStore{targets[0], first[targets[0]]}, nil
 }
 
 // collectHandlers appends every object of tree that is a passwordless
@@ -311,7 +321,27 @@ type operator struct {
 	out     io.Writer
 	json    bool
 	logging json.RawMessage
+	handler json.RawMessage // the config of a handler of the realm
 	auditor *zap.Logger
+}
+
+// accessControl reads who may sign in, and with which roles, as the
+// handlers of the realm do (allow, allow_file, demo_user).
+func (op *operator) accessControl() (*accessControl, error) {
+	var p Passwordless
+	if err := json.Unmarshal(op.handler, &p); err != nil {
+		return nil, fmt.Errorf("reading the passwordless handler: %v", err)
+	}
+	repl := caddy.NewReplacer()
+	p.AllowFile = repl.ReplaceKnown(p.AllowFile, "")
+	for i := range p.DemoUsers {
+		p.DemoUsers[i].Alias = repl.ReplaceKnown(p.DemoUsers[i].Alias, "")
+	}
+	p.logger = zap.NewNop()
+	if err := p.provisionAccess(); err != nil {
+		return nil, err
+	}
+	return p.access, nil
 }
 
 // audit logs a change as the handler's audit events are logged, into
@@ -492,18 +522,28 @@ type userView struct {
 	EmailVerified  bool       `json:"email_verified"`
 	MobileVerified bool       `json:"mobile_verified"`
 	Roles          []string   `json:"roles"`
+	StoredRoles    []string   `json:"stored_roles"`
 	State          string     `json:"state"`
 	Created        *time.Time `json:"created"`
 	LastLogin      *time.Time `json:"last_login"`
+	Allowed        *bool      `json:"allowed,omitempty"`
 	Sessions       *int       `json:"sessions,omitempty"`
 }
 
-func newUserView(u User) userView {
+// newUserView shows u; with ac, its roles are the effective ones (stored
+// and from allow lines), as protected routes see them.
+func newUserView(u User, ac *accessControl) userView {
 	v := userView{ID: u.ID, Email: orNull(u.Email), Mobile: orNull(u.Mobile), EmailVerified: u.EmailVerified,
-		MobileVerified: u.MobileVerified, Roles: u.Roles, State: stateText(u), Created: timeOrNull(u.CreatedAt),
-		LastLogin: timeOrNull(u.LastLogin)}
+		MobileVerified: u.MobileVerified, Roles: u.Roles, StoredRoles: u.Roles, State: stateText(u),
+		Created: timeOrNull(u.CreatedAt), LastLogin: timeOrNull(u.LastLogin)}
+	if ac != nil {
+		v.Roles = ac.roles(u)
+	}
 	if v.Roles == nil {
 		v.Roles = []string{}
+	}
+	if v.StoredRoles == nil {
+		v.StoredRoles = []string{}
 	}
 	return v
 }
@@ -559,7 +599,7 @@ func cmdUsersAdd(op *operator, args []string) error {
 	}
 	op.audit("user created", zap.String("user_id", u.ID), zap.Strings("roles", u.Roles))
 	if op.json {
-		return op.printJSON(newUserView(u))
+		return op.printJSON(newUserView(u, nil))
 	}
 	// The id alone, so that scripts can capture it.
 	op.printf("%s", u.ID)
@@ -567,20 +607,25 @@ func cmdUsersAdd(op *operator, args []string) error {
 }
 
 func cmdUsersList(op *operator, _ []string) error {
+	ac, err := op.accessControl()
+	if err != nil {
+		return err
+	}
+	defer ac.close()
 	users, err := op.store.Users(op.ctx, op.realm)
 	if err != nil {
 		return err
 	}
+	views := make([]userView, 0, len(users))
+	for _, u := range users {
+		views = append(views, newUserView(u, ac))
+	}
 	if op.json {
-		views := make([]userView, 0, len(users))
-		for _, u := range users {
-			views = append(views, newUserView(u))
-		}
 		return op.printJSON(views)
 	}
 	rows := make([][]string, 0, len(users))
-	for _, u := range users {
-		rows = append(rows, []string{u.ID, orDash(u.Email), orDash(u.Mobile), rolesText(u.Roles), stateText(u), timeText(u.CreatedAt), timeText(u.LastLogin)})
+	for i, u := range users {
+		rows = append(rows, []string{u.ID, orDash(u.Email), orDash(u.Mobile), rolesText(views[i].Roles), stateText(u), timeText(u.CreatedAt), timeText(u.LastLogin)})
 	}
 	return op.table([]string{"ID", "EMAIL", "MOBILE", "ROLES", "STATE", "CREATED", "LAST LOGIN"}, rows)
 }
@@ -594,9 +639,18 @@ func cmdUsersShow(op *operator, args []string) error {
 	if err != nil {
 		return err
 	}
-	v := newUserView(u)
+	ac, err := op.accessControl()
+	if err != nil {
+		return err
+	}
+	defer ac.close()
+	v := newUserView(u, ac)
 	n := len(sessions)
 	v.Sessions = &n
+	// With allow or allow_file, a user whose aliases no pattern matches
+	// any more cannot sign in, whatever its state.
+	allowed := ac.admitsUser(u)
+	v.Allowed = &allowed
 	if op.json {
 		return op.printJSON(v)
 	}
@@ -614,8 +668,10 @@ func cmdUsersShow(op *operator, args []string) error {
 		{"id", u.ID},
 		{"email", verified(u.Email, u.EmailVerified)},
 		{"mobile", verified(u.Mobile, u.MobileVerified)},
-		{"roles", rolesText(u.Roles)},
+		{"roles", rolesText(v.Roles)},
+		{"stored roles", rolesText(u.Roles)},
 		{"state", stateText(u)},
+		{"allowed", yesNo(allowed)},
 		{"created", timeText(u.CreatedAt)},
 		{"last login", timeText(u.LastLogin)},
 		{"sessions", fmt.Sprint(n)},
@@ -638,7 +694,7 @@ func cmdUsersRoles(op *operator, args []string) error {
 	}
 	op.audit("roles changed", zap.String("user_id", u.ID), zap.Strings("roles", u.Roles))
 	if op.json {
-		return op.printJSON(newUserView(u))
+		return op.printJSON(newUserView(u, nil))
 	}
 	if len(u.Roles) == 0 {
 		op.printf("cleared the roles of %s", label(u))
@@ -665,7 +721,7 @@ func cmdUsersDisable(op *operator, args []string) error {
 	u.Disabled = true
 	op.audit("user disabled", zap.String("user_id", u.ID), zap.Int("sessions", n))
 	if op.json {
-		return op.printJSON(map[string]any{"user": newUserView(u), "sessions_revoked": n})
+		return op.printJSON(map[string]any{"user": newUserView(u, nil), "sessions_revoked": n})
 	}
 	op.printf("disabled %s; %s ended", label(u), plural(n, "session"))
 	return nil
@@ -685,7 +741,7 @@ func cmdUsersEnable(op *operator, args []string) error {
 		op.audit("user enabled", zap.String("user_id", u.ID))
 	}
 	if op.json {
-		return op.printJSON(newUserView(u))
+		return op.printJSON(newUserView(u, nil))
 	}
 	if was {
 		op.printf("enabled %s", label(u))
@@ -766,4 +822,11 @@ func plural(n int, what string) string {
 		return "1 " + what
 	}
 	return fmt.Sprintf("%d %ss", n, what)
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no (no allow pattern matches its aliases)"
 }

@@ -326,7 +326,7 @@ func TestCommandManagesUsers(t *testing.T) {
 		if shown["id"] != id || shown["sessions"] != 2.0 || shown["email"] != "alice@example.com" {
 			t.Fatalf("users show --json: %v", shown)
 		}
-		expectContains(t, c.ok("users", "show", id), "sessions:    2", "email:       alice@example.com (verified)")
+		expectContains(t, c.ok("users", "show", id), "sessions:      2", "email:         alice@example.com (verified)")
 		out = c.ok("sessions", "list", "+15551234567")
 		expectContains(t, out, "CLIENT IP", "192.0.2.1", "2001:db8::1")
 		var sessions []map[string]any
@@ -502,4 +502,27 @@ http://localhost:9080 {
 	if strings.Join(msgs, ",") != strings.Join(want, ",") {
 		t.Fatalf("audit events %q, want %q", msgs, want)
 	}
+}
+
+// TestCommandShowsWhoMayGetIn: with allow and allow_file, the roles shown
+// are those protected routes see, and a user outside every pattern is
+// shown as not allowed.
+func TestCommandShowsWhoMayGetIn(t *testing.T) {
+	eachStore(t, func(t *testing.T, s cliStore) {
+		people := filepath.Join(t.TempDir(), "people.txt")
+		os.WriteFile(people, []byte("# staff\nboss@example.com admin\n"), 0o600)
+		c := &cli{t: t, config: cliSite(t, s.storage, "allow *@example.com\nallow_file "+people)}
+		boss := strings.TrimSpace(c.ok("users", "add", "boss@example.com", "--role", "staff"))
+		c.ok("users", "add", "out@other.org")
+
+		expectContains(t, c.ok("users", "list"), boss+"  boss@example.com  -       admin,staff  active")
+		var v map[string]any
+		if err := json.Unmarshal([]byte(c.ok("users", "show", boss, "--json")), &v); err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(v["roles"]) != "[admin staff]" || fmt.Sprint(v["stored_roles"]) != "[staff]" || v["allowed"] != true {
+			t.Fatalf("users show --json: %v", v)
+		}
+		expectContains(t, c.ok("users", "show", "out@other.org"), "allowed:       no")
+	})
 }
