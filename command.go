@@ -65,7 +65,9 @@ Exit status: 0 on success; 1, with the reason on stderr, otherwise.
 			f.String("realm", "", "The realm to work on, when the config has several")
 			f.Bool("json", false, "Print JSON instead of text")
 
-			users := &cobra.Command{Use: "users", Short: "Manages users"}
+			// A typo in a command is an error, not a page of help.
+			cmd.Args, cmd.RunE = cobra.NoArgs, showHelp
+			users := commandGroup("users", "Manages users")
 			add := operatorCommand("add ALIAS... [--role ROLE]...", "Creates a user with those aliases, marked verified, and prints its id", cobra.MinimumNArgs(1), cmdUsersAdd)
 			add.Flags().StringSlice("role", nil, "A role of the new user (repeatable)")
 			users.AddCommand(
@@ -77,12 +79,12 @@ Exit status: 0 on success; 1, with the reason on stderr, otherwise.
 				operatorCommand("enable ALIAS|ID", "Lets a disabled user sign in again", cobra.ExactArgs(1), cmdUsersEnable),
 				operatorCommand("delete ALIAS|ID", "Deletes a user with its aliases and sessions", cobra.ExactArgs(1), cmdUsersDelete),
 			)
-			sessions := &cobra.Command{Use: "sessions", Short: "Manages sessions"}
+			sessions := commandGroup("sessions", "Manages sessions")
 			sessions.AddCommand(
 				operatorCommand("list ALIAS|ID", "Lists a user's sessions", cobra.ExactArgs(1), cmdSessionsList),
 				operatorCommand("revoke ALIAS|ID", "Ends every session of a user", cobra.ExactArgs(1), cmdSessionsRevoke),
 			)
-			lockouts := &cobra.Command{Use: "lockouts", Short: "Manages lockouts after wrong codes"}
+			lockouts := commandGroup("lockouts", "Manages lockouts after wrong codes")
 			lockouts.AddCommand(
 				operatorCommand("clear ALIAS", "Lifts the lockout of an alias", cobra.ExactArgs(1), cmdLockoutsClear),
 			)
@@ -90,6 +92,13 @@ Exit status: 0 on success; 1, with the reason on stderr, otherwise.
 		},
 	})
 }
+
+// commandGroup is a command of subcommands; given none it shows its help.
+func commandGroup(use, short string) *cobra.Command {
+	return &cobra.Command{Use: use, Short: short, Args: cobra.NoArgs, RunE: showHelp}
+}
+
+func showHelp(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 
 // operatorCommand makes a subcommand that runs f on the configured store.
 // A failure is one line on stderr and exit status 1.

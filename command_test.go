@@ -526,3 +526,12 @@ func TestCommandShowsWhoMayGetIn(t *testing.T) {
 		expectContains(t, c.ok("users", "show", "out@other.org"), "allowed:       no")
 	})
 }
+
+func TestCommandUsageErrors(t *testing.T) {
+	c := &cli{t: t}
+	expectContains(t, c.fails("users", "lsit"), `unknown command "lsit"`)
+	expectContains(t, c.fails("sessions", "revoke"), "accepts 1 arg(s), received 0")
+	expectContains(t, c.fails("users", "add"), "requires at least 1 arg(s)")
+	expectContains(t, c.fails("users", "list", "--jsn"), "unknown flag: --jsn")
+	expectContains(t, c.ok("users"), "add", "disable", "--realm")
+}
