@@ -132,7 +132,10 @@ func runOperator(cmd *cobra.Command, args []string, f func(*operator, []string) 
 	if err != nil {
 		return err
 	}
-	op := &operator{ctx: context.Background(), realm: t.realm, out: cmd.OutOrStdout(), json: asJSON, cmd: cmd,
+	// An unreachable database fails the command instead of hanging it.
+	ctx, cancel := context.WithTimeout(context.Background(), operatorTimeout)
+	defer cancel()
+	op := &operator{ctx: ctx, realm: t.realm, out: cmd.OutOrStdout(), json: asJSON, cmd: cmd,
 		logging: cfg.Logging, handler: t.handler}
 	if op.where, err = storeExists(op.ctx, t.storage); err != nil {
 		return err
@@ -145,6 +148,9 @@ func runOperator(cmd *cobra.Command, args []string, f func(*operator, []string) 
 	op.store = store
 	return f(op, args)
 }
+
+// operatorTimeout bounds one command's work on the store.
+const operatorTimeout = time.Minute
 
 // adaptedConfig is the part of an adapted config the command reads.
 type adaptedConfig struct {

@@ -396,7 +396,7 @@ const operatorBound = 5 * time.Second
 // revoked session and a disabled user are refused within the bound, and
 // an enabled user is the same account again.
 func TestCommandWhileCaddyServes(t *testing.T) {
-	e := newEnv(t, withConfig("register_new_users false\nrate_limit {\n send_interval 0s\n}"))
+	e := newEnv(t, withConfig("register_new_users false\nrate_limit {\n send_interval 0s\n}\nprotect /admin/* {\n role admin\n}\nprotect /*"))
 	c := &cli{t: t, config: cliSite(t, "storage sqlite "+e.db, "register_new_users false")}
 	mails := func() int { return len(e.smtp.all()) }
 
@@ -413,6 +413,12 @@ func TestCommandWhileCaddyServes(t *testing.T) {
 		t.Fatalf("the upstream got user %q, the command created %q", r.str("id"), id)
 	}
 	expectContains(t, c.ok("sessions", "list", id), "127.0.0.1")
+
+	// A role the operator gives opens what it guards.
+	expectStatus(t, e.get("/admin/report", bearer(first.str("token"))...), http.StatusForbidden)
+	c.ok("users", "roles", id, "admin")
+	clock.Advance(operatorBound)
+	expectStatus(t, e.get("/admin/report", bearer(first.str("token"))...), http.StatusOK)
 
 	expectContains(t, c.ok("sessions", "revoke", "guest@example.com"), "ended 1 session")
 	clock.Advance(operatorBound)
