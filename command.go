@@ -476,7 +476,9 @@ func cmdLockoutsClear(op *operator, args []string) error {
 		return err
 	}
 	locked := until.After(now())
-	fields := []zap.Field{zap.String("alias", a.Value), zap.Bool("was_locked", locked)}
+	// Audit entries name users by id, never by address: an alias that is
+	// no user's is left out.
+	fields := []zap.Field{zap.String("channel", string(a.Kind)), zap.Bool("was_locked", locked)}
 	if u, err := op.store.UserByAlias(op.ctx, op.realm, a); err == nil {
 		fields = append(fields, zap.String("user_id", u.ID))
 	}
