@@ -484,6 +484,7 @@ http://localhost:9080 {
 	c.ok("users", "disable", id)
 	c.ok("users", "enable", id)
 	c.ok("users", "list") // no change, no event
+	c.ok("lockouts", "clear", "audited@example.com")
 	c.ok("users", "delete", id)
 
 	b, err := os.ReadFile(logFile)
@@ -499,12 +500,12 @@ http://localhost:9080 {
 		if entry["logger"] != "http.handlers.passwordless.audit" {
 			continue
 		}
-		if entry["level"] != "info" || entry["user_id"] != id {
+		if entry["level"] != "info" || entry["user_id"] != id || strings.Contains(line, "audited@example.com") {
 			t.Fatalf("audit entry %v", entry)
 		}
 		msgs = append(msgs, entry["msg"].(string))
 	}
-	want := []string{"user created", "roles changed", "sessions revoked", "user disabled", "user enabled", "user deleted"}
+	want := []string{"user created", "roles changed", "sessions revoked", "user disabled", "user enabled", "lockout cleared", "user deleted"}
 	if strings.Join(msgs, ",") != strings.Join(want, ",") {
 		t.Fatalf("audit events %q, want %q", msgs, want)
 	}
