@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
 // caddyMainEnv makes the test binary run as caddy (see TestMain).
@@ -541,4 +543,61 @@ func TestCommandUsageErrors(t *testing.T) {
 	expectContains(t, c.fails("users", "add"), "requires at least 1 arg(s)")
 	expectContains(t, c.fails("users", "list", "--jsn"), "unknown flag: --jsn")
 	expectContains(t, c.ok("users"), "add", "disable", "--realm")
+}
+
+// TestCommandReachesEveryInstance runs the command on a PostgreSQL store
+// that two serving instances share: a revocation reaches both.
+func TestCommandReachesEveryInstance(t *testing.T) {
+	dsn := postgresDSN(t)
+	mail := startSMTP(t)
+	up := startUpstream(t)
+	site := func(port int) string {
+		return fmt.Sprintf(`http://localhost:%d {
+	passwordless {
+		storage postgres "%s&application_name=i%d"
+		email {
+			from login@example.com
+			smtp %s {
+				tls none
+			}
+		}
+	}
+	reverse_proxy %s
+}
+`, port, dsn, port, mail.addr, strings.TrimPrefix(up.URL, "http://"))
+	}
+	tester := caddytest.NewTester(t)
+	tester.InitServer("{\n\tadmin localhost:2999\n\thttp_port 9080\n\thttps_port 9443\n\tauto_https off\n\tskip_install_trust\n\tgrace_period 1ms\n}\n"+
+		site(9080)+site(9081), "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
+	c := &cli{t: t, config: cliSite(t, fmt.Sprintf("storage postgres %q", dsn), "")}
+	form := func(base, path string, v url.Values) response {
+		req, _ := http.NewRequest(http.MethodPost, base+path, strings.NewReader(v.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		return doRequest(t, req)
+	}
+	get := func(base, tok string) response {
+		req, _ := http.NewRequest(http.MethodGet, base+"/app", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		return doRequest(t, req)
+	}
+	a, b := "http://localhost:9080", "http://localhost:9081"
+
+	id := strings.TrimSpace(c.ok("users", "add", "both@example.com"))
+	expectStatus(t, form(a, "/auth/email/", url.Values{"email": {"both@example.com"}}), http.StatusOK)
+	r := form(a, "/auth/token/", url.Values{"email": {"both@example.com"}, "token": {mail.code(t, "both@example.com")}})
+	expectStatus(t, r, http.StatusOK)
+	tok := r.str("token")
+	for _, base := range []string{a, b} {
+		if got := get(base, tok); got.status != http.StatusOK || got.str("id") != id {
+			t.Fatalf("%s: %d %s", base, got.status, got.body)
+		}
+	}
+	expectContains(t, c.ok("sessions", "revoke", id), "ended 1 session")
+	clock.Advance(operatorBound)
+	for _, base := range []string{a, b} {
+		expectStatus(t, get(base, tok), http.StatusUnauthorized)
+	}
 }
