@@ -598,11 +598,19 @@ func cmdUsersAdd(op *operator, args []string) error {
 	if err != nil {
 		return err
 	}
+	var p Passwordless
+	if err := json.Unmarshal(op.handler, &p); err != nil {
+		return fmt.Errorf("reading the passwordless handler: %v", err)
+	}
 	aliases := make([]Alias, 0, len(args))
 	for _, arg := range args {
 		a, err := lookupAlias(arg)
 		if err != nil {
 			return err
+		}
+		// As the API refuses it: no code could ever reach that number.
+		if a.Kind == KindMobile && !p.allowedNumber(a.Value) {
+			return fmt.Errorf("%s: numbers in this country are not accepted (allowed calling codes: %s)", a.Value, strings.Join(p.SMS.AllowedCountryCodes, ", "))
 		}
 		aliases = append(aliases, a)
 	}

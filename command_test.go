@@ -601,3 +601,14 @@ func TestCommandReachesEveryInstance(t *testing.T) {
 		expectStatus(t, get(base, tok), http.StatusUnauthorized)
 	}
 }
+
+func TestCommandAddRefusesNumbersTheAPIRefuses(t *testing.T) {
+	eachStore(t, func(t *testing.T, s cliStore) {
+		c := &cli{t: t, config: cliSite(t, s.storage, "sms {\n log\n allowed_country_codes +1\n}")}
+		expectContains(t, c.fails("users", "add", "+44 20 7946 0000"), "+442079460000: numbers in this country are not accepted (allowed calling codes: +1)")
+		if users, err := s.Users(context.Background(), defaultRealm); err != nil || len(users) != 0 {
+			t.Fatalf("users after a refused add: %v, %v", users, err)
+		}
+		c.ok("users", "add", "+1 555 000 1234")
+	})
+}
