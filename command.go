@@ -1,6 +1,7 @@
 package passwordless
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -209,7 +210,9 @@ func chooseStore(cfg *adaptedConfig, file, realm string) (chosenStore, error) {
 	var handlers []json.RawMessage
 	if len(cfg.Apps.HTTP) > 0 {
 		var tree any
-		if err := json.Unmarshal(cfg.Apps.HTTP, &tree); err != nil {
+		dec := json.NewDecoder(bytes.NewReader(cfg.Apps.HTTP))
+		dec.UseNumber() // handlers are encoded again: numbers stay as written
+		if err := dec.Decode(&tree); err != nil {
 			return chosenStore{}, fmt.Errorf("reading the http app of %s: %v", file, err)
 		}
 		collectHandlers(tree, &handlers)

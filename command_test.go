@@ -203,6 +203,21 @@ func TestCommandFindsTheStoreOfTheConfig(t *testing.T) {
 		c := &cli{t: t, config: cliSite(t, "storage sqlite", "")}
 		expectContains(t, c.fails("users", "list"), "Caddyfile:6")
 	})
+	t.Run("--adapter", func(t *testing.T) {
+		db := filepath.Join(t.TempDir(), "pwl.db")
+		s, err := openSQLite(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer releaseSQLite(s)
+		// Not named like a Caddyfile: without --adapter it is read as JSON.
+		path := filepath.Join(t.TempDir(), "site.conf")
+		b, _ := os.ReadFile(cliSite(t, "storage sqlite "+db, ""))
+		os.WriteFile(path, b, 0o600)
+		c := &cli{t: t, config: path}
+		expectContains(t, c.fails("users", "list"), "is not valid JSON", "--adapter")
+		c.ok("users", "list", "--adapter", "caddyfile")
+	})
 	t.Run("no handler", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "Caddyfile")
 		os.WriteFile(path, []byte("http://localhost:9080 {\n\trespond ok\n}\n"), 0o600)
