@@ -405,6 +405,9 @@ func (pr *ProtectRule) conditional() bool {
 
 // permits reports whether the rule lets the user of st in.
 func (pr *ProtectRule) permits(st *userState) bool {
+	if !pr.conditional() {
+		return true
+	}
 	for _, r := range pr.Roles {
 		if _, ok := slices.BinarySearch(st.roles, r); ok {
 			return true
@@ -427,6 +430,37 @@ func (p *Passwordless) ruleFor(r *http.Request) *ProtectRule {
 		}
 	}
 	return nil
+}
+
+// anyRuleAnyReading reports whether a rule covers some reading of r's path.
+func (p *Passwordless) anyRuleAnyReading(r *http.Request, readings []string) bool {
+	for i := range p.ProtectRules {
+		if matchAnyReading(p.ProtectRules[i].match, r, readings) {
+			return true
+		}
+	}
+	return false
+}
+
+// permitted reports whether the rules let the user of st open r. Under
+// every reading of the path the first matching rule decides, and every
+// such decision must admit the user: otherwise /docs/..;/admin could be
+// judged by the rule of /docs/* while a servlet backend serves /admin.
+func (p *Passwordless) permitted(r *http.Request, st *userState) bool {
+	if len(p.ProtectRules) == 0 {
+		return true
+	}
+	readings := pathReadings(r)
+	if readings == nil {
+		rule := p.ruleFor(r)
+		return rule == nil || rule.permits(st)
+	}
+	for _, path := range readings {
+		if rule := p.ruleFor(withPath(r, path)); rule != nil && !rule.permits(st) {
+			return false
+		}
+	}
+	return true
 }
 
 // unmarshalProtect reads `protect PATHS [{ role ...; email ...; mobile ... }]`.

@@ -303,6 +303,10 @@ func TestProtectRulesFirstMatchAnd403(t *testing.T) {
 		{guest, "/team/lobby/x", http.StatusForbidden}, // /team/* comes first
 		{staff, "/team/lobby/x", http.StatusOK},
 		{guest, "/docs/secret/x", http.StatusOK}, // /docs/* comes first
+		// A servlet backend reads /team/x here: every reading's first
+		// rule must admit the user.
+		{guest, "/docs/..;/team/x", http.StatusForbidden},
+		{staff, "/docs/..;/team/x", http.StatusOK},
 		{guest, "/reports/q3", http.StatusForbidden},
 		{boss, "/reports/q3", http.StatusOK}, // by email
 		{staff, "/reports/q3", http.StatusForbidden},
