@@ -579,6 +579,7 @@ func (p *Passwordless) serveLogoutAll(w http.ResponseWriter, r *http.Request) *a
 		return p.internal("revoking sessions", err)
 	}
 	p.verified.endUser(c.Subject, t)
+	p.audit(r.Context(), auditSessionsRevoked, auditEvent{UserID: c.Subject, SessionID: c.SessionID})
 	if cookieToken(r) != "" {
 		http.SetCookie(w, p.sessionCookie(r, "", time.Time{}))
 	}
