@@ -656,3 +656,46 @@ func TestOffboardingAcrossInstances(t *testing.T) {
 		within5s(t, base+": user disabled", func() bool { return get(base, disabled).status == http.StatusUnauthorized })
 	}
 }
+
+func TestRolesPlaceholder(t *testing.T) {
+	people := filepath.Join(t.TempDir(), "people.txt")
+	writeFile(t, people, "*@example.com staff ops\n")
+	e := newEnv(t, withConfig("allow_file "+people), withSite(`header >X-Seen-Roles "{http.auth.user.roles}"`))
+	tok := e.login("ph@example.com").str("token")
+	r := e.get("/x", bearer(tok)...)
+	expectStatus(t, r, http.StatusOK)
+	if got := r.header.Get("X-Seen-Roles"); got != "ops,staff" || r.str("roles") != "ops,staff" {
+		t.Fatalf("placeholder %q, header %q", got, r.str("roles"))
+	}
+}
+
+// The JSON config says the same as the Caddyfile, and its mistakes fail
+// provisioning with the rule named.
+func TestProtectRulesJSON(t *testing.T) {
+	handler := func(rules string) string {
+		return fmt.Sprintf(`{"admin": {"listen": "localhost:2999"}, "apps": {"http": {"http_port": 9080, "servers": {"s": {"listen": [":9080"], "automatic_https": {"disable": true},
+		"routes": [{"handle": [{"handler": "passwordless", "storage": {"driver": "sqlite", "dsn": %q}, "email": {"log": true}, "protect_rules": %s}, {"handler": "static_response", "body": "ok"}]}]}}}}}`,
+			filepath.Join(t.TempDir(), "pwl.db"), rules)
+	}
+	for rules, want := range map[string]string{
+		`[{"paths": ["/admin/*"], "emails": ["+44*"]}]`: `protect /admin/*: \"+44*\" is not a pattern of email addresses`,
+		`[{"paths": ["/admin/*"], "roles": ["a b"]}]`:   `protect /admin/*: \"a b\" is not a role name`,
+		`[{"paths": [], "roles": ["admin"]}]`:           `a rule needs paths`,
+		`[{"paths": ["/x/*"], "mobiles": ["*@x.com"]}]`: `is not a pattern of mobile numbers`,
+	} {
+		if err := loadConfig(t, handler(rules)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v", rules, err)
+		}
+	}
+	if err := loadConfig(t, handler(`[{"paths": ["/admin/*"], "roles": ["admin"]}, {"paths": ["/*"]}]`)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := http.Get("http://localhost:9080/admin/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a rule's path without a token: %d", r.StatusCode)
+	}
+}
