@@ -237,6 +237,7 @@ func (ac *accessControl) watch() {
 	defer close(ac.done)
 	t := time.NewTicker(allowFilePoll)
 	defer t.Stop()
+	unreadable := false // logged once, not every poll
 	for {
 		select {
 		case <-ac.stop:
@@ -245,9 +246,13 @@ func (ac *accessControl) watch() {
 		}
 		data, err := os.ReadFile(ac.file)
 		if err != nil {
-			ac.logger.Error("reading allow_file; keeping its last good version", zap.String("file", ac.file), zap.Error(err))
+			if !unreadable {
+				ac.logger.Error("reading allow_file; keeping its last good version", zap.String("file", ac.file), zap.Error(err))
+			}
+			unreadable = true
 			continue
 		}
+		unreadable = false
 		sum := sha256.Sum256(data)
 		if sum == ac.sum {
 			continue
