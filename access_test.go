@@ -208,8 +208,10 @@ func TestAllowFileRolesHotReloadAndOffboarding(t *testing.T) {
 		t.Fatalf("upstream saw %s", r.body)
 	}
 
-	// A broken edit is logged and changes nothing.
-	writeFile(t, people, "*@example.com staff\nthis is not a pattern\n")
+	// A broken edit, written in place, is logged and changes nothing.
+	if err := os.WriteFile(people, []byte("*@example.com staff\nthis is not a pattern\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(2 * allowFilePoll)
 	if r := e.get("/app", bearer(bossTok)...); r.status != http.StatusOK || r.str("roles") != "staff" {
 		t.Fatalf("after a broken edit: %d %s", r.status, r.body)
@@ -697,5 +699,38 @@ func TestProtectRulesJSON(t *testing.T) {
 	r.Body.Close()
 	if r.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("a rule's path without a token: %d", r.StatusCode)
+	}
+}
+
+func TestParseAllowFile(t *testing.T) {
+	lines, err := parseAllowFile("people.txt", []byte("# team\n\n*@example.com staff ops # all of us\nodd#name@example.com\n+44*\tuk\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lines) != 3 || strings.Join(lines[0].roles, ",") != "ops,staff" || lines[1].pattern.exact != "odd#name@example.com" ||
+		lines[2].pattern.prefix != "+44" || strings.Join(lines[2].roles, ",") != "uk" {
+		t.Fatalf("%+v", lines)
+	}
+	for content, want := range map[string]string{
+		"ok@example.com\n\n*@\n":       "people.txt:3:",
+		"ok@example.com admin,root\n":  "people.txt:1:",
+		"*@example.com staff\n+44 *\n": "people.txt:2:",
+		"\n\n\n\nbob@@example.com x\n": "people.txt:5:",
+	} {
+		if _, err := parseAllowFile("people.txt", []byte(content)); err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("%q: %v, want %s", content, err, want)
+		}
+	}
+}
+
+// Codes, limits, failures and secrets of the default realm keep the keys
+// they had before realms, so existing data stays valid; other realms'
+// keys cannot collide with them.
+func TestRealmKey(t *testing.T) {
+	if realmKey(defaultRealm, "email:a@example.com") != "email:a@example.com" || realmKey(defaultRealm, "code_hmac_key") != "code_hmac_key" {
+		t.Fatal("the default realm's keys changed")
+	}
+	if k := realmKey("team", "email:a@example.com"); k != "realm:team/email:a@example.com" {
+		t.Fatalf("team key %q", k)
 	}
 }
