@@ -237,6 +237,7 @@ func (ac *accessControl) watch() {
 	defer close(ac.done)
 	t := time.NewTicker(allowFilePoll)
 	defer t.Stop()
+	unreadable := false // logged once, not every poll
 	for {
 		select {
 		case <-ac.stop:
@@ -245,9 +246,13 @@ func (ac *accessControl) watch() {
 		}
 		data, err := os.ReadFile(ac.file)
 		if err != nil {
-			ac.logger.Error("reading allow_file; keeping its last good version", zap.String("file", ac.file), zap.Error(err))
+			if !unreadable {
+				ac.logger.Error("reading allow_file; keeping its last good version", zap.String("file", ac.file), zap.Error(err))
+			}
+			unreadable = true
 			continue
 		}
+		unreadable = false
 		sum := sha256.Sum256(data)
 		if sum == ac.sum {
 			continue
@@ -405,6 +410,9 @@ func (pr *ProtectRule) conditional() bool {
 
 // permits reports whether the rule lets the user of st in.
 func (pr *ProtectRule) permits(st *userState) bool {
+	if !pr.conditional() {
+		return true
+	}
 	for _, r := range pr.Roles {
 		if _, ok := slices.BinarySearch(st.roles, r); ok {
 			return true
@@ -427,6 +435,37 @@ func (p *Passwordless) ruleFor(r *http.Request) *ProtectRule {
 		}
 	}
 	return nil
+}
+
+// anyRuleAnyReading reports whether a rule covers some reading of r's path.
+func (p *Passwordless) anyRuleAnyReading(r *http.Request, readings []string) bool {
+	for i := range p.ProtectRules {
+		if matchAnyReading(p.ProtectRules[i].match, r, readings) {
+			return true
+		}
+	}
+	return false
+}
+
+// permitted reports whether the rules let the user of st open r. Under
+// every reading of the path the first matching rule decides, and every
+// such decision must admit the user: otherwise /docs/..;/admin could be
+// judged by the rule of /docs/* while a servlet backend serves /admin.
+func (p *Passwordless) permitted(r *http.Request, st *userState) bool {
+	if len(p.ProtectRules) == 0 {
+		return true
+	}
+	readings := pathReadings(r)
+	if readings == nil {
+		rule := p.ruleFor(r)
+		return rule == nil || rule.permits(st)
+	}
+	for _, path := range readings {
+		if rule := p.ruleFor(withPath(r, path)); rule != nil && !rule.permits(st) {
+			return false
+		}
+	}
+	return true
 }
 
 // unmarshalProtect reads `protect PATHS [{ role ...; email ...; mobile ... }]`.
@@ -545,6 +584,7 @@ func (p *Passwordless) serveLogoutAll(w http.ResponseWriter, r *http.Request) *a
 		return p.internal("revoking sessions", err)
 	}
 	p.verified.endUser(c.Subject, t)
+	p.audit(r.Context(), auditSessionsRevoked, auditEvent{UserID: c.Subject, SessionID: c.SessionID})
 	if cookieToken(r) != "" {
 		http.SetCookie(w, p.sessionCookie(r, "", time.Time{}))
 	}

@@ -208,8 +208,10 @@ func TestAllowFileRolesHotReloadAndOffboarding(t *testing.T) {
 		t.Fatalf("upstream saw %s", r.body)
 	}
 
-	// A broken edit is logged and changes nothing.
-	writeFile(t, people, "*@example.com staff\nthis is not a pattern\n")
+	// A broken edit, written in place, is logged and changes nothing.
+	if err := os.WriteFile(people, []byte("*@example.com staff\nthis is not a pattern\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(2 * allowFilePoll)
 	if r := e.get("/app", bearer(bossTok)...); r.status != http.StatusOK || r.str("roles") != "staff" {
 		t.Fatalf("after a broken edit: %d %s", r.status, r.body)
@@ -303,6 +305,10 @@ func TestProtectRulesFirstMatchAnd403(t *testing.T) {
 		{guest, "/team/lobby/x", http.StatusForbidden}, // /team/* comes first
 		{staff, "/team/lobby/x", http.StatusOK},
 		{guest, "/docs/secret/x", http.StatusOK}, // /docs/* comes first
+		// A servlet backend reads /team/x here: every reading's first
+		// rule must admit the user.
+		{guest, "/docs/..;/team/x", http.StatusForbidden},
+		{staff, "/docs/..;/team/x", http.StatusOK},
 		{guest, "/reports/q3", http.StatusForbidden},
 		{boss, "/reports/q3", http.StatusOK}, // by email
 		{staff, "/reports/q3", http.StatusForbidden},
@@ -650,5 +656,81 @@ func TestOffboardingAcrossInstances(t *testing.T) {
 	for _, base := range []string{a, b} {
 		within5s(t, base+": allow line removed", func() bool { return get(base, leaver).status == http.StatusUnauthorized })
 		within5s(t, base+": user disabled", func() bool { return get(base, disabled).status == http.StatusUnauthorized })
+	}
+}
+
+func TestRolesPlaceholder(t *testing.T) {
+	people := filepath.Join(t.TempDir(), "people.txt")
+	writeFile(t, people, "*@example.com staff ops\n")
+	e := newEnv(t, withConfig("allow_file "+people), withSite(`header >X-Seen-Roles "{http.auth.user.roles}"`))
+	tok := e.login("ph@example.com").str("token")
+	r := e.get("/x", bearer(tok)...)
+	expectStatus(t, r, http.StatusOK)
+	if got := r.header.Get("X-Seen-Roles"); got != "ops,staff" || r.str("roles") != "ops,staff" {
+		t.Fatalf("placeholder %q, header %q", got, r.str("roles"))
+	}
+}
+
+// The JSON config says the same as the Caddyfile, and its mistakes fail
+// provisioning with the rule named.
+func TestProtectRulesJSON(t *testing.T) {
+	handler := func(rules string) string {
+		return fmt.Sprintf(`{"admin": {"listen": "localhost:2999"}, "apps": {"http": {"http_port": 9080, "servers": {"s": {"listen": [":9080"], "automatic_https": {"disable": true},
+		"routes": [{"handle": [{"handler": "passwordless", "storage": {"driver": "sqlite", "dsn": %q}, "email": {"log": true}, "protect_rules": %s}, {"handler": "static_response", "body": "ok"}]}]}}}}}`,
+			filepath.Join(t.TempDir(), "pwl.db"), rules)
+	}
+	for rules, want := range map[string]string{
+		`[{"paths": ["/admin/*"], "emails": ["+44*"]}]`: `protect /admin/*: \"+44*\" is not a pattern of email addresses`,
+		`[{"paths": ["/admin/*"], "roles": ["a b"]}]`:   `protect /admin/*: \"a b\" is not a role name`,
+		`[{"paths": [], "roles": ["admin"]}]`:           `a rule needs paths`,
+		`[{"paths": ["/x/*"], "mobiles": ["*@x.com"]}]`: `is not a pattern of mobile numbers`,
+	} {
+		if err := loadConfig(t, handler(rules)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v", rules, err)
+		}
+	}
+	if err := loadConfig(t, handler(`[{"paths": ["/admin/*"], "roles": ["admin"]}, {"paths": ["/*"]}]`)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := http.Get("http://localhost:9080/admin/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a rule's path without a token: %d", r.StatusCode)
+	}
+}
+
+func TestParseAllowFile(t *testing.T) {
+	lines, err := parseAllowFile("people.txt", []byte("# team\n\n*@example.com staff ops # all of us\nodd#name@example.com\n+44*\tuk\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lines) != 3 || strings.Join(lines[0].roles, ",") != "ops,staff" || lines[1].pattern.exact != "odd#name@example.com" ||
+		lines[2].pattern.prefix != "+44" || strings.Join(lines[2].roles, ",") != "uk" {
+		t.Fatalf("%+v", lines)
+	}
+	for content, want := range map[string]string{
+		"ok@example.com\n\n*@\n":       "people.txt:3:",
+		"ok@example.com admin,root\n":  "people.txt:1:",
+		"*@example.com staff\n+44 *\n": "people.txt:2:",
+		"\n\n\n\nbob@@example.com x\n": "people.txt:5:",
+	} {
+		if _, err := parseAllowFile("people.txt", []byte(content)); err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("%q: %v, want %s", content, err, want)
+		}
+	}
+}
+
+// Codes, limits, failures and secrets of the default realm keep the keys
+// they had before realms, so existing data stays valid; other realms'
+// keys cannot collide with them.
+func TestRealmKey(t *testing.T) {
+	if realmKey(defaultRealm, "email:a@example.com") != "email:a@example.com" || realmKey(defaultRealm, "code_hmac_key") != "code_hmac_key" {
+		t.Fatal("the default realm's keys changed")
+	}
+	if k := realmKey("team", "email:a@example.com"); k != "realm:team/email:a@example.com" {
+		t.Fatalf("team key %q", k)
 	}
 }

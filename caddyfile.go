@@ -67,6 +67,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			send_interval 60s
 //			per_alias 5 1h
 //			per_ip 30 1h
+//			failed_per_ip 20 1h
 //		}
 //		jwt {
 //			algorithm EdDSA|ES256|RS256|HS256
@@ -455,7 +456,7 @@ func (rl *RateLimitConfig) unmarshal(d *caddyfile.Dispenser) error {
 			}
 			iv := caddy.Duration(dur)
 			rl.SendInterval = &iv
-		case "per_alias", "per_ip":
+		case "per_alias", "per_ip", "failed_per_ip":
 			name := d.Val()
 			args := d.RemainingArgs()
 			if len(args) != 2 {
@@ -470,10 +471,13 @@ func (rl *RateLimitConfig) unmarshal(d *caddyfile.Dispenser) error {
 				return d.Errf("%s: the window must be a positive duration (like 1h), not %q", name, args[1])
 			}
 			l := &Limit{Count: n, Window: caddy.Duration(w)}
-			if name == "per_alias" {
+			switch name {
+			case "per_alias":
 				rl.PerAlias = l
-			} else {
+			case "per_ip":
 				rl.PerIP = l
+			default:
+				rl.FailedPerIP = l
 			}
 		default:
 			return d.Errf("unrecognized rate_limit subdirective %q", d.Val())

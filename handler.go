@@ -43,30 +43,6 @@ func dropIdentityHeaders(h http.Header) {
 	}
 }
 
-// dropIdentityTrailers removes identity headers a client sends as
-// trailers. net/http fills r.Trailer only when the body has been read to
-// its end, which happens in the next handler (reverse_proxy copies the
-// trailers at that moment): so they are dropped there, at EOF.
-func dropIdentityTrailers(r *http.Request) {
-	dropIdentityHeaders(r.Trailer)
-	if r.Body != nil && r.Body != http.NoBody && r.ContentLength < 0 {
-		r.Body = &trailerFilter{ReadCloser: r.Body, r: r}
-	}
-}
-
-type trailerFilter struct {
-	io.ReadCloser
-	r *http.Request
-}
-
-func (f *trailerFilter) Read(p []byte) (int, error) {
-	n, err := f.ReadCloser.Read(p)
-	if err == io.EOF {
-		dropIdentityHeaders(f.r.Trailer)
-	}
-	return n, err
-}
-
 // sameHeaderName compares header names as CGI does: case-insensitive,
 // with '_' and '-' alike.
 func sameHeaderName(a, b string) bool {
@@ -94,13 +70,17 @@ func sameHeaderName(a, b string) bool {
 // ServeHTTP answers the endpoints under the prefix and guards the rest.
 func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	dropIdentityHeaders(r.Header)
-	dropIdentityTrailers(r)
+	if r.Trailer != nil {
+		// Trailers arrive with the end of the body and are forwarded with
+		// it: they are scrubbed there, as the headers are here.
+		r.Body = &trailerScrubber{ReadCloser: r.Body, r: r}
+	}
 	if rest, ok := p.endpointPath(r.URL.Path); ok {
 		p.serveEndpoint(w, r, rest)
 		return nil
 	}
-	// Preflight requests carry no credentials by design (CORS).
-	if r.Method == http.MethodOptions || !p.protects(r) {
+	if isPreflight(r) || !p.protects(r) {
+		dropSessionCookie(r)
 		return next.ServeHTTP(w, r)
 	}
 	claims, st, reason := p.authenticate(r)
@@ -108,6 +88,7 @@ func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		// Anonymous traffic is normal: debug, not error, so it does not
 		// flood the log.
 		p.logger.Debug("request not authenticated", zap.String("reason", reason), zap.String("path", r.URL.Path))
+		countProtected(refusedResult(reason))
 		if reason != reasonCrossSite && len(p.senders) > 0 && wantsLoginPage(r) {
 			http.Redirect(w, r, p.Prefix+"/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusFound)
 			return nil
@@ -115,10 +96,12 @@ func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		writeError(w, authFailure(reason))
 		return nil
 	}
-	if rule := p.ruleFor(r); rule != nil && rule.conditional() && !rule.permits(st) {
+	if !p.permitted(r, st) {
+		countProtected(protectedForbidden)
 		p.forbidden(w, r, st)
 		return nil
 	}
+	dropSessionCookie(r)
 	// Who the user is comes from the session's current state, not from the
 	// token's claims, which may be as old as the session.
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
@@ -137,16 +120,148 @@ func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	if st.rolesHeader != "" {
 		r.Header[headerUserRoles] = []string{st.rolesHeader}
 	}
+	countProtected(protectedAllowed)
 	return next.ServeHTTP(w, r)
 }
 
+// isPreflight reports whether r is a CORS preflight, which browsers send
+// without credentials. Only a real one passes without a token: an OPTIONS
+// request with a body, or without the preflight headers, is authenticated
+// like any other, so it cannot carry data past the check.
+func isPreflight(r *http.Request) bool {
+	return r.Method == http.MethodOptions && r.ContentLength == 0 && len(r.TransferEncoding) == 0 &&
+		r.Header.Get("Origin") != "" && r.Header.Get("Access-Control-Request-Method") != ""
+}
+
+// trailerScrubber drops the identity headers from the request's trailers
+// when the body ends, which is when net/http fills them in and before the
+// proxy copies them upstream.
+type trailerScrubber struct {
+	io.ReadCloser
+	r *http.Request
+}
+
+func (t *trailerScrubber) Read(b []byte) (int, error) {
+	n, err := t.ReadCloser.Read(b)
+	if err == io.EOF {
+		dropIdentityHeaders(t.r.Trailer)
+	}
+	return n, err
+}
+
+// dropSessionCookie removes the plugin's own cookie from what goes to the
+// next handler: the upstream has no use for the token, and a backend that
+// logs or reflects cookies must not be able to leak it.
+func dropSessionCookie(r *http.Request) {
+	vals := r.Header["Cookie"]
+	found := false
+	for _, v := range vals {
+		if strings.Contains(v, cookieName) {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return
+	}
+	var keep []string
+	for _, c := range r.Cookies() {
+		if c.Name != cookieName && c.Name != secureCookieName {
+			keep = append(keep, c.Name+"="+c.Value)
+		}
+	}
+	if len(keep) == 0 {
+		delete(r.Header, "Cookie")
+		return
+	}
+	r.Header["Cookie"] = []string{strings.Join(keep, "; ")}
+}
+
 // protects reports whether r needs a token: protect or a rule covers it
-// and public does not. The default, everything, needs no matching.
+// and public does not. Backends do not all read a path alike (servlet
+// containers cut ";params" and some servers take '\' for '/'), so a
+// request is protected if any reading of its path is, and public only if
+// every reading is.
 func (p *Passwordless) protects(r *http.Request) bool {
-	if !p.protectAll && !p.protect.Match(r) && p.ruleFor(r) == nil {
+	readings := pathReadings(r)
+	if readings == nil {
+		// The common path has one reading; the default, everything, needs
+		// no matching.
+		if !p.protectAll && !p.protect.Match(r) && p.ruleFor(r) == nil {
+			return false
+		}
+		return len(p.public) == 0 || !p.public.Match(r)
+	}
+	if !p.protectAll && !matchAnyReading(p.protect, r, readings) && !p.anyRuleAnyReading(r, readings) {
 		return false
 	}
-	return len(p.public) == 0 || !p.public.Match(r)
+	return len(p.public) == 0 || !matchEveryReading(p.public, r, readings)
+}
+
+// pathReadings lists the ways a backend may read r's path: as decoded, as
+// sent, with ";params" cut from each segment, with '\' as '/', and both.
+// It is nil when the path has only the one reading, as nearly all do.
+func pathReadings(r *http.Request) []string {
+	decoded, raw := r.URL.Path, r.URL.EscapedPath()
+	if !strings.ContainsAny(decoded, ";\\") && !strings.Contains(raw, "%") {
+		return nil
+	}
+	var out []string
+	add := func(s string) {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	for _, base := range []string{decoded, raw} {
+		cut := cutPathParams(base)
+		add(base)
+		add(cut)
+		add(strings.ReplaceAll(base, "\\", "/"))
+		add(strings.ReplaceAll(cut, "\\", "/"))
+	}
+	return out
+}
+
+// cutPathParams removes ";params" from each segment, as servlet containers
+// do: /static/..;/secret is /static/../secret to them.
+func cutPathParams(p string) string {
+	if !strings.Contains(p, ";") {
+		return p
+	}
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		if j := strings.IndexByte(s, ';'); j >= 0 {
+			segs[i] = s[:j]
+		}
+	}
+	return strings.Join(segs, "/")
+}
+
+// withPath is r as if its path were path, for matching.
+func withPath(r *http.Request, path string) *http.Request {
+	r2 := *r
+	u := *r.URL
+	u.Path, u.RawPath = path, ""
+	r2.URL = &u
+	return &r2
+}
+
+func matchAnyReading(m caddyhttp.MatchPath, r *http.Request, readings []string) bool {
+	for _, path := range readings {
+		if m.Match(withPath(r, path)) {
+			return true
+		}
+	}
+	return false
+}
+
+func matchEveryReading(m caddyhttp.MatchPath, r *http.Request, readings []string) bool {
+	for _, path := range readings {
+		if !m.Match(withPath(r, path)) {
+			return false
+		}
+	}
+	return true
 }
 
 // endpointPath reports whether path is under the prefix and returns the
@@ -179,6 +294,7 @@ func (p *Passwordless) endpoints() map[string]endpoint {
 		"me":         get(p.serveMe),
 		"jwks.json":  get(p.serveJWKS),
 		"verify":     post(p.serveVerify),
+		"health":     get(p.serveHealth),
 	}
 	if _, ok := p.senders[KindEmail]; ok {
 		m["email"] = post(p.serveSend(KindEmail))
@@ -281,7 +397,7 @@ func (p *Passwordless) exchangeFields(w http.ResponseWriter, r *http.Request) (A
 	if !isDigits(code, p.CodeLength) {
 		return Alias{}, "", fieldError("token", "The code is invalid or has expired.")
 	}
-	if e := p.checkLock(r.Context(), a); e != nil {
+	if e := p.checkLock(r, a); e != nil {
 		return Alias{}, "", e
 	}
 	return a, code, nil
@@ -404,6 +520,7 @@ func (p *Passwordless) sendCode(ctx context.Context, a Alias, purpose, userID st
 	}
 	start := time.Now()
 	err = p.senders[a.Kind].Send(ctx, m)
+	countDelivery(a.Kind, purpose, time.Since(start), err)
 	if err == nil {
 		p.timers[a.Kind].observe(time.Since(start))
 		return nil
@@ -434,7 +551,7 @@ var invalidCode = &apiError{status: http.StatusBadRequest, detail: "The code is 
 
 // redeem checks a presented code for alias and purpose. It answers the
 // stored code on success; a failure counts toward the alias's lockout.
-func (p *Passwordless) redeem(ctx context.Context, a Alias, purpose, code string) (Code, *apiError) {
+func (p *Passwordless) redeem(ctx context.Context, ip string, a Alias, purpose, code string) (Code, *apiError) {
 	key := p.aliasKey(a)
 	stored, res, err := p.store.RedeemCode(ctx, key, purpose, func(hash []byte) bool {
 		return subtle.ConstantTimeCompare(hash, codeHash(p.hmacKey, key, purpose, code)) == 1
@@ -443,7 +560,7 @@ func (p *Passwordless) redeem(ctx context.Context, a Alias, purpose, code string
 		return Code{}, p.internal("redeeming code", err)
 	}
 	if res != CodeOK {
-		return Code{}, p.failed(ctx, a)
+		return Code{}, p.failed(ctx, ip, a)
 	}
 	return stored, nil
 }
@@ -469,10 +586,11 @@ func (p *Passwordless) serveToken(w http.ResponseWriter, r *http.Request) *apiEr
 	if e != nil {
 		return e
 	}
-	resp, e := p.newSession(ctx, r, u)
+	resp, sid, e := p.newSession(ctx, r, u)
 	if e != nil {
 		return e
 	}
+	p.loggedIn(ctx, a, u, sid)
 	writeJSON(w, http.StatusOK, resp)
 	return nil
 }
@@ -488,19 +606,20 @@ func (p *Passwordless) login(ctx context.Context, r *http.Request, a Alias, code
 		}
 		// A demo alias logs in only with its fixed code.
 		if subtle.ConstantTimeCompare([]byte(demo), []byte(code)) != 1 {
-			return User{}, p.failed(ctx, a)
+			return User{}, p.failed(ctx, clientIP(r), a)
 		}
-	} else if _, e := p.redeem(ctx, a, purposeLogin, code); e != nil {
+	} else if _, e := p.redeem(ctx, clientIP(r), a, purposeLogin, code); e != nil {
 		return User{}, e
 	}
 	// Outside the allow list: the failure of a wrong code, as for an
 	// unknown alias.
 	if !p.access.admits(a) {
-		return User{}, p.failed(ctx, a)
+		return User{}, p.failed(ctx, clientIP(r), a)
 	}
-	u, err := p.store.Login(ctx, p.Realm, a, *p.RegisterNewUsers || isDemo, now())
+	t := now()
+	u, err := p.store.Login(ctx, p.Realm, a, *p.RegisterNewUsers || isDemo, t)
 	if errors.Is(err, ErrNotFound) {
-		return User{}, p.failed(ctx, a)
+		return User{}, p.failed(ctx, clientIP(r), a)
 	}
 	if err != nil {
 		return User{}, p.internal("logging in", err)
@@ -508,7 +627,7 @@ func (p *Passwordless) login(ctx context.Context, r *http.Request, a Alias, code
 	if err := p.store.ResetFailures(ctx, p.aliasKey(a)); err != nil {
 		return User{}, p.internal("resetting failures", err)
 	}
-	p.logger.Info("user logged in", zap.String("user", u.ID), zap.String("via", string(a.Kind)))
+	p.userCreated(ctx, a, u, t)
 	return u, nil
 }
 
@@ -520,12 +639,14 @@ type tokenResponse struct {
 }
 
 // newSession starts a session for u and issues its first tokens.
-func (p *Passwordless) newSession(ctx context.Context, r *http.Request, u User) (tokenResponse, *apiError) {
+// It answers the session's id too.
+func (p *Passwordless) newSession(ctx context.Context, r *http.Request, u User) (tokenResponse, string, *apiError) {
 	s, refresh, e := p.startSession(ctx, r, u)
 	if e != nil {
-		return tokenResponse{}, e
+		return tokenResponse{}, "", e
 	}
-	return p.tokens(u, s.ID, refresh)
+	resp, e := p.tokens(u, s.ID, refresh)
+	return resp, s.ID, e
 }
 
 // startSession stores a new session for u that lives refresh_ttl, with

@@ -2,10 +2,12 @@ package passwordless
 
 import (
 	"bytes"
+	"context"
 	_ "embed"
 	"html/template"
 	"net/http"
 	"net/url"
+	"path"
 	"strings"
 	"time"
 )
@@ -90,10 +92,12 @@ func (p *Passwordless) serveLoginForm(w http.ResponseWriter, r *http.Request) *a
 	if !isDigits(code, p.CodeLength) {
 		return p.loginError(w, v, invalidCode)
 	}
-	if e := p.checkLock(r.Context(), a); e != nil {
+	if e := p.checkLock(r, a); e != nil {
 		return p.loginError(w, v, e)
 	}
-	ctx := r.Context()
+	// Once the code is being redeemed the work must finish: a client that
+	// goes away mid-request must not leave a burned code and no session.
+	ctx := context.WithoutCancel(r.Context())
 	u, e := p.login(ctx, r, a, code)
 	if e != nil {
 		return p.loginError(w, v, e)
@@ -108,6 +112,7 @@ func (p *Passwordless) serveLoginForm(w http.ResponseWriter, r *http.Request) *a
 	if e != nil {
 		return e
 	}
+	p.loggedIn(ctx, a, u, s.ID)
 	http.SetCookie(w, p.sessionCookie(r, tok, s.ExpiresAt))
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, v.Next, http.StatusSeeOther)
@@ -185,16 +190,31 @@ func (p *Passwordless) anyAlias(s string) (Alias, *apiError) {
 
 // safeNext keeps a redirect target on this site: a path, never a URL
 // (https://evil.example, //evil.example or /\evil.example all become /).
+// http.Redirect cleans the path it is given, so the cleaned form is what
+// is checked and returned; browsers read a backslash as a slash, so none
+// is allowed anywhere.
 func safeNext(next string) string {
-	if next == "" || next[0] != '/' || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") ||
-		strings.ContainsAny(next, "\r\n\t\x00") {
+	if next == "" || next[0] != '/' || strings.ContainsAny(next, "\\\r\n\t\x00") {
 		return "/"
 	}
 	u, err := url.Parse(next)
-	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil {
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" ||
+		strings.Contains(u.Path, "\\") {
 		return "/"
 	}
-	return next
+	clean := path.Clean(u.Path)
+	if strings.HasSuffix(u.Path, "/") && clean != "/" {
+		clean += "/"
+	}
+	if !strings.HasPrefix(clean, "/") || strings.HasPrefix(clean, "//") {
+		return "/"
+	}
+	u.Path, u.RawPath = clean, ""
+	out := u.String()
+	if !strings.HasPrefix(out, "/") || strings.HasPrefix(out, "//") || strings.Contains(out, "\\") {
+		return "/"
+	}
+	return out
 }
 
 // sameOrigin reports whether a browser request comes from a page of this
@@ -223,12 +243,16 @@ func (p *Passwordless) sessionCookie(r *http.Request, value string, expires time
 	return c
 }
 
-// cookieToken returns the session cookie's token, if any.
+// cookieToken returns the session cookie's token, if any. Over TLS only
+// the __Host- cookie counts: a sibling subdomain or a plain-HTTP attacker
+// can plant the unprefixed one, and would sign the victim in as themselves.
 func cookieToken(r *http.Request) string {
-	for _, name := range []string{secureCookieName, cookieName} {
-		if c, err := r.Cookie(name); err == nil && c.Value != "" {
-			return c.Value
-		}
+	name := cookieName
+	if r.TLS != nil {
+		name = secureCookieName
+	}
+	if c, err := r.Cookie(name); err == nil && c.Value != "" {
+		return c.Value
 	}
 	return ""
 }

@@ -121,6 +121,8 @@ type Passwordless struct {
 	logger     *zap.Logger
 	verified   *tokenCache
 	routes     map[string]endpoint // built once at provision
+	auditor    auditor
+	probes     *probeThrottle
 	access     *accessControl
 	realmEntry *realmEntry
 }
@@ -248,6 +250,12 @@ const (
 // secrets never appear in the adapted JSON), opens the store and loads keys.
 func (p *Passwordless) Provision(ctx caddy.Context) error {
 	p.logger = ctx.Logger()
+	// The module logger is http.handlers.passwordless: audit is below it.
+	p.auditor = auditor{p.logger.Named("audit")}
+	p.probes = new(probeThrottle)
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
 	repl := caddy.NewReplacer()
 	env := func(s *string) { *s = repl.ReplaceKnown(*s, "") }
 

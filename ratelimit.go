@@ -26,6 +26,12 @@ type RateLimitConfig struct {
 	// Code requests from one client IP per window, by Caddy's client IP
 	// (which honours the server's trusted_proxies). Default: 30 per 1h.
 	PerIP *Limit `json:"per_ip,omitempty"`
+	// Failed code exchanges (wrong or expired codes, at /token, /verify
+	// and the sign-in form) from one client IP per window. Past it the
+	// client gets 429 and its guesses stop counting toward any alias's
+	// lockout, so one address cannot keep other people's accounts locked.
+	// Default: 20 per 1h.
+	FailedPerIP *Limit `json:"failed_per_ip,omitempty"`
 }
 
 // Limit is a number of events per sliding window.
@@ -47,13 +53,16 @@ func (rl *RateLimitConfig) provision() {
 	if rl.PerIP == nil {
 		rl.PerIP = &Limit{Count: 30, Window: caddy.Duration(time.Hour)}
 	}
+	if rl.FailedPerIP == nil {
+		rl.FailedPerIP = &Limit{Count: 20, Window: caddy.Duration(time.Hour)}
+	}
 }
 
 func (rl *RateLimitConfig) validate() error {
 	if *rl.SendInterval < 0 {
 		return fmt.Errorf("rate_limit: send_interval must not be negative")
 	}
-	for name, l := range map[string]*Limit{"per_alias": rl.PerAlias, "per_ip": rl.PerIP} {
+	for name, l := range map[string]*Limit{"per_alias": rl.PerAlias, "per_ip": rl.PerIP, "failed_per_ip": rl.FailedPerIP} {
 		if l.Count < 1 || l.Window <= 0 || time.Duration(l.Window) > maxRateWindow {
 			return fmt.Errorf("rate_limit: %s needs a count of at least 1 and a window from 1s to %s", name, maxRateWindow)
 		}
@@ -110,6 +119,7 @@ func (p *Passwordless) hit(ctx context.Context, key string, count int, window ti
 		return p.internal("rate limit", err)
 	}
 	if wait > 0 {
+		countRateLimited(key)
 		return tooMany(wait)
 	}
 	return nil
@@ -132,30 +142,58 @@ func (p *Passwordless) allowSend(ctx context.Context, a Alias) *apiError {
 	return p.hit(ctx, "alias:"+a.Key(), rl.PerAlias.Count, time.Duration(rl.PerAlias.Window))
 }
 
-// checkLock answers 429 while a is locked out.
-func (p *Passwordless) checkLock(ctx context.Context, a Alias) *apiError {
+// checkLock answers 429 while a is locked out, or while the client has
+// used up its budget of failed exchanges.
+func (p *Passwordless) checkLock(r *http.Request, a Alias) *apiError {
+	ctx := r.Context()
+	l := p.RateLimit.FailedPerIP
+	wait, err := p.store.Peek(ctx, realmKey(p.Realm, failedIPKey(clientIP(r))), l.Count, time.Duration(l.Window), now())
+	if err != nil {
+		return p.internal("rate limit", err)
+	}
+	if wait > 0 {
+		countRateLimited(failedIPKey(clientIP(r)))
+		return tooMany(wait)
+	}
 	until, err := p.store.LockedUntil(ctx, p.aliasKey(a))
 	if err != nil {
 		return p.internal("reading lockout", err)
 	}
 	if wait := until.Sub(now()); wait > 0 {
+		countExchange(a.Kind, loginLocked)
 		return tooMany(wait)
 	}
 	return nil
 }
 
-// failed counts a failed exchange for a; the answer is the invalid-code
-// one, or 429 if this failure locked the alias.
-func (p *Passwordless) failed(ctx context.Context, a Alias) *apiError {
+func failedIPKey(ip string) string { return "failed-ip:" + ip }
+
+// failed counts a failed exchange from ip for a; the answer is the
+// invalid-code one, or 429 if this failure locked the alias or spent the
+// client's budget of failures.
+func (p *Passwordless) failed(ctx context.Context, ip string, a Alias) *apiError {
 	t := now()
+	// A client past its budget of failures no longer counts against the
+	// alias: one address cannot lock accounts at will, only ever a few.
+	l := p.RateLimit.FailedPerIP
+	wait, err := p.store.Hit(ctx, realmKey(p.Realm, failedIPKey(ip)), l.Count, time.Duration(l.Window), t)
+	if err != nil {
+		return p.internal("rate limit", err)
+	}
+	if wait > 0 {
+		countRateLimited(failedIPKey(ip))
+		return tooMany(wait)
+	}
 	_, until, err := p.store.Failure(ctx, p.aliasKey(a), lockoutFor, t)
 	if err != nil {
 		return p.internal("counting failure", err)
 	}
 	if !until.IsZero() {
 		p.logger.Warn("alias locked after repeated wrong codes", zap.String("kind", string(a.Kind)), zap.Time("until", until))
+		p.exchangeFailed(ctx, a, true)
 		return tooMany(until.Sub(t))
 	}
+	p.exchangeFailed(ctx, a, false)
 	return invalidCode
 }
 

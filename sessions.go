@@ -31,6 +31,7 @@ func (p *Passwordless) serveRefresh(w http.ResponseWriter, r *http.Request) *api
 	case errors.Is(err, ErrRefreshReused):
 		p.verified.endSession(s.ID, t)
 		p.logger.Warn("refresh token reused: session revoked", zap.String("user", s.UserID), zap.String("session", s.ID))
+		p.audit(ctx, auditRefreshReuse, auditEvent{UserID: s.UserID, SessionID: s.ID})
 		return &apiError{status: http.StatusUnauthorized, detail: "The refresh token was already used; the session has ended."}
 	case errors.Is(err, ErrNotFound):
 		return &apiError{status: http.StatusUnauthorized, detail: "The refresh token is invalid or has expired."}
@@ -76,6 +77,7 @@ func (p *Passwordless) serveLogout(w http.ResponseWriter, r *http.Request) *apiE
 		return p.internal("revoking session", err)
 	}
 	p.verified.endSession(c.SessionID, now())
+	p.audit(r.Context(), auditLogout, auditEvent{UserID: c.Subject, SessionID: c.SessionID})
 	// A browser session ends with its cookie.
 	if cookieToken(r) != "" {
 		http.SetCookie(w, p.sessionCookie(r, "", time.Time{}))
@@ -170,14 +172,14 @@ func (p *Passwordless) serveVerify(w http.ResponseWriter, r *http.Request) *apiE
 		return e
 	}
 	ctx := context.WithoutCancel(r.Context())
-	stored, e := p.redeem(ctx, a, purposeVerify, code)
+	stored, e := p.redeem(ctx, clientIP(r), a, purposeVerify, code)
 	if e != nil {
 		return e
 	}
 	// The code proves the alias to the account that asked for it, not to
 	// whoever presents it.
 	if stored.UserID != c.Subject {
-		return p.failed(ctx, a)
+		return p.failed(ctx, clientIP(r), a)
 	}
 	u, err := p.store.LinkAlias(ctx, c.Subject, a)
 	if errors.Is(err, ErrAliasTaken) {
@@ -189,6 +191,7 @@ func (p *Passwordless) serveVerify(w http.ResponseWriter, r *http.Request) *apiE
 	if err := p.store.ResetFailures(ctx, p.aliasKey(a)); err != nil {
 		return p.internal("resetting failures", err)
 	}
+	p.audit(ctx, auditAliasLinked, auditEvent{UserID: u.ID, Channel: a.Kind, SessionID: c.SessionID})
 	writeJSON(w, http.StatusOK, meResponse{ID: u.ID, Email: orNull(u.Email), Mobile: orNull(u.Mobile),
 		EmailVerified: u.EmailVerified, MobileVerified: u.MobileVerified})
 	return nil

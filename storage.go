@@ -23,11 +23,13 @@ type Store interface {
 	// SaveCode stores c as the only live code for its alias and purpose:
 	// older codes of that pair die.
 	SaveCode(ctx context.Context, c Code) error
-	// RedeemCode looks up the live code for alias and purpose and asks match
-	// whether the presented code fits its hash. On a match that is not
-	// expired, the code is consumed: of concurrent callers exactly one gets
-	// CodeOK. A mismatch counts an attempt; the code dies on the
-	// maxAttempts-th.
+	// RedeemCode claims one of the live code's attempts for alias and
+	// purpose, then asks match whether the presented code fits its hash.
+	// Of any number of concurrent callers at most maxAttempts are ever
+	// compared; a code whose attempts are spent answers CodeMissing. On a
+	// match that is not expired, the code is consumed: of concurrent
+	// callers exactly one gets CodeOK. A mismatch on the last attempt kills
+	// the code.
 	RedeemCode(ctx context.Context, alias, purpose string, match func(hash []byte) bool, maxAttempts int, now time.Time) (Code, CodeResult, error)
 	// DeleteCode voids one code, e.g. when it could not be delivered.
 	DeleteCode(ctx context.Context, id string) error
@@ -88,12 +90,18 @@ type Store interface {
 	// in the window ending now; then nothing is counted and it answers how
 	// long until the oldest of them leaves the window.
 	Hit(ctx context.Context, key string, limit int, window time.Duration, now time.Time) (retryAfter time.Duration, err error)
+	// Peek answers how long until one more event under key fits limit in
+	// the window ending now (zero: it fits), without counting one.
+	Peek(ctx context.Context, key string, limit int, window time.Duration, now time.Time) (retryAfter time.Duration, err error)
 	// Failure counts a wrong guess for alias and returns the count of
 	// consecutive failures; LockedUntil and ResetFailures read and clear it.
 	Failure(ctx context.Context, alias string, lockFor func(failures int) time.Duration, now time.Time) (failures int, lockedUntil time.Time, err error)
 	LockedUntil(ctx context.Context, alias string) (time.Time, error)
 	// ResetFailures clears the failures of alias, and so lifts a lockout.
 	ResetFailures(ctx context.Context, alias string) error
+
+	// Ping reads from the store, to tell whether it answers.
+	Ping(ctx context.Context) error
 
 	// Purge deletes what can no longer matter at now: expired codes,
 	// ended sessions with their refresh tokens, expired refresh tokens,

@@ -8,6 +8,9 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 )
 
 // testRealms: one alias is a different user in each realm; the default
@@ -242,5 +245,47 @@ func TestSQLiteMigratesVersion1(t *testing.T) {
 	s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sessions`).Scan(&n)
 	if n != 0 {
 		t.Fatal("sessions no longer reference users")
+	}
+}
+
+// TestPostgresMigratesVersion1 is TestSQLiteMigratesVersion1 on
+// PostgreSQL: users and sessions made by the first schema survive the
+// upgrade, in the default realm, and aliases become unique per realm.
+func TestPostgresMigratesVersion1(t *testing.T) {
+	dsn := postgresDSN(t)
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	schema := cfg.RuntimeParams["search_path"]
+	db := stdlib.OpenDB(*cfg)
+	for _, q := range []string{
+		`CREATE SCHEMA ` + schema,
+		`CREATE TABLE schema_version (version INTEGER NOT NULL)`,
+		`INSERT INTO schema_version (version) VALUES (1)`,
+		postgresMigrations[0],
+		`INSERT INTO users (id, email, email_verified, created_at) VALUES ('u1', 'old@example.com', TRUE, 1000)`,
+		`INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ('s1', 'u1', 1000, 99999999999999)`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+	s, err := openPostgres(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer releasePostgres(s)
+	ctx := context.Background()
+	a := Alias{Kind: KindEmail, Value: "old@example.com"}
+	if u, err := s.UserByAlias(ctx, defaultRealm, a); err != nil || u.ID != "u1" {
+		t.Fatalf("user after migration: %+v %v", u, err)
+	}
+	if su, err := s.SessionUser(ctx, "s1", now()); err != nil || !su.Active || su.User.ID != "u1" {
+		t.Fatalf("session after migration: %+v %v", su, err)
+	}
+	if _, err := s.CreateUser(ctx, "other", []Alias{a}, nil, now()); err != nil {
+		t.Fatalf("the alias is still unique across realms: %v", err)
 	}
 }

@@ -256,24 +256,24 @@ func (s *sqlStore) RedeemCode(ctx context.Context, alias, purpose string, match 
 	c := Code{Alias: alias, Purpose: purpose}
 	var exp, created int64
 	var attempts int
-	err := s.db.QueryRowContext(ctx, `SELECT id, user_id, hash, attempts, expires_at, created_at FROM codes WHERE alias = ? AND purpose = ?`,
-		alias, purpose).Scan(&c.ID, &c.UserID, &c.Hash, &attempts, &exp, &created)
+	// The attempt is claimed before the code is compared, in one atomic
+	// step: of any number of concurrent guesses, at most maxAttempts are
+	// ever compared. Reading first and counting after let a burst of
+	// parallel guesses all be compared against one code.
+	err := s.db.QueryRowContext(ctx, `UPDATE codes SET attempts = attempts + 1
+		WHERE alias = ? AND purpose = ? AND attempts < ?
+		RETURNING id, user_id, hash, attempts, expires_at, created_at`,
+		alias, purpose, maxAttempts).Scan(&c.ID, &c.UserID, &c.Hash, &attempts, &exp, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, CodeMissing, nil
 	}
 	if err != nil {
-		return c, 0, fmt.Errorf("reading code: %w", err)
+		return c, 0, fmt.Errorf("claiming attempt: %w", err)
 	}
 	c.ExpiresAt, c.CreatedAt = time.UnixMilli(exp), time.UnixMilli(created)
 	if !match(c.Hash) {
-		// The attempt is counted against this code id only, so a code that
-		// was replaced meanwhile is not charged for the old one's guesses.
-		var n int
-		err := s.db.QueryRowContext(ctx, `UPDATE codes SET attempts = attempts + 1 WHERE id = ? RETURNING attempts`, c.ID).Scan(&n)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return c, 0, fmt.Errorf("counting attempt: %w", err)
-		}
-		if err == nil && n >= maxAttempts {
+		if attempts >= maxAttempts {
+			// The last attempt is spent: the code dies.
 			if err := s.DeleteCode(ctx, c.ID); err != nil {
 				return c, 0, err
 			}
@@ -552,6 +552,19 @@ func (s *sqlStore) Hit(ctx context.Context, key string, limit int, window time.D
 	return 0, tx.Commit()
 }
 
+func (s *sqlStore) Peek(ctx context.Context, key string, limit int, window time.Duration, now time.Time) (time.Duration, error) {
+	var n int
+	var oldest sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*), MIN(at) FROM rate_events WHERE key = ? AND at > ?`,
+		key, ms(now.Add(-window))).Scan(&n, &oldest); err != nil {
+		return 0, fmt.Errorf("rate limit: %w", err)
+	}
+	if n < limit {
+		return 0, nil
+	}
+	return max(time.UnixMilli(oldest.Int64).Add(window).Sub(now), time.Millisecond), nil
+}
+
 func (s *sqlStore) Failure(ctx context.Context, alias string, lockFor func(int) time.Duration, now time.Time) (int, time.Time, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -608,6 +621,15 @@ func (s *sqlStore) Purge(ctx context.Context, t time.Time) error {
 		if _, err := s.db.ExecContext(ctx, q.sql, q.arg); err != nil {
 			return fmt.Errorf("purging: %w", err)
 		}
+	}
+	return nil
+}
+
+func (s *sqlStore) Ping(ctx context.Context) error {
+	// A read of a table, not SELECT 1: SQLite answers that without its file.
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM secrets`).Scan(&n); err != nil {
+		return fmt.Errorf("reading storage: %w", err)
 	}
 	return nil
 }

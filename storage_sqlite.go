@@ -3,6 +3,7 @@ package passwordless
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -41,6 +42,9 @@ func newSQLite(path string) (*sqliteStore, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating directory for %s: %w", path, err)
 	}
+	if err := ownerOnly(path); err != nil {
+		return nil, err
+	}
 	q := url.Values{}
 	// WAL lets readers go on while one writer writes; the busy timeout makes
 	// writers queue instead of failing; IMMEDIATE transactions take the
@@ -58,10 +62,27 @@ func newSQLite(path string) (*sqliteStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("preparing %s: %w", path, err)
 	}
-	// The file holds code hashes and signing keys: owner only.
-	_ = os.Chmod(path, 0o600)
 	noLock := func(context.Context, sqlTx, string) error { return nil }
 	return &sqliteStore{sqlStore: newSQLStore(sqlDB{DB: db}, path, noLock), path: path}, nil
+}
+
+// ownerOnly makes the database owner-only before SQLite opens it. The
+// file, and its -wal and -shm companions until a checkpoint, hold the
+// signing key and the code HMAC key. SQLite gives -wal and -shm the mode of
+// the main file, so creating that with 0600 covers all three; companions
+// left by an older version with the umask's mode are repaired.
+func ownerOnly(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", path, err)
+	}
+	f.Close()
+	for _, name := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(name, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("restricting %s to its owner: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // migrations are applied in order, each once; user_version records how far.

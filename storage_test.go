@@ -60,6 +60,7 @@ func TestStoreContract(t *testing.T) {
 			t.Run("secret generated once", func(t *testing.T) { testSecret(t, open(t)) })
 			t.Run("codes", func(t *testing.T) { testCodes(t, open(t)) })
 			t.Run("concurrent redeem", func(t *testing.T) { testConcurrentRedeem(t, open(t)) })
+			t.Run("attempts claimed before compare", func(t *testing.T) { testAttemptsClaimedBeforeCompare(t, open(t)) })
 			t.Run("users", func(t *testing.T) { testUsers(t, open(t)) })
 			t.Run("sessions", func(t *testing.T) { testSessions(t, open(t)) })
 			t.Run("hit", func(t *testing.T) { testHit(t, open(t)) })
@@ -68,6 +69,7 @@ func TestStoreContract(t *testing.T) {
 			t.Run("realms", func(t *testing.T) { testRealms(t, open(t)) })
 			t.Run("session user", func(t *testing.T) { testSessionUser(t, open(t)) })
 			t.Run("admin", func(t *testing.T) { testAdmin(t, open(t)) })
+			t.Run("ping", func(t *testing.T) { testPing(t, open(t)) })
 		})
 	}
 }

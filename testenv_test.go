@@ -100,6 +100,15 @@ func (u *upstream) requests() int {
 	return len(u.seen)
 }
 
+func (u *upstream) lastTrailer() http.Header {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.trailers) == 0 {
+		return nil
+	}
+	return u.trailers[len(u.trailers)-1]
+}
+
 func (u *upstream) lastHeader() http.Header {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -182,6 +191,28 @@ http://localhost:%d {
 		t.FailNow()
 	}
 	return e
+}
+
+// newTester starts Caddy from a whole Caddyfile.
+func newTester(t testing.TB, caddyfile string) *caddytest.Tester {
+	t.Helper()
+	tester := caddytest.NewTester(t)
+	tester.InitServer(caddyfile, "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
+	return tester
+}
+
+// jsonField reads one string field of a JSON object.
+func jsonField(t testing.TB, body []byte, key string) string {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(body, &m); err != nil {
+		t.Fatalf("not JSON: %s", body)
+	}
+	s, _ := m[key].(string)
+	return s
 }
 
 // response is what a client saw.

@@ -239,6 +239,11 @@ func (ks *keySet) sign(c *Claims) (string, error) {
 func (ks *keySet) verify(token string) (*Claims, error) {
 	c := new(Claims)
 	_, err := ks.parser.ParseWithClaims(token, c, func(t *jwt.Token) (any, error) {
+		// RFC 7515 4.1.11: a token with critical extensions this code does
+		// not understand must be refused, not have them ignored.
+		if _, ok := t.Header["crit"]; ok {
+			return nil, errors.New("unsupported crit header")
+		}
 		kid, _ := t.Header["kid"].(string)
 		if kid == "" && len(ks.keys) == 1 {
 			return ks.keys[0].public, nil

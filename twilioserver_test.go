@@ -170,6 +170,10 @@ func (s *twilioServer) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		twilioError(w, http.StatusUnauthorized, 20003, "Authenticate")
 		return
 	}
+	if r.Method == http.MethodGet && r.URL.Path == "/2010-04-01/Accounts/"+s.SID+".json" {
+		s.serveAccount(w, failure)
+		return
+	}
 	if r.URL.Path != "/2010-04-01/Accounts/"+s.SID+"/Messages.json" {
 		twilioError(w, http.StatusNotFound, 20404, "The requested resource "+r.URL.Path+" was not found")
 		return
@@ -243,6 +247,17 @@ func (s *twilioServer) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		"to":                    m.To,
 		"uri":                   uri + ".json",
 	})
+}
+
+// serveAccount answers GET /2010-04-01/Accounts/{AccountSid}.json, the
+// account resource, or the failure set with fail.
+func (s *twilioServer) serveAccount(w http.ResponseWriter, failure *twilioFailure) {
+	if failure != nil {
+		twilioError(w, failure.status, failure.code, failure.message)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	json.NewEncoder(w).Encode(map[string]any{"sid": s.SID, "status": "active", "type": "Full"})
 }
 
 // twilioError answers in the shape of Twilio's REST errors.

@@ -1,0 +1,158 @@
+package passwordless
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// healthTimeout bounds the store check, so a hung database answers 503
+// rather than keeping a load balancer waiting.
+const healthTimeout = 2 * time.Second
+
+// Names of the parts health reports as down.
+const (
+	partStorage = "storage"
+)
+
+type healthResponse struct {
+	Status string   `json:"status"`
+	Down   []string `json:"down,omitempty"`
+}
+
+// serveHealth is GET {prefix}/health: 200 while the store answers and no
+// configured channel is failing, else 503 naming the parts that are down.
+// It names parts only, never a server, a DSN or an error text, since
+// anyone may call it.
+func (p *Passwordless) serveHealth(w http.ResponseWriter, r *http.Request) *apiError {
+	var down []string
+	ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
+	defer cancel()
+	if err := p.store.Ping(ctx); err != nil {
+		p.logger.Warn("health: storage does not answer", zap.Error(err))
+		down = append(down, partStorage)
+	}
+	for _, k := range []AliasKind{KindEmail, KindMobile} {
+		if _, ok := p.senders[k]; ok && p.channelFailing(ctx, k) {
+			down = append(down, string(k))
+		}
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	if len(down) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, healthResponse{Status: "unavailable", Down: down})
+		return nil
+	}
+	writeJSON(w, http.StatusOK, healthResponse{Status: "ok"})
+	return nil
+}
+
+// channelFailing reports whether the channel's deliveries are failing:
+// its last real delivery failed, and no probe has found the provider
+// answering since. The state ends with the next delivery that succeeds, or
+// with a probe that does: without probes a load balancer that took the
+// instance out on a 503 would never send it the request that ends it.
+func (p *Passwordless) channelFailing(ctx context.Context, k AliasKind) bool {
+	t := p.timers[k]
+	if !t.isFailing() {
+		return false
+	}
+	pr, ok := p.senders[k].(prober)
+	// Health is public: probes are spaced so that polling it cannot make
+	// the plugin hammer the provider, or trip its limits on logins.
+	if !ok || !p.probes.due(k, now()) {
+		return true
+	}
+	if err := pr.Probe(ctx); err != nil {
+		p.logger.Warn("health: provider still failing", zap.String("channel", string(k)), zap.Error(err))
+		return true
+	}
+	t.recovered()
+	return false
+}
+
+// probeEvery is the least time between two probes of one channel.
+const probeEvery = 10 * time.Second
+
+// prober is a Sender that can check that its provider answers without
+// sending anything.
+type prober interface {
+	Probe(ctx context.Context) error
+}
+
+// probeThrottle spaces the probes of each channel.
+type probeThrottle struct {
+	mu   sync.Mutex
+	last map[AliasKind]time.Time
+}
+
+// due reports whether k may be probed at t, and if so notes the probe.
+func (pt *probeThrottle) due(k AliasKind, t time.Time) bool {
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	if pt.last == nil {
+		pt.last = make(map[AliasKind]time.Time)
+	}
+	if last, ok := pt.last[k]; ok && t.Sub(last) < probeEvery {
+		return false
+	}
+	pt.last[k] = t
+	return true
+}
+
+// recovered ends the failing state after a successful probe, leaving the
+// learnt send time as it is.
+func (s *sendTimer) recovered() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failing = false
+}
+
+// Probe connects to the SMTP server and goes as far as a send would
+// before the message: greeting, TLS and authentication.
+func (e *emailSender) Probe(ctx context.Context) error {
+	if e.smtp == nil {
+		return nil
+	}
+	client, err := e.client()
+	if err != nil {
+		return err
+	}
+	if err := client.DialWithContext(ctx); err != nil {
+		return fmt.Errorf("connecting to %s: %w", e.smtp.Address, err)
+	}
+	return client.Close()
+}
+
+// Probe reads the Twilio account resource: Twilio answers it only for
+// working credentials, and nothing is sent or charged.
+func (s *twilioSender) Probe(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	u := *s.apiURL
+	u.Path = strings.TrimSuffix(u.Path, "/") + "/2010-04-01/Accounts/" + s.accountSID + ".json"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return err
+	}
+	req.SetBasicAuth(s.accountSID, s.authToken)
+	client := &http.Client{
+		Transport:     s.transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("twilio: no answer from %s: %w", s.apiURL.Host, scrubURLError(err))
+	}
+	defer res.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("twilio: the account check answered %s", describeTwilioResponse(res.StatusCode, res.Header.Get("Twilio-Request-Id")))
+	}
+	return nil
+}

@@ -1,0 +1,133 @@
+package passwordless
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/emersion/go-smtp"
+)
+
+func testPing(t *testing.T, s Store) {
+	if err := s.Ping(context.Background()); err != nil {
+		t.Fatalf("a working store: %v", err)
+	}
+}
+
+// TestPingClosedStore: a store that cannot read answers an error.
+func TestPingClosedStore(t *testing.T) {
+	s, err := newSQLite(filepath.Join(t.TempDir(), "closed.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Destruct(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ping(context.Background()); err == nil {
+		t.Fatal("a closed store answers the ping")
+	}
+}
+
+// down stops the SMTP server: its port refuses connections.
+func (s *smtpServer) down() {
+	s.srv.Close()
+}
+
+// up starts the SMTP server again on the same address.
+func (s *smtpServer) up(t *testing.T) {
+	t.Helper()
+	ln, err := net.Listen("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := s.srv
+	s.srv = smtp.NewServer(s)
+	s.srv.Domain, s.srv.AllowInsecureAuth, s.srv.TLSConfig = old.Domain, old.AllowInsecureAuth, old.TLSConfig
+	s.srv.ReadTimeout, s.srv.WriteTimeout = old.ReadTimeout, old.WriteTimeout
+	go s.srv.Serve(ln)
+}
+
+// TestHealthFollowsSMTP: health is 200 while mail goes out, 503 naming
+// email (and nothing of the server) once the SMTP server is down, and 200
+// again when it is back, found by a probe, without any code having to be
+// sent first.
+func TestHealthFollowsSMTP(t *testing.T) {
+	e := newEnv(t)
+	r := e.get("/auth/health")
+	expectStatus(t, r, http.StatusOK)
+	if strings.TrimSpace(string(r.body)) != `{"status":"ok"}` {
+		t.Fatalf("health: %s", r.body)
+	}
+	if r.header.Get("Cache-Control") != "no-store" {
+		t.Errorf("health may be cached: %q", r.header.Get("Cache-Control"))
+	}
+
+	before := scrape(t)
+	e.smtp.down()
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "down@example.com"}), http.StatusServiceUnavailable)
+	expectDeltas(t, deltas(before, scrape(t)), map[string]float64{
+		`caddy_passwordless_delivery_failures_total{channel="email"}`: 1,
+		`caddy_passwordless_delivery_seconds_count{channel="email"}`:  1,
+	})
+
+	down := func() {
+		t.Helper()
+		r := e.get("/auth/health")
+		expectStatus(t, r, http.StatusServiceUnavailable)
+		parts, _ := r.json["down"].([]any)
+		if r.str("status") != "unavailable" || !slices.Equal(parts, []any{"email"}) {
+			t.Fatalf("health while SMTP is down: %s", r.body)
+		}
+		_, port, _ := net.SplitHostPort(e.smtp.addr)
+		if strings.Contains(string(r.body), port) || strings.Contains(string(r.body), "127.0.0.1") {
+			t.Fatalf("health names the server: %s", r.body)
+		}
+	}
+	down()
+	clock.Advance(probeEvery)
+	down() // probed again, still down
+
+	e.smtp.up(t)
+	// Probed a moment ago: however often health is polled, the provider
+	// is not probed again before probeEvery.
+	down()
+	clock.Advance(probeEvery)
+	expectStatus(t, e.get("/auth/health"), http.StatusOK)
+	expectStatus(t, e.get("/auth/health"), http.StatusOK)
+
+	// Codes go out again.
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "back@example.com"}), http.StatusOK)
+	e.smtp.code(t, "back@example.com")
+}
+
+// TestHealthFollowsTwilio: likewise for SMS, with Twilio answering 500
+// and then working again; the probe reads the account and sends nothing.
+func TestHealthFollowsTwilio(t *testing.T) {
+	tw := startTwilio(t)
+	e := newEnv(t, withoutEmail(), smsBlock(t, tw, ""))
+	expectStatus(t, e.get("/auth/health"), http.StatusOK)
+
+	tw.fail(http.StatusInternalServerError, 20500, "Internal Server Error")
+	expectStatus(t, e.postForm("/auth/mobile/", map[string]string{"mobile": "+15551230001"}), http.StatusServiceUnavailable)
+	r := e.get("/auth/health")
+	expectStatus(t, r, http.StatusServiceUnavailable)
+	if parts, _ := r.json["down"].([]any); !slices.Equal(parts, []any{"mobile"}) {
+		t.Fatalf("health while Twilio fails: %s", r.body)
+	}
+	if strings.Contains(string(r.body), tw.SID) || strings.Contains(string(r.body), strings.TrimPrefix(tw.URL, "http://")) {
+		t.Fatalf("health names the account or the server: %s", r.body)
+	}
+
+	tw.failNone()
+	clock.Advance(probeEvery)
+	sent := len(tw.messages())
+	expectStatus(t, e.get("/auth/health"), http.StatusOK)
+	if len(tw.messages()) != sent {
+		t.Fatal("the probe sent a message")
+	}
+	expectStatus(t, e.postForm("/auth/mobile/", map[string]string{"mobile": "+15551230002"}), http.StatusOK)
+}
