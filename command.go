@@ -340,7 +340,7 @@ type operator struct {
 	json    bool
 	logging json.RawMessage
 	handler json.RawMessage // the config of a handler of the realm
-	auditor *zap.Logger
+	auditor auditor         // opened at the first change
 }
 
 // accessControl reads who may sign in, and with which roles, as the
@@ -362,15 +362,19 @@ func (op *operator) accessControl() (*accessControl, error) {
 	return p.access, nil
 }
 
-// audit logs a change as the handler's audit events are logged, into
-// the logs the config defines, so that the trail is whole whether a
-// change came through the API or from this command.
-func (op *operator) audit(msg string, fields ...zap.Field) {
-	if op.auditor == nil {
-		op.auditor = openAuditLog(op.logging)
+// audit records a change as the handler records its events, into the
+// logs the config defines, so that the trail is whole whether a change
+// came through the API or from this command.
+func (op *operator) audit(msg string, ev auditEvent, extra ...zap.Field) {
+	if op.auditor.logger == nil {
+		op.auditor = auditor{openAuditLog(op.logging)}
 	}
-	op.auditor.Info(msg, append(fields, zap.String("realm", op.realm), zap.String("source", "command"))...)
+	op.auditor.record(msg, ev, append(extra, zap.String("realm", op.realm), zap.String("source", "command"))...)
 }
+
+// auditLockoutCleared is the event of `lockouts clear`, which only the
+// command line makes.
+const auditLockoutCleared = "lockout cleared"
 
 // auditLoggerName is the logger of the audit events, under which the
 // handler's module ID is the prefix.
@@ -481,11 +485,11 @@ func cmdLockoutsClear(op *operator, args []string) error {
 	locked := until.After(now())
 	// Audit entries name users by id, never by address: an alias that is
 	// no user's is left out.
-	fields := []zap.Field{zap.String("channel", string(a.Kind)), zap.Bool("was_locked", locked)}
+	ev := auditEvent{Channel: a.Kind}
 	if u, err := op.store.UserByAlias(op.ctx, op.realm, a); err == nil {
-		fields = append(fields, zap.String("user_id", u.ID))
+		ev.UserID = u.ID
 	}
-	op.audit("lockout cleared", fields...)
+	op.audit(auditLockoutCleared, ev, zap.Bool("was_locked", locked))
 	if op.json {
 		return op.printJSON(map[string]any{"alias": a.Value, "was_locked": locked})
 	}
@@ -625,7 +629,7 @@ func cmdUsersAdd(op *operator, args []string) error {
 	if err != nil {
 		return fmt.Errorf("creating user: %w", err)
 	}
-	op.audit("user created", zap.String("user_id", u.ID), zap.Strings("roles", u.Roles))
+	op.audit(auditUserCreated, auditEvent{UserID: u.ID}, zap.Strings("roles", u.Roles))
 	if op.json {
 		return op.printJSON(newUserView(u, nil))
 	}
@@ -720,7 +724,7 @@ func cmdUsersRoles(op *operator, args []string) error {
 	if u, err = op.store.UserByID(op.ctx, u.ID); err != nil {
 		return err
 	}
-	op.audit("roles changed", zap.String("user_id", u.ID), zap.Strings("roles", u.Roles))
+	op.audit(auditRolesChanged, auditEvent{UserID: u.ID}, zap.Strings("roles", u.Roles))
 	if op.json {
 		return op.printJSON(newUserView(u, nil))
 	}
@@ -747,7 +751,7 @@ func cmdUsersDisable(op *operator, args []string) error {
 		return err
 	}
 	u.Disabled = true
-	op.audit("user disabled", zap.String("user_id", u.ID), zap.Int("sessions", n))
+	op.audit(auditUserDisabled, auditEvent{UserID: u.ID}, zap.Int("sessions", n))
 	if op.json {
 		return op.printJSON(map[string]any{"user": newUserView(u, nil), "sessions_revoked": n})
 	}
@@ -766,7 +770,7 @@ func cmdUsersEnable(op *operator, args []string) error {
 			return fmt.Errorf("enabling user: %w", err)
 		}
 		u.Disabled = false
-		op.audit("user enabled", zap.String("user_id", u.ID))
+		op.audit(auditUserEnabled, auditEvent{UserID: u.ID})
 	}
 	if op.json {
 		return op.printJSON(newUserView(u, nil))
@@ -787,7 +791,7 @@ func cmdUsersDelete(op *operator, args []string) error {
 	if err := op.store.DeleteUser(op.ctx, u.ID); err != nil {
 		return fmt.Errorf("deleting user: %w", err)
 	}
-	op.audit("user deleted", zap.String("user_id", u.ID))
+	op.audit(auditUserDeleted, auditEvent{UserID: u.ID})
 	if op.json {
 		return op.printJSON(map[string]any{"id": u.ID, "deleted": true})
 	}
@@ -837,7 +841,7 @@ func cmdSessionsRevoke(op *operator, args []string) error {
 	if err != nil {
 		return err
 	}
-	op.audit("sessions revoked", zap.String("user_id", u.ID), zap.Int("sessions", n))
+	op.audit(auditSessionsRevoked, auditEvent{UserID: u.ID}, zap.Int("sessions", n))
 	if op.json {
 		return op.printJSON(map[string]any{"user_id": u.ID, "sessions_revoked": n})
 	}
