@@ -376,8 +376,8 @@ func (op *operator) audit(msg string, ev auditEvent, extra ...zap.Field) {
 // command line makes.
 const auditLockoutCleared = "lockout cleared"
 
-// auditLoggerName is the logger of the audit events, under which the
-// handler's module ID is the prefix.
+// auditLoggerName names the audit logger below the module's logger:
+// http.handlers.passwordless.audit, as the handler's (module.go).
 const auditLoggerName = "audit"
 
 // openAuditLog sets up Caddy's logging from the config's logging section,
