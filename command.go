@@ -18,6 +18,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 )
 
@@ -103,20 +104,78 @@ func showHelp(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 
 // operatorCommand makes a subcommand that runs f on the configured store.
 // A failure is one line on stderr and exit status 1.
-func operatorCommand(use, short string, args cobra.PositionalArgs, f func(op *operator, args []string) error) *cobra.Command {
+func operatorCommand(use, short string, nargs cobra.PositionalArgs, f func(op *operator, args []string) error) *cobra.Command {
 	return &cobra.Command{
 		Use:   use,
 		Short: short,
-		Args:  args,
-		RunE: func(cmd *cobra.Command, args []string) error {
+		// User ids are URL-safe base64: one in 64 starts with '-', which
+		// pflag would take for a flag. splitArgs reads them as arguments.
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, raw []string) error {
 			cmd.SilenceErrors = true // our line instead of cobra's
-			err := runOperator(cmd, args, f)
+			err := func() error {
+				args, err := parseFlags(cmd, raw)
+				if err != nil {
+					return err
+				}
+				if help, _ := cmd.Flags().GetBool("help"); help {
+					return cmd.Help()
+				}
+				if err := nargs(cmd, args); err != nil {
+					return err
+				}
+				return runOperator(cmd, args, f)
+			}()
 			if err != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), "caddy passwordless: "+strings.Join(strings.Fields(err.Error()), " "))
 			}
 			return err
 		},
 	}
+}
+
+// parseFlags sets the command's flags (its own and its parents') from raw
+// and returns the arguments. A word that starts with '-' but is no flag of
+// the command is an argument; "--" ends the flags as usual.
+func parseFlags(cmd *cobra.Command, raw []string) ([]string, error) {
+	cmd.InheritedFlags() // merges the parents' persistent flags into Flags
+	fs := cmd.Flags()
+	var flags, args []string
+	for i := 0; i < len(raw); i++ {
+		a := raw[i]
+		var f *pflag.Flag
+		switch {
+		case a == "--":
+			args = append(args, raw[i+1:]...)
+			i = len(raw)
+			continue
+		case strings.HasPrefix(a, "--"):
+			name, _, hasValue := strings.Cut(a[2:], "=")
+			if f = fs.Lookup(name); f == nil {
+				return nil, fmt.Errorf("unknown flag: --%s", name)
+			}
+			if hasValue {
+				f = nil // nothing more to take
+			}
+		case len(a) == 2 && a[0] == '-' && fs.ShorthandLookup(a[1:]) != nil:
+			f = fs.ShorthandLookup(a[1:])
+		default:
+			args = append(args, a)
+			continue
+		}
+		flags = append(flags, a)
+		if f != nil && f.NoOptDefVal == "" {
+			if i+1 == len(raw) {
+				return nil, fmt.Errorf("flag needs an argument: %s", a)
+			}
+			i++
+			flags = append(flags, raw[i])
+		}
+	}
+	if err := fs.Parse(flags); err != nil {
+		return nil, err
+	}
+	return args, nil
 }
 
 func runOperator(cmd *cobra.Command, args []string, f func(*operator, []string) error) error {

@@ -558,6 +558,25 @@ func TestCommandUsageErrors(t *testing.T) {
 	expectContains(t, c.fails("users", "add"), "requires at least 1 arg(s)")
 	expectContains(t, c.fails("users", "list", "--jsn"), "unknown flag: --jsn")
 	expectContains(t, c.ok("users"), "add", "disable", "--realm")
+	expectContains(t, c.ok("users", "show", "--help"), "Usage:", "--json")
+	expectContains(t, c.fails("users", "show", "x", "--config"), "flag needs an argument: --config")
+}
+
+// TestCommandTakesIdsThatLookLikeFlags: one user id in 64 starts with
+// '-'; it is an argument, not a flag.
+func TestCommandTakesIdsThatLookLikeFlags(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "pwl.db")
+	s, err := openSQLite(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer releaseSQLite(s)
+	c := &cli{t: t}
+	config := cliSite(t, "storage sqlite "+db, "")
+	expectContains(t, c.fails("users", "show", "-qSOggvSjuhw7K3Wg265QQ", "-c", config, "--json"), "no user with id -qSOggvSjuhw7K3Wg265QQ in "+db)
+	expectContains(t, c.fails("users", "roles", "--config="+config, "-c7", "admin"), "no user with id -c7")
+	expectContains(t, c.fails("sessions", "revoke", "--config", config, "--", "--json"), "no user with id --json")
+	c.ok("users", "list", "--json=true", "-c", config)
 }
 
 // TestCommandReachesEveryInstance runs the command on a PostgreSQL store
