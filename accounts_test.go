@@ -209,7 +209,7 @@ func TestKeyRotation(t *testing.T) {
 func TestKeyFileMustFitAlgorithm(t *testing.T) {
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
 	f := writeKey(t, rsaKey)
-	if _, err := loadKeys(t.Context(), &JWTConfig{Algorithm: "EdDSA", KeyFiles: []string{f}}, nil); err == nil || !strings.Contains(err.Error(), "does not fit") {
+	if _, err := loadKeys(t.Context(), &JWTConfig{Algorithm: "EdDSA", KeyFiles: []string{f}}, nil, defaultRealm); err == nil || !strings.Contains(err.Error(), "does not fit") {
 		t.Fatalf("an RSA key was taken for EdDSA: %v", err)
 	}
 }
@@ -295,7 +295,7 @@ func TestVerifyCodeBelongsToTheAccountThatAsked(t *testing.T) {
 // an unknown one, is refused even though its signature is good.
 func TestSeveralKeysNeedKid(t *testing.T) {
 	first, second := strings.Repeat("a", 32), strings.Repeat("b", 32)
-	ks, err := loadKeys(t.Context(), &JWTConfig{Algorithm: "HS256", Secrets: []string{first, second}}, nil)
+	ks, err := loadKeys(t.Context(), &JWTConfig{Algorithm: "HS256", Secrets: []string{first, second}}, nil, defaultRealm)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -87,7 +87,7 @@ func (p *Passwordless) exchangeFailed(ctx context.Context, a Alias, locked bool)
 	}
 	countExchange(a.Kind, result)
 	ev := auditEvent{Channel: a.Kind}
-	if u, err := p.store.UserByAlias(ctx, a); err == nil {
+	if u, err := p.store.UserByAlias(ctx, p.Realm, a); err == nil {
 		ev.UserID = u.ID
 	}
 	p.audit(ctx, msg, ev)

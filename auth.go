@@ -2,6 +2,7 @@ package passwordless
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sync"
 	"time"
@@ -13,9 +14,10 @@ import (
 // (a token is a few hundred bytes).
 const tokenCacheSize = 10000
 
-// sessionRecheck is how long a session found active is trusted before the
-// store is asked again. Logout on this instance takes effect at once; on
-// another instance sharing the store, within this time.
+// sessionRecheck is how long the state of a session and its user (active,
+// enabled, allowed, roles, aliases) is trusted before the store is asked
+// again. Logout on this instance takes effect at once; on another instance
+// sharing the store, and any change to the user, within this time.
 const sessionRecheck = time.Second
 
 // crossSiteError answers an unsafe request that carries the session
@@ -23,19 +25,20 @@ const sessionRecheck = time.Second
 var crossSiteError = &apiError{status: http.StatusForbidden, detail: "Cross-site request refused."}
 
 // authenticate returns the claims of the request's valid token, from the
-// Authorization header or else the session cookie, or nil and why not.
-func (p *Passwordless) authenticate(r *http.Request) (*Claims, string) {
+// Authorization header or else the session cookie, with the current state
+// of its user, or nil and why not.
+func (p *Passwordless) authenticate(r *http.Request) (*Claims, *userState, string) {
 	tok := bearerToken(r.Header.Get("Authorization"))
 	if tok == "" {
 		tok = cookieToken(r)
 		if tok == "" {
-			return nil, reasonMissing
+			return nil, nil, reasonMissing
 		}
 		// A browser attaches the cookie to requests other sites make it
 		// send (SameSite=Lax still lets top-level POSTs of some kinds
 		// through older browsers): unsafe methods must come from here.
 		if !safeMethod(r.Method) && !sameOrigin(r) {
-			return nil, reasonCrossSite
+			return nil, nil, reasonCrossSite
 		}
 	}
 	return p.checkToken(r.Context(), tok)
@@ -46,31 +49,49 @@ func safeMethod(m string) bool {
 }
 
 // checkToken verifies a token, by signature the first time and from the
-// cache after that, and that its session is still active.
-func (p *Passwordless) checkToken(ctx context.Context, tok string) (*Claims, string) {
+// cache after that, and returns the current state of its session's user.
+// Per request this is two map lookups; the store is asked once per
+// session per sessionRecheck.
+func (p *Passwordless) checkToken(ctx context.Context, tok string) (*Claims, *userState, string) {
 	t := now()
 	c := p.verified.token(tok, t)
 	if c == nil {
 		var err error
 		if c, err = p.keys.verify(tok); err != nil {
-			return nil, reasonInvalid
+			return nil, nil, reasonInvalid
 		}
 		p.verified.putToken(tok, c)
 	}
-	active, known := p.verified.session(c.SessionID, t)
-	if !known {
-		var err error
-		active, err = p.store.SessionActive(ctx, c.SessionID, t)
-		if err != nil {
+	st := p.verified.session(c.SessionID)
+	gen := p.access.gen.Load()
+	switch {
+	case st == nil || (!st.final && t.Sub(st.checked) >= sessionRecheck):
+		su, err := p.store.SessionUser(ctx, c.SessionID, t)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			st = &userState{final: true, checked: t}
+		case err != nil:
 			p.logger.Error("checking session", zap.Error(err))
-			return nil, reasonInvalid
+			return nil, nil, reasonInvalid
+		default:
+			st = p.evaluate(su, t, gen)
 		}
-		p.verified.putSession(c.SessionID, active, t)
+		p.verified.putSession(c.SessionID, st)
+	case !st.final && st.gen != gen:
+		// The allow file changed: roles and who is allowed are computed
+		// again from what the store said, without asking it.
+		st = p.evaluate(st.su, st.checked, gen)
+		p.verified.putSession(c.SessionID, st)
 	}
-	if !active {
-		return nil, reasonRevoked
+	if !st.valid {
+		return nil, nil, reasonRevoked
 	}
-	return c, ""
+	// A token speaks for its session's user only: a sid naming another
+	// user's session is no credential.
+	if st.userID != c.Subject {
+		return nil, nil, reasonInvalid
+	}
+	return c, st, ""
 }
 
 // tokenCache remembers verified tokens until they expire, so EdDSA and
@@ -81,16 +102,11 @@ type tokenCache struct {
 	mu       sync.RWMutex
 	max      int
 	tokens   map[string]*Claims
-	sessions map[string]sessionState
-}
-
-type sessionState struct {
-	active  bool
-	checked time.Time
+	sessions map[string]*userState // by session id; entries are replaced, never changed
 }
 
 func newTokenCache(max int) *tokenCache {
-	return &tokenCache{max: max, tokens: make(map[string]*Claims), sessions: make(map[string]sessionState)}
+	return &tokenCache{max: max, tokens: make(map[string]*Claims), sessions: make(map[string]*userState)}
 }
 
 func (tc *tokenCache) token(tok string, t time.Time) *Claims {
@@ -117,19 +133,15 @@ func (tc *tokenCache) putToken(tok string, c *Claims) {
 	tc.tokens[tok] = c
 }
 
-// session answers a session's state if it was checked recently. A revoked
-// session stays revoked: that answer never needs a recheck.
-func (tc *tokenCache) session(sid string, t time.Time) (active, known bool) {
+// session answers the cached state of a session, nil if there is none.
+func (tc *tokenCache) session(sid string) *userState {
 	tc.mu.RLock()
-	s, ok := tc.sessions[sid]
+	st := tc.sessions[sid]
 	tc.mu.RUnlock()
-	if !ok || (s.active && t.Sub(s.checked) >= sessionRecheck) {
-		return false, false
-	}
-	return s.active, true
+	return st
 }
 
-func (tc *tokenCache) putSession(sid string, active bool, t time.Time) {
+func (tc *tokenCache) putSession(sid string, st *userState) {
 	tc.mu.Lock()
 	defer tc.mu.Unlock()
 	if _, ok := tc.sessions[sid]; !ok && len(tc.sessions) >= tc.max {
@@ -138,5 +150,21 @@ func (tc *tokenCache) putSession(sid string, active bool, t time.Time) {
 			break
 		}
 	}
-	tc.sessions[sid] = sessionState{active: active, checked: t}
+	tc.sessions[sid] = st
+}
+
+// endSession marks a session ended here at once.
+func (tc *tokenCache) endSession(sid string, t time.Time) {
+	tc.putSession(sid, &userState{final: true, checked: t})
+}
+
+// endUser marks every cached session of a user ended.
+func (tc *tokenCache) endUser(userID string, t time.Time) {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	for sid, st := range tc.sessions {
+		if st.userID == userID {
+			tc.sessions[sid] = &userState{final: true, checked: t}
+		}
+	}
 }

@@ -102,7 +102,7 @@ func BenchmarkValidateToken(b *testing.B) {
 			tok := benchToken(b, p)
 			ctx := b.Context()
 			for b.Loop() {
-				if c, reason := p.checkToken(ctx, tok); c == nil {
+				if c, _, reason := p.checkToken(ctx, tok); c == nil {
 					b.Fatal(reason)
 				}
 			}

@@ -19,8 +19,12 @@ func init() {
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	p := new(Passwordless)
-	err := p.UnmarshalCaddyfile(h.Dispenser)
-	return p, err
+	if err := p.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return p, err
+	}
+	h.Reset()
+	h.Next()
+	return p, adaptRealm(h.State, p, h.File()+":"+strconv.Itoa(h.Line()))
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
@@ -74,14 +78,23 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			issuer <iss>
 //			audience <aud>
 //		}
-//		protect <paths...>
+//		protect <paths...> [{
+//			role <role...>
+//			email <pattern...>
+//			mobile <pattern...>
+//		}]
 //		public <paths...>
+//		allow <pattern...>
+//		allow_file <file>
+//		realm <name>
 //	}
 func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	var protects []ProtectRule
+	defer func() { p.Protect, p.ProtectRules = protectConfig(protects) }()
 	for d.NextBlock(0) {
 		switch d.Val() {
 		case "prefix":
@@ -176,11 +189,36 @@ func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 		case "protect":
+			rule, err := unmarshalProtect(d)
+			if err != nil {
+				return err
+			}
+			protects = append(protects, rule)
+		case "allow":
 			args := d.RemainingArgs()
 			if len(args) == 0 {
 				return d.ArgErr()
 			}
-			p.Protect = append(p.Protect, args...)
+			for _, a := range args {
+				if _, err := parsePattern(a); err != nil {
+					return d.Errf("allow: %v", err)
+				}
+			}
+			p.Allow = append(p.Allow, args...)
+		case "allow_file":
+			if p.AllowFile != "" {
+				return d.Err("allow_file is given twice")
+			}
+			if err := oneArg(d, &p.AllowFile); err != nil {
+				return err
+			}
+		case "realm":
+			if err := oneArg(d, &p.Realm); err != nil {
+				return err
+			}
+			if !realmName.MatchString(p.Realm) {
+				return d.Errf("realm %q: use letters, digits, and _ . - inside (at most 64)", p.Realm)
+			}
 		case "public":
 			args := d.RemainingArgs()
 			if len(args) == 0 {

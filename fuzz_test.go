@@ -74,7 +74,7 @@ func FuzzNormalizeAlias(f *testing.F) {
 }
 
 func FuzzVerifyToken(f *testing.F) {
-	ks, err := loadKeys(f.Context(), &JWTConfig{Algorithm: "HS256", Secrets: []string{strings.Repeat("s", 32)}}, nil)
+	ks, err := loadKeys(f.Context(), &JWTConfig{Algorithm: "HS256", Secrets: []string{strings.Repeat("s", 32)}}, nil, defaultRealm)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -22,7 +22,10 @@ const (
 	headerUserID     = "X-Auth-User-Id"
 	headerUserEmail  = "X-Auth-User-Email"
 	headerUserMobile = "X-Auth-User-Mobile"
+	headerUserRoles  = "X-Auth-User-Roles"
 )
+
+var identityHeaders = []string{headerUserID, headerUserEmail, headerUserMobile, headerUserRoles}
 
 // dropIdentityHeaders removes what a client sent under the identity
 // headers' names, so a backend can trust them. Spellings with underscores
@@ -30,8 +33,8 @@ const (
 func dropIdentityHeaders(h http.Header) {
 	for k := range h {
 		switch len(k) {
-		case len(headerUserID), len(headerUserEmail), len(headerUserMobile):
-			for _, name := range []string{headerUserID, headerUserEmail, headerUserMobile} {
+		case len(headerUserID), len(headerUserEmail), len(headerUserMobile): // Roles is as long as Email
+			for _, name := range identityHeaders {
 				if sameHeaderName(k, name) {
 					delete(h, k)
 				}
@@ -80,7 +83,7 @@ func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		dropSessionCookie(r)
 		return next.ServeHTTP(w, r)
 	}
-	claims, reason := p.authenticate(r)
+	claims, st, reason := p.authenticate(r)
 	if claims == nil {
 		// Anonymous traffic is normal: debug, not error, so it does not
 		// flood the log.
@@ -93,18 +96,29 @@ func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		writeError(w, authFailure(reason))
 		return nil
 	}
-	dropSessionCookie(r)
-	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	repl.Set("http.auth.user.id", claims.Subject)
-	repl.Set("http.auth.user.email", claims.Email)
-	repl.Set("http.auth.user.mobile", claims.Mobile)
-	// The names are canonical already: no need for Header.Set's work.
-	r.Header[headerUserID] = []string{claims.Subject}
-	if claims.Email != "" {
-		r.Header[headerUserEmail] = []string{claims.Email}
+	if !p.permitted(r, st) {
+		countProtected(protectedForbidden)
+		p.forbidden(w, r, st)
+		return nil
 	}
-	if claims.Mobile != "" {
-		r.Header[headerUserMobile] = []string{claims.Mobile}
+	dropSessionCookie(r)
+	// Who the user is comes from the session's current state, not from the
+	// token's claims, which may be as old as the session.
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	repl.Set("http.auth.user.id", st.userID)
+	repl.Set("http.auth.user.email", st.email)
+	repl.Set("http.auth.user.mobile", st.mobile)
+	repl.Set("http.auth.user.roles", st.rolesHeader)
+	// The names are canonical already: no need for Header.Set's work.
+	r.Header[headerUserID] = []string{st.userID}
+	if st.email != "" {
+		r.Header[headerUserEmail] = []string{st.email}
+	}
+	if st.mobile != "" {
+		r.Header[headerUserMobile] = []string{st.mobile}
+	}
+	if st.rolesHeader != "" {
+		r.Header[headerUserRoles] = []string{st.rolesHeader}
 	}
 	countProtected(protectedAllowed)
 	return next.ServeHTTP(w, r)
@@ -163,21 +177,22 @@ func dropSessionCookie(r *http.Request) {
 	r.Header["Cookie"] = []string{strings.Join(keep, "; ")}
 }
 
-// protects reports whether r needs a token: protect covers it and public
-// does not. Backends do not all read a path alike (servlet containers cut
-// ";params" and some servers take '\' for '/'), so a request is protected
-// if any reading of its path is, and public only if every reading is.
+// protects reports whether r needs a token: protect or a rule covers it
+// and public does not. Backends do not all read a path alike (servlet
+// containers cut ";params" and some servers take '\' for '/'), so a
+// request is protected if any reading of its path is, and public only if
+// every reading is.
 func (p *Passwordless) protects(r *http.Request) bool {
 	readings := pathReadings(r)
 	if readings == nil {
 		// The common path has one reading; the default, everything, needs
 		// no matching.
-		if !p.protectAll && !p.protect.Match(r) {
+		if !p.protectAll && !p.protect.Match(r) && p.ruleFor(r) == nil {
 			return false
 		}
 		return len(p.public) == 0 || !p.public.Match(r)
 	}
-	if !p.protectAll && !matchAnyReading(p.protect, r, readings) {
+	if !p.protectAll && !matchAnyReading(p.protect, r, readings) && !p.anyRuleAnyReading(r, readings) {
 		return false
 	}
 	return len(p.public) == 0 || !matchEveryReading(p.public, r, readings)
@@ -272,13 +287,14 @@ func get(f func(http.ResponseWriter, *http.Request) *apiError) endpoint {
 // endpoints maps endpoint names to their handlers; Provision builds it once.
 func (p *Passwordless) endpoints() map[string]endpoint {
 	m := map[string]endpoint{
-		"token":     post(p.serveToken),
-		"refresh":   post(p.serveRefresh),
-		"logout":    post(p.serveLogout),
-		"me":        get(p.serveMe),
-		"jwks.json": get(p.serveJWKS),
-		"verify":    post(p.serveVerify),
-		"health":    get(p.serveHealth),
+		"token":      post(p.serveToken),
+		"refresh":    post(p.serveRefresh),
+		"logout":     post(p.serveLogout),
+		"logout/all": post(p.serveLogoutAll),
+		"me":         get(p.serveMe),
+		"jwks.json":  get(p.serveJWKS),
+		"verify":     post(p.serveVerify),
+		"health":     get(p.serveHealth),
 	}
 	if _, ok := p.senders[KindEmail]; ok {
 		m["email"] = post(p.serveSend(KindEmail))
@@ -433,19 +449,21 @@ func (p *Passwordless) serveSend(kind AliasKind) func(http.ResponseWriter, *http
 	}
 }
 
-// sendLoginCode queues a login code for a. Known, unknown and demo
-// aliases take the same steps, down to the outbox row; only the row's
-// deliver flag differs, and the worker drops what is not to be sent.
+// sendLoginCode queues a login code for a. Every alias takes the same
+// steps, down to the outbox row; only the row's deliver flag differs, and
+// the worker drops what is not to be sent.
 func (p *Passwordless) sendLoginCode(r *http.Request, a Alias) *apiError {
-	deliver := true
-	if !*p.RegisterNewUsers {
-		_, err := p.store.UserByAlias(r.Context(), a)
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return p.internal("looking up user", err)
-		}
-		// An unknown alias's code can never log in, and is not sent.
-		deliver = err == nil
+	// Every alias costs the same lookup, so the time tells nothing.
+	u, err := p.store.UserByAlias(r.Context(), p.Realm, a)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return p.internal("looking up user", err)
 	}
+	known := err == nil
+	// An alias that may not sign in (unknown with registration closed,
+	// outside the allow list, or a disabled user's) gets the same work,
+	// answer and time as any other, but nothing is sent and its code can
+	// never log in.
+	deliver := p.access.admits(a) && (known && !u.Disabled || !known && *p.RegisterNewUsers)
 	if _, demo := p.demoCode(a); demo {
 		// The demo code is fixed and known: nothing to send.
 		deliver = false
@@ -472,8 +490,8 @@ func (p *Passwordless) queueCode(r *http.Request, a Alias, purpose, userID strin
 	t := now()
 	exp := t.Add(time.Duration(p.CodeTTL))
 	c := Code{
-		ID: id, Alias: a.Key(), Purpose: purpose, UserID: userID,
-		Hash:      codeHash(p.hmacKey, a.Key(), purpose, code),
+		ID: id, Alias: p.aliasKey(a), Purpose: purpose, UserID: userID,
+		Hash:      codeHash(p.hmacKey, p.aliasKey(a), purpose, code),
 		ExpiresAt: exp, CreatedAt: t,
 	}
 	m := OutboxMessage{ID: id, Queue: p.outbox.queues[a.Kind], Channel: a.Kind, To: a.Value, Purpose: purpose,
@@ -488,7 +506,7 @@ func (p *Passwordless) queueCode(r *http.Request, a Alias, purpose, userID strin
 		return p.internal("queueing code", err)
 	}
 	if wait > 0 {
-		countRateLimited(by)
+		countRateLimited(limitName(by))
 		return tooMany(wait)
 	}
 	p.outbox.notify(a.Kind)
@@ -502,7 +520,7 @@ var invalidCode = &apiError{status: http.StatusBadRequest, detail: "The code is 
 // redeem checks a presented code for alias and purpose. It answers the
 // stored code on success; a failure counts toward the alias's lockout.
 func (p *Passwordless) redeem(ctx context.Context, ip string, a Alias, purpose, code string) (Code, *apiError) {
-	key := a.Key()
+	key := p.aliasKey(a)
 	stored, res, err := p.store.RedeemCode(ctx, key, purpose, func(hash []byte) bool {
 		return subtle.ConstantTimeCompare(hash, codeHash(p.hmacKey, key, purpose, code)) == 1
 	}, p.MaxAttempts, now())
@@ -536,7 +554,7 @@ func (p *Passwordless) serveToken(w http.ResponseWriter, r *http.Request) *apiEr
 	if e != nil {
 		return e
 	}
-	resp, sid, e := p.newSession(ctx, u)
+	resp, sid, e := p.newSession(ctx, r, u)
 	if e != nil {
 		return e
 	}
@@ -561,15 +579,20 @@ func (p *Passwordless) login(ctx context.Context, r *http.Request, a Alias, code
 	} else if _, e := p.redeem(ctx, clientIP(r), a, purposeLogin, code); e != nil {
 		return User{}, e
 	}
+	// Outside the allow list: the failure of a wrong code, as for an
+	// unknown alias.
+	if !p.access.admits(a) {
+		return User{}, p.failed(ctx, clientIP(r), a)
+	}
 	t := now()
-	u, err := p.store.Login(ctx, a, *p.RegisterNewUsers || isDemo, t)
+	u, err := p.store.Login(ctx, p.Realm, a, *p.RegisterNewUsers || isDemo, t)
 	if errors.Is(err, ErrNotFound) {
 		return User{}, p.failed(ctx, clientIP(r), a)
 	}
 	if err != nil {
 		return User{}, p.internal("logging in", err)
 	}
-	if err := p.store.ResetFailures(ctx, a.Key()); err != nil {
+	if err := p.store.ResetFailures(ctx, p.aliasKey(a)); err != nil {
 		return User{}, p.internal("resetting failures", err)
 	}
 	p.userCreated(ctx, a, u, t)
@@ -585,8 +608,8 @@ type tokenResponse struct {
 
 // newSession starts a session for u and issues its first tokens.
 // It answers the session's id too.
-func (p *Passwordless) newSession(ctx context.Context, u User) (tokenResponse, string, *apiError) {
-	s, refresh, e := p.startSession(ctx, u)
+func (p *Passwordless) newSession(ctx context.Context, r *http.Request, u User) (tokenResponse, string, *apiError) {
+	s, refresh, e := p.startSession(ctx, r, u)
 	if e != nil {
 		return tokenResponse{}, "", e
 	}
@@ -595,8 +618,8 @@ func (p *Passwordless) newSession(ctx context.Context, u User) (tokenResponse, s
 }
 
 // startSession stores a new session for u that lives refresh_ttl, with
-// its first refresh token.
-func (p *Passwordless) startSession(ctx context.Context, u User) (Session, string, *apiError) {
+// its first refresh token. The client's address is kept for the operator.
+func (p *Passwordless) startSession(ctx context.Context, r *http.Request, u User) (Session, string, *apiError) {
 	sid, err := randomID()
 	if err != nil {
 		return Session{}, "", p.internal("generating session id", err)
@@ -607,7 +630,7 @@ func (p *Passwordless) startSession(ctx context.Context, u User) (Session, strin
 	}
 	t := now()
 	refreshExp := t.Add(time.Duration(p.JWT.RefreshTTL))
-	s := Session{ID: sid, UserID: u.ID, CreatedAt: t, ExpiresAt: refreshExp}
+	s := Session{ID: sid, UserID: u.ID, CreatedAt: t, ExpiresAt: refreshExp, ClientIP: clientIP(r)}
 	if err := p.store.CreateSession(ctx, s, opaqueHash(refresh), refreshExp); err != nil {
 		return Session{}, "", p.internal("creating session", err)
 	}
@@ -632,7 +655,7 @@ func (p *Passwordless) accessToken(u User, sid string, ttl time.Duration) (strin
 	}
 	t := now()
 	c := &Claims{
-		Email: u.Email, Mobile: u.Mobile, SessionID: sid,
+		Email: u.Email, Mobile: u.Mobile, SessionID: sid, Roles: p.access.roles(u),
 		RegisteredClaims: jwt.RegisteredClaims{
 			Subject: u.ID, ID: jti, Issuer: p.JWT.Issuer,
 			IssuedAt: jwt.NewNumericDate(t), ExpiresAt: jwt.NewNumericDate(t.Add(ttl)),

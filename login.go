@@ -99,7 +99,7 @@ func (p *Passwordless) serveLoginForm(w http.ResponseWriter, r *http.Request) *a
 	if e != nil {
 		return p.loginError(w, v, e)
 	}
-	s, _, e := p.startSession(ctx, u)
+	s, _, e := p.startSession(ctx, r, u)
 	if e != nil {
 		return e
 	}

@@ -10,7 +10,6 @@ import (
 	"net/mail"
 	"net/url"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -75,12 +74,39 @@ type Passwordless struct {
 	// Limits on sending codes. Defaults apply when absent.
 	RateLimit *RateLimitConfig `json:"rate_limit,omitempty"`
 
-	// Paths (Caddy path matcher syntax) that need a valid token.
-	// Default: `/*`. The endpoints under the prefix are never protected.
+	// Paths (Caddy path matcher syntax) that need a valid token; any
+	// signed-in user may open them. Default: `/*` when ProtectRules is
+	// empty too. The endpoints under the prefix are never protected.
 	Protect []string `json:"protect,omitempty"`
+
+	// Paths that need a signed-in user whom a rule admits (by role, email
+	// or number), checked before Protect. The first rule whose paths
+	// match decides; a user it does not admit gets 403.
+	ProtectRules []ProtectRule `json:"protect_rules,omitempty"`
 
 	// Paths that pass without a token even though Protect covers them.
 	Public []string `json:"public,omitempty"`
+
+	// Who shares users, sessions, keys, codes and limits: handlers with
+	// the same store and realm are one sign-in (single sign-on), and the
+	// tokens of one realm are refused by every other. Handlers that share
+	// a realm must agree on who may sign in. Default: `default`.
+	Realm string `json:"realm,omitempty"`
+
+	// Who may sign in: addresses (`alice@example.com`), domains
+	// (`*@example.com`), subdomains (`*@*.example.com`), numbers
+	// (`+15551234567`) or number prefixes (`+44*`). With Allow or
+	// AllowFile set, an alias outside every pattern gets exactly the
+	// answers of an unknown alias with registration closed, and a user
+	// none of whose aliases fits any more is signed out within seconds.
+	// Default: anyone (as RegisterNewUsers says).
+	Allow []string `json:"allow,omitempty"`
+
+	// A file of patterns as in Allow, one a line, each optionally followed
+	// by roles that users matching it hold: `*@example.com staff`. `#`
+	// starts a comment. It is read again within a second of a change; a
+	// broken version is logged and the last good one kept.
+	AllowFile string `json:"allow_file,omitempty"`
 
 	store   Store
 	release func() error
@@ -97,6 +123,8 @@ type Passwordless struct {
 	routes     map[string]endpoint // built once at provision
 	auditor    auditor
 	probes     *probeThrottle
+	access     *accessControl
+	realmEntry *realmEntry
 }
 
 // StorageConfig chooses the store.
@@ -234,6 +262,9 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 	if p.Prefix == "" {
 		p.Prefix = defaultPrefix
 	}
+	if p.Realm == "" {
+		p.Realm = defaultRealm
+	}
 	p.Prefix = "/" + strings.Trim(p.Prefix, "/")
 	if p.Prefix == "/" {
 		// The endpoints need a path of their own, apart from the site.
@@ -284,15 +315,14 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 	if p.Storage == nil {
 		p.Storage = new(StorageConfig)
 	}
-	env(&p.Storage.DSN)
-	if p.Storage.Driver == "" {
-		p.Storage.Driver = "sqlite"
-	}
-	if p.Storage.DSN == "" && p.Storage.Driver == "sqlite" {
-		p.Storage.DSN = filepath.Join(caddy.AppDataDir(), "passwordless.db")
-	}
-	if len(p.Protect) == 0 {
+	p.Storage.provision(env)
+	if len(p.Protect) == 0 && len(p.ProtectRules) == 0 {
 		p.Protect = []string{"/*"}
+	}
+	for i := range p.ProtectRules {
+		if err := p.ProtectRules[i].provision(ctx); err != nil {
+			return fmt.Errorf("protect %s: %w", strings.Join(p.ProtectRules[i].Paths, " "), err)
+		}
 	}
 	p.protect = caddyhttp.MatchPath(p.Protect)
 	p.protectAll = len(p.Protect) == 1 && p.Protect[0] == "/*"
@@ -304,6 +334,10 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("public: %w", err)
 	}
 	if err := p.Validate(); err != nil {
+		return err
+	}
+	env(&p.AllowFile)
+	if err := p.provisionAccess(); err != nil {
 		return err
 	}
 
@@ -324,32 +358,19 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 		p.senders[KindMobile] = s
 	}
 
-	switch p.Storage.Driver {
-	case "sqlite":
-		s, err := openSQLite(p.Storage.DSN)
-		if err != nil {
-			return fmt.Errorf("storage: %w", err)
-		}
-		p.store, p.release = s, func() error { return releaseSQLite(s) }
-	case "postgres":
-		if p.Storage.DSN == "" {
-			return errors.New("storage: postgres needs a connection string")
-		}
-		s, err := openPostgres(p.Storage.DSN)
-		if err != nil {
-			return fmt.Errorf("storage: %w", err)
-		}
-		p.store, p.release = s, func() error { return releasePostgres(s) }
-	default:
-		return fmt.Errorf("storage: unknown driver %q", p.Storage.Driver)
+	var err error
+	if p.store, p.release, err = p.Storage.open(); err != nil {
+		return err
 	}
 
-	var err error
-	p.hmacKey, err = p.store.Secret(ctx, "code_hmac_key", func() ([]byte, error) { return randomBytes(32) })
+	if err := p.joinRealm(ctx); err != nil {
+		return err
+	}
+	p.hmacKey, err = p.store.Secret(ctx, realmKey(p.Realm, "code_hmac_key"), func() ([]byte, error) { return randomBytes(32) })
 	if err != nil {
 		return fmt.Errorf("code key: %w", err)
 	}
-	p.keys, err = loadKeys(ctx, p.JWT, p.store)
+	p.keys, err = loadKeys(ctx, p.JWT, p.store, p.Realm)
 	if err != nil {
 		return fmt.Errorf("jwt: %w", err)
 	}
@@ -370,6 +391,9 @@ func (p *Passwordless) Validate() error {
 	}
 	if p.MaxAttempts < 1 || p.MaxAttempts > 100 {
 		return fmt.Errorf("max_attempts must be between 1 and 100, not %d", p.MaxAttempts)
+	}
+	if !realmName.MatchString(p.Realm) {
+		return fmt.Errorf("realm %q: use letters, digits, and _ . - inside (at most 64)", p.Realm)
 	}
 	j := p.JWT
 	switch j.Algorithm {
@@ -564,6 +588,8 @@ func (p *Passwordless) Cleanup() error {
 	if p.outbox != nil {
 		p.outbox.close()
 	}
+	p.access.close()
+	p.leaveRealm()
 	if p.release != nil {
 		return p.release()
 	}

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -116,7 +117,7 @@ func clientIP(r *http.Request) string {
 // ipLimit is the per-IP limit of a request.
 func (p *Passwordless) ipLimit(r *http.Request) RateLimit {
 	l := p.RateLimit.PerIP
-	return RateLimit{Key: "ip:" + clientIP(r), Count: l.Count, Window: time.Duration(l.Window)}
+	return RateLimit{Key: realmKey(p.Realm, "ip:"+clientIP(r)), Count: l.Count, Window: time.Duration(l.Window)}
 }
 
 // allowIP applies the per-IP limit to a request.
@@ -127,7 +128,7 @@ func (p *Passwordless) allowIP(r *http.Request) *apiError {
 		return p.internal("rate limit", err)
 	}
 	if wait > 0 {
-		countRateLimited(l.Key)
+		countRateLimited(limitName(l.Key))
 		return tooMany(wait)
 	}
 	return nil
@@ -142,9 +143,9 @@ func (p *Passwordless) sendLimits(r *http.Request, a Alias) []RateLimit {
 	rl := p.RateLimit
 	limits := make([]RateLimit, 0, 3)
 	if iv := time.Duration(*rl.SendInterval); iv > 0 {
-		limits = append(limits, RateLimit{Key: "interval:" + a.Key(), Count: 1, Window: iv})
+		limits = append(limits, RateLimit{Key: realmKey(p.Realm, "interval:"+a.Key()), Count: 1, Window: iv})
 	}
-	limits = append(limits, RateLimit{Key: "alias:" + a.Key(), Count: rl.PerAlias.Count, Window: time.Duration(rl.PerAlias.Window)})
+	limits = append(limits, RateLimit{Key: realmKey(p.Realm, "alias:"+a.Key()), Count: rl.PerAlias.Count, Window: time.Duration(rl.PerAlias.Window)})
 	return append(limits, p.ipLimit(r))
 }
 
@@ -161,7 +162,7 @@ func (p *Passwordless) checkLock(r *http.Request, a Alias) *apiError {
 		countRateLimited(failedIPKey(clientIP(r)))
 		return tooMany(wait)
 	}
-	until, err := p.store.LockedUntil(ctx, a.Key())
+	until, err := p.store.LockedUntil(ctx, p.aliasKey(a))
 	if err != nil {
 		return p.internal("reading lockout", err)
 	}
@@ -177,7 +178,17 @@ func failedIPKey(ip string) string { return "failed-ip:" + ip }
 // failedIPLimit is the budget of failed exchanges of one client address.
 func (p *Passwordless) failedIPLimit(ip string) RateLimit {
 	l := p.RateLimit.FailedPerIP
-	return RateLimit{Key: failedIPKey(ip), Count: l.Count, Window: time.Duration(l.Window)}
+	return RateLimit{Key: realmKey(p.Realm, failedIPKey(ip)), Count: l.Count, Window: time.Duration(l.Window)}
+}
+
+// limitName is a limit's key without its realm, for metrics.
+func limitName(key string) string {
+	if rest, ok := strings.CutPrefix(key, "realm:"); ok {
+		if _, k, ok := strings.Cut(rest, "/"); ok {
+			return k
+		}
+	}
+	return key
 }
 
 // failed counts a failed exchange from ip for a; the answer is the
@@ -195,7 +206,7 @@ func (p *Passwordless) failed(ctx context.Context, ip string, a Alias) *apiError
 		countRateLimited(failedIPKey(ip))
 		return tooMany(wait)
 	}
-	_, until, err := p.store.Failure(ctx, a.Key(), lockoutFor, t)
+	_, until, err := p.store.Failure(ctx, p.aliasKey(a), lockoutFor, t)
 	if err != nil {
 		return p.internal("counting failure", err)
 	}

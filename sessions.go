@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"time"
 
 	"go.uber.org/zap"
@@ -28,7 +29,7 @@ func (p *Passwordless) serveRefresh(w http.ResponseWriter, r *http.Request) *api
 	s, err := p.store.RotateRefresh(ctx, opaqueHash(old), opaqueHash(refresh), t.Add(time.Duration(p.JWT.RefreshTTL)), t)
 	switch {
 	case errors.Is(err, ErrRefreshReused):
-		p.verified.putSession(s.ID, false, t)
+		p.verified.endSession(s.ID, t)
 		p.logger.Warn("refresh token reused: session revoked", zap.String("user", s.UserID), zap.String("session", s.ID))
 		p.audit(ctx, auditRefreshReuse, auditEvent{UserID: s.UserID, SessionID: s.ID})
 		return &apiError{status: http.StatusUnauthorized, detail: "The refresh token was already used; the session has ended."}
@@ -41,6 +42,14 @@ func (p *Passwordless) serveRefresh(w http.ResponseWriter, r *http.Request) *api
 	if err != nil {
 		return p.internal("reading user", err)
 	}
+	// Whoever may no longer sign in gets no new token: the session ends.
+	if u.Realm != p.Realm || u.Disabled || !p.access.admitsUser(u) {
+		if err := p.store.RevokeSession(ctx, s.ID); err != nil {
+			return p.internal("revoking session", err)
+		}
+		p.verified.endSession(s.ID, t)
+		return &apiError{status: http.StatusUnauthorized, detail: "The refresh token is invalid or has expired."}
+	}
 	resp, e := p.tokens(u, s.ID, refresh)
 	if e != nil {
 		return e
@@ -51,7 +60,7 @@ func (p *Passwordless) serveRefresh(w http.ResponseWriter, r *http.Request) *api
 
 // bearer authenticates an endpoint request by its bearer token.
 func (p *Passwordless) bearer(r *http.Request) (*Claims, *apiError) {
-	c, reason := p.authenticate(r)
+	c, _, reason := p.authenticate(r)
 	if c == nil {
 		return nil, authFailure(reason)
 	}
@@ -67,11 +76,18 @@ func (p *Passwordless) serveLogout(w http.ResponseWriter, r *http.Request) *apiE
 	if err := p.store.RevokeSession(context.WithoutCancel(r.Context()), c.SessionID); err != nil {
 		return p.internal("revoking session", err)
 	}
-	p.verified.putSession(c.SessionID, false, now())
+	p.verified.endSession(c.SessionID, now())
 	p.audit(r.Context(), auditLogout, auditEvent{UserID: c.Subject, SessionID: c.SessionID})
 	// A browser session ends with its cookie.
 	if cookieToken(r) != "" {
 		http.SetCookie(w, p.sessionCookie(r, "", time.Time{}))
+		// The sign-out button of the 403 page leads on to the sign-in.
+		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+		if next := r.PostFormValue("next"); next != "" && len(p.senders) > 0 {
+			w.Header().Set("Cache-Control", "no-store")
+			http.Redirect(w, r, p.Prefix+"/login?next="+url.QueryEscape(safeNext(next)), http.StatusSeeOther)
+			return nil
+		}
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
@@ -172,7 +188,7 @@ func (p *Passwordless) serveVerify(w http.ResponseWriter, r *http.Request) *apiE
 	if err != nil {
 		return p.internal("linking alias", err)
 	}
-	if err := p.store.ResetFailures(ctx, a.Key()); err != nil {
+	if err := p.store.ResetFailures(ctx, p.aliasKey(a)); err != nil {
 		return p.internal("resetting failures", err)
 	}
 	p.audit(ctx, auditAliasLinked, auditEvent{UserID: u.ID, Channel: a.Kind, SessionID: c.SessionID})

@@ -3,7 +3,11 @@ package passwordless
 import (
 	"context"
 	"errors"
+	"fmt"
+	"path/filepath"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // Store keeps everything that must outlive a request: codes, users,
@@ -30,16 +34,34 @@ type Store interface {
 	// DeleteCode voids one code, e.g. when it could not be delivered.
 	DeleteCode(ctx context.Context, id string) error
 
-	// UserByAlias returns the user that owns alias, or ErrNotFound.
-	UserByAlias(ctx context.Context, a Alias) (User, error)
+	// UserByAlias returns the user of realm that owns alias, or ErrNotFound.
+	UserByAlias(ctx context.Context, realm string, a Alias) (User, error)
 	// UserByID returns the user with that id, or ErrNotFound.
 	UserByID(ctx context.Context, id string) (User, error)
-	// Login returns the user that owns a, creating it when create is true
-	// (ErrNotFound otherwise), and marks a verified.
-	Login(ctx context.Context, a Alias, create bool, now time.Time) (User, error)
+	// Login returns the user of realm that owns a, creating it when create
+	// is true (ErrNotFound otherwise), marks a verified and records now as
+	// its last login. A disabled user answers ErrNotFound and is left as
+	// it is.
+	Login(ctx context.Context, realm string, a Alias, create bool, now time.Time) (User, error)
 	// LinkAlias gives a to the user and marks it verified. If another user
-	// owns a it answers ErrAliasTaken and changes nothing.
+	// of the same realm owns a it answers an *AliasTakenError and changes
+	// nothing.
 	LinkAlias(ctx context.Context, userID string, a Alias) (User, error)
+
+	// Users lists the users of realm, oldest first.
+	Users(ctx context.Context, realm string) ([]User, error)
+	// CreateUser creates a user of realm with the aliases (at most one of
+	// each kind, marked verified) and stored roles. If another user of the
+	// realm owns one of the aliases it answers an *AliasTakenError naming
+	// that user and creates nothing.
+	CreateUser(ctx context.Context, realm string, aliases []Alias, roles []string, now time.Time) (User, error)
+	// SetRoles replaces the stored roles of a user; ErrNotFound if none.
+	SetRoles(ctx context.Context, userID string, roles []string) error
+	// SetDisabled disables or enables a user; ErrNotFound if none.
+	SetDisabled(ctx context.Context, userID string, disabled bool) error
+	// DeleteUser deletes a user with its aliases and sessions; ErrNotFound
+	// if none.
+	DeleteUser(ctx context.Context, userID string) error
 
 	// CreateSession stores a new session with its first refresh token hash.
 	CreateSession(ctx context.Context, s Session, refreshHash []byte, refreshExpires time.Time) error
@@ -52,6 +74,17 @@ type Store interface {
 	RevokeSession(ctx context.Context, id string) error
 	// SessionActive reports whether the session exists and is not revoked.
 	SessionActive(ctx context.Context, id string, now time.Time) (bool, error)
+	// SessionUser reads a session with the current state of its user in one
+	// query, ErrNotFound if the session does not exist. It records now as
+	// the session's last use when the recorded one is older than
+	// lastUsedGranularity.
+	SessionUser(ctx context.Context, id string, now time.Time) (SessionUser, error)
+	// Sessions lists a user's live sessions (neither revoked nor expired),
+	// newest first.
+	Sessions(ctx context.Context, userID string, now time.Time) ([]Session, error)
+	// RevokeSessions ends every session of a user and answers how many
+	// were live.
+	RevokeSessions(ctx context.Context, userID string, now time.Time) (int, error)
 
 	// Hit counts one event under key against a limit of count per window
 	// (see RateLimit); over the limit nothing is counted and it answers how
@@ -87,6 +120,7 @@ type Store interface {
 	// consecutive failures; LockedUntil and ResetFailures read and clear it.
 	Failure(ctx context.Context, alias string, lockFor func(failures int) time.Duration, now time.Time) (failures int, lockedUntil time.Time, err error)
 	LockedUntil(ctx context.Context, alias string) (time.Time, error)
+	// ResetFailures clears the failures of alias, and so lifts a lockout.
 	ResetFailures(ctx context.Context, alias string) error
 
 	// Ping reads from the store, to tell whether it answers.
@@ -96,6 +130,43 @@ type Store interface {
 	// queued messages, ended sessions with their refresh tokens, expired
 	// refresh tokens, and rate-limit states that are back to empty.
 	Purge(ctx context.Context, now time.Time) error
+}
+
+// provision resolves placeholders in the DSN and fills in the defaults.
+// The handler and the operator command both call it, so that they find
+// the same store.
+func (c *StorageConfig) provision(env func(*string)) {
+	env(&c.DSN)
+	if c.Driver == "" {
+		c.Driver = "sqlite"
+	}
+	if c.DSN == "" && c.Driver == "sqlite" {
+		c.DSN = filepath.Join(caddy.AppDataDir(), "passwordless.db")
+	}
+}
+
+// open returns the store, shared with every other user of the same
+// database in this process, and the function that releases it.
+func (c *StorageConfig) open() (Store, func() error, error) {
+	switch c.Driver {
+	case "sqlite":
+		s, err := openSQLite(c.DSN)
+		if err != nil {
+			return nil, nil, fmt.Errorf("storage: %w", err)
+		}
+		return s, func() error { return releaseSQLite(s) }, nil
+	case "postgres":
+		if c.DSN == "" {
+			return nil, nil, errors.New("storage: postgres needs a connection string")
+		}
+		s, err := openPostgres(c.DSN)
+		if err != nil {
+			return nil, nil, fmt.Errorf("storage: %w", err)
+		}
+		return s, func() error { return releasePostgres(s) }, nil
+	default:
+		return nil, nil, fmt.Errorf("storage: unknown driver %q", c.Driver)
+	}
 }
 
 // maxRateWindow is the longest rate-limit window; events older than it
@@ -143,6 +214,23 @@ type OutboxMessage struct {
 	CreatedAt time.Time
 }
 
+// AliasTakenError says which user owns an alias another one asked for.
+// errors.Is(err, ErrAliasTaken) holds for it.
+type AliasTakenError struct {
+	Alias   Alias
+	OwnerID string
+}
+
+func (e *AliasTakenError) Error() string {
+	return e.Alias.Key() + " belongs to user " + e.OwnerID
+}
+
+func (e *AliasTakenError) Is(target error) bool { return target == ErrAliasTaken }
+
+// lastUsedGranularity bounds how often a session's last use is written:
+// at most once a minute per session, not once a request.
+const lastUsedGranularity = time.Minute
+
 // Purposes keep codes of one kind from being redeemed as another: a code
 // sent to verify an alias can never log anybody in.
 const (
@@ -189,14 +277,20 @@ type Alias struct {
 // Key is the alias as one string, used to key codes, limits and failures.
 func (a Alias) Key() string { return string(a.Kind) + ":" + a.Value }
 
-// User is an account.
+// User is an account. It belongs to one realm; its aliases are unique
+// within that realm.
 type User struct {
 	ID             string
+	Realm          string
 	Email          string
 	Mobile         string
 	EmailVerified  bool
 	MobileVerified bool
-	CreatedAt      time.Time
+	// Roles the operator set, sorted; allow_file lines may add more.
+	Roles     []string
+	Disabled  bool
+	CreatedAt time.Time
+	LastLogin time.Time // zero if never
 }
 
 // Session is one login: the access and refresh tokens it issues die with it.
@@ -205,4 +299,14 @@ type Session struct {
 	UserID    string
 	CreatedAt time.Time
 	ExpiresAt time.Time
+	ClientIP  string    // the client's address at sign-in
+	LastUsed  time.Time // to lastUsedGranularity
+}
+
+// SessionUser is a session with the current state of its user.
+type SessionUser struct {
+	Session Session
+	// Active is false for a revoked or expired session.
+	Active bool
+	User   User
 }

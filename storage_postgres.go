@@ -36,18 +36,48 @@ func releasePostgres(s *postgresStore) error {
 	return err
 }
 
-func newPostgres(dsn string) (*postgresStore, error) {
-	cfg, err := pgx.ParseConfig(dsn)
+// postgresConfig parses a DSN and sets the schema the store lives in. name
+// says where that is without the credentials, for logs and messages.
+func postgresConfig(dsn string) (cfg *pgx.ConnConfig, schema, name string, err error) {
+	cfg, err = pgx.ParseConfig(dsn)
 	if err != nil {
 		// pgx's message can quote the DSN, password included.
-		return nil, fmt.Errorf("postgres: the connection string could not be parsed")
+		return nil, "", "", fmt.Errorf("postgres: the connection string could not be parsed")
 	}
-	schema := strings.TrimSpace(strings.Split(cfg.RuntimeParams["search_path"], ",")[0])
+	schema = strings.TrimSpace(strings.Split(cfg.RuntimeParams["search_path"], ",")[0])
 	if schema == "" {
 		schema = defaultPostgresSchema
 		cfg.RuntimeParams["search_path"] = schema
 	}
-	name := fmt.Sprintf("postgres://%s:%d/%s (schema %s)", cfg.Host, cfg.Port, cfg.Database, schema)
+	name = fmt.Sprintf("postgres://%s:%d/%s (schema %s)", cfg.Host, cfg.Port, cfg.Database, schema)
+	return cfg, schema, name, nil
+}
+
+// postgresStoreExists reports whether the store's tables are in the DSN's
+// database, without creating anything, and names where it looked.
+func postgresStoreExists(ctx context.Context, dsn string) (exists bool, name string, err error) {
+	cfg, schema, name, err := postgresConfig(dsn)
+	if err != nil {
+		return false, "", err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return false, name, fmt.Errorf("connecting to %s: %w", name, err)
+	}
+	defer conn.Close(ctx)
+	err = conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM information_schema.tables
+		WHERE table_schema = $1 AND table_name = 'schema_version')`, schema).Scan(&exists)
+	if err != nil {
+		return false, name, fmt.Errorf("reading %s: %w", name, err)
+	}
+	return exists, name, nil
+}
+
+func newPostgres(dsn string) (*postgresStore, error) {
+	cfg, schema, name, err := postgresConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
 	db := stdlib.OpenDB(*cfg)
 	db.SetMaxOpenConns(20)
 	db.SetMaxIdleConns(10)
@@ -70,6 +100,7 @@ func newPostgres(dsn string) (*postgresStore, error) {
 
 var postgresMigrations = []string{
 	schemaV1("BYTEA", "BIGINT"),
+	schemaAccess(true),
 	schemaOutbox("BYTEA", "BIGINT", ""),
 }
 

@@ -149,6 +149,50 @@ func schemaOutbox(blob, bigint, noRowID string) string {
 	DROP TABLE rate_events;`)
 }
 
+// schemaAccess is the second schema step: realms, roles and disabled
+// users, and what the operator command line shows (last login, the client
+// address and last use of sessions). Aliases become unique per realm; the
+// users that exist keep their rows, in the realm "default". SQLite cannot
+// drop a column's UNIQUE constraint, so there the users table is rebuilt
+// as SQLite documents (migrateSQLite turns foreign keys off around it, so
+// dropping the old table does not cascade to sessions).
+func schemaAccess(postgres bool) string {
+	users := `ALTER TABLE users ADD COLUMN realm TEXT NOT NULL DEFAULT 'default';
+	ALTER TABLE users ADD COLUMN roles TEXT NOT NULL DEFAULT '';
+	ALTER TABLE users ADD COLUMN disabled BOOLEAN NOT NULL DEFAULT FALSE;
+	ALTER TABLE users ADD COLUMN last_login BIGINT NOT NULL DEFAULT 0;
+	ALTER TABLE users DROP CONSTRAINT users_email_key;
+	ALTER TABLE users DROP CONSTRAINT users_mobile_key;`
+	if !postgres {
+		users = `CREATE TABLE users_new (
+		id TEXT PRIMARY KEY,
+		realm TEXT NOT NULL DEFAULT 'default',
+		email TEXT,
+		mobile TEXT,
+		email_verified BOOLEAN NOT NULL DEFAULT FALSE,
+		mobile_verified BOOLEAN NOT NULL DEFAULT FALSE,
+		roles TEXT NOT NULL DEFAULT '',
+		disabled BOOLEAN NOT NULL DEFAULT FALSE,
+		created_at INTEGER NOT NULL,
+		last_login INTEGER NOT NULL DEFAULT 0
+	);
+	INSERT INTO users_new (id, email, mobile, email_verified, mobile_verified, created_at)
+		SELECT id, email, mobile, email_verified, mobile_verified, created_at FROM users;
+	DROP TABLE users;
+	ALTER TABLE users_new RENAME TO users;`
+	}
+	bigint := "INTEGER"
+	if postgres {
+		bigint = "BIGINT"
+	}
+	return strings.ReplaceAll(users+`
+	CREATE UNIQUE INDEX users_realm_email ON users(realm, email);
+	CREATE UNIQUE INDEX users_realm_mobile ON users(realm, mobile);
+	ALTER TABLE sessions ADD COLUMN client_ip TEXT NOT NULL DEFAULT '';
+	ALTER TABLE sessions ADD COLUMN last_used BIGINT NOT NULL DEFAULT 0;
+	CREATE INDEX sessions_user ON sessions(user_id);`, "BIGINT", bigint)
+}
+
 // openShared returns the store kept in pool under key, opening it on first
 // use, so that every handler instance and config reload on one database
 // shares one handle. Each caller releases it with pool.Delete(key).
@@ -248,19 +292,36 @@ func (s *sqlStore) DeleteCode(ctx context.Context, id string) error {
 	return nil
 }
 
-const userColumns = `id, COALESCE(email, ''), COALESCE(mobile, ''), email_verified, mobile_verified, created_at`
+const userColumns = `id, realm, COALESCE(email, ''), COALESCE(mobile, ''), email_verified, mobile_verified, roles, disabled, created_at, last_login`
 
-func scanUser(row *sql.Row) (User, error) {
+// userFields are the scan targets of userColumns; done fills in what
+// needs converting.
+func userFields(u *User) (dest []any, done func()) {
+	var roles string
+	var created, last int64
+	return []any{&u.ID, &u.Realm, &u.Email, &u.Mobile, &u.EmailVerified, &u.MobileVerified, &roles, &u.Disabled, &created, &last},
+		func() {
+			u.Roles = splitRoles(roles)
+			u.CreatedAt = time.UnixMilli(created)
+			if last != 0 {
+				u.LastLogin = time.UnixMilli(last)
+			}
+		}
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanUser(row scanner) (User, error) {
 	var u User
-	var created int64
-	err := row.Scan(&u.ID, &u.Email, &u.Mobile, &u.EmailVerified, &u.MobileVerified, &created)
+	dest, done := userFields(&u)
+	err := row.Scan(dest...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return u, ErrNotFound
 	}
 	if err != nil {
 		return u, fmt.Errorf("reading user: %w", err)
 	}
-	u.CreatedAt = time.UnixMilli(created)
+	done()
 	return u, nil
 }
 
@@ -277,46 +338,49 @@ type queryRower interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-func userByAlias(ctx context.Context, q queryRower, a Alias) (User, error) {
-	return scanUser(q.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE `+aliasColumn(a.Kind)+` = ?`, a.Value))
+func userByAlias(ctx context.Context, q queryRower, realm string, a Alias) (User, error) {
+	return scanUser(q.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE realm = ? AND `+aliasColumn(a.Kind)+` = ?`, realm, a.Value))
 }
 
-func (s *sqlStore) UserByAlias(ctx context.Context, a Alias) (User, error) {
-	return userByAlias(ctx, s.rdb, a)
+func (s *sqlStore) UserByAlias(ctx context.Context, realm string, a Alias) (User, error) {
+	return userByAlias(ctx, s.rdb, realm, a)
 }
 
 func (s *sqlStore) UserByID(ctx context.Context, id string) (User, error) {
 	return scanUser(s.rdb.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE id = ?`, id))
 }
 
-func (s *sqlStore) Login(ctx context.Context, a Alias, create bool, now time.Time) (User, error) {
+func (s *sqlStore) Login(ctx context.Context, realm string, a Alias, create bool, now time.Time) (User, error) {
 	col := aliasColumn(a.Kind)
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return User{}, fmt.Errorf("logging in: %w", err)
 	}
 	defer tx.Rollback()
-	if err := s.lock(ctx, tx, a.Key()); err != nil {
+	if err := s.lock(ctx, tx, realmKey(realm, a.Key())); err != nil {
 		return User{}, err
 	}
-	u, err := userByAlias(ctx, tx, a)
+	u, err := userByAlias(ctx, tx, realm, a)
 	switch {
 	case errors.Is(err, ErrNotFound) && create:
 		id, err := randomID()
 		if err != nil {
 			return User{}, err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO users (id, `+col+`, `+col+`_verified, created_at) VALUES (?, ?, TRUE, ?)`, id, a.Value, ms(now)); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO users (id, realm, `+col+`, `+col+`_verified, created_at, last_login) VALUES (?, ?, ?, TRUE, ?, ?)`,
+			id, realm, a.Value, ms(now), ms(now)); err != nil {
 			return User{}, fmt.Errorf("creating user: %w", err)
 		}
 	case err != nil:
 		return User{}, err
+	case u.Disabled:
+		return User{}, ErrNotFound
 	default:
-		if _, err := tx.ExecContext(ctx, `UPDATE users SET `+col+`_verified = TRUE WHERE id = ?`, u.ID); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE users SET `+col+`_verified = TRUE, last_login = ? WHERE id = ?`, ms(now), u.ID); err != nil {
 			return User{}, fmt.Errorf("marking %s verified: %w", col, err)
 		}
 	}
-	u, err = userByAlias(ctx, tx, a)
+	u, err = userByAlias(ctx, tx, realm, a)
 	if err != nil {
 		return User{}, err
 	}
@@ -330,13 +394,21 @@ func (s *sqlStore) LinkAlias(ctx context.Context, userID string, a Alias) (User,
 		return User{}, fmt.Errorf("linking alias: %w", err)
 	}
 	defer tx.Rollback()
-	if err := s.lock(ctx, tx, a.Key()); err != nil {
+	var realm string
+	err = tx.QueryRowContext(ctx, `SELECT realm FROM users WHERE id = ?`, userID).Scan(&realm)
+	if errors.Is(err, sql.ErrNoRows) {
+		return User{}, ErrNotFound
+	}
+	if err != nil {
+		return User{}, fmt.Errorf("linking alias: %w", err)
+	}
+	if err := s.lock(ctx, tx, realmKey(realm, a.Key())); err != nil {
 		return User{}, err
 	}
-	owner, err := userByAlias(ctx, tx, a)
+	owner, err := userByAlias(ctx, tx, realm, a)
 	switch {
 	case err == nil && owner.ID != userID:
-		return User{}, ErrAliasTaken
+		return User{}, &AliasTakenError{Alias: a, OwnerID: owner.ID}
 	case err != nil && !errors.Is(err, ErrNotFound):
 		return User{}, err
 	}
@@ -360,8 +432,8 @@ func (s *sqlStore) CreateSession(ctx context.Context, sess Session, refreshHash 
 		return fmt.Errorf("creating session: %w", err)
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)`,
-		sess.ID, sess.UserID, ms(sess.CreatedAt), ms(sess.ExpiresAt)); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO sessions (id, user_id, created_at, expires_at, client_ip, last_used) VALUES (?, ?, ?, ?, ?, ?)`,
+		sess.ID, sess.UserID, ms(sess.CreatedAt), ms(sess.ExpiresAt), sess.ClientIP, ms(sess.CreatedAt)); err != nil {
 		return fmt.Errorf("creating session: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO refresh_tokens (hash, session_id, expires_at) VALUES (?, ?, ?)`,
@@ -411,7 +483,7 @@ func (s *sqlStore) RotateRefresh(ctx context.Context, oldHash, newHash []byte, n
 		return Session{}, fmt.Errorf("using refresh token: %w", err)
 	}
 	// A session lives as long as its newest refresh token.
-	if _, err := tx.ExecContext(ctx, `UPDATE sessions SET expires_at = ? WHERE id = ?`, ms(newExpires), sess.ID); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE sessions SET expires_at = ?, last_used = ? WHERE id = ?`, ms(newExpires), ms(now), sess.ID); err != nil {
 		return Session{}, fmt.Errorf("extending session: %w", err)
 	}
 	sess.ExpiresAt = newExpires

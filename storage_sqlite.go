@@ -161,12 +161,24 @@ func ownerOnly(path string) error {
 // migrations are applied in order, each once; user_version records how far.
 var sqliteMigrations = []string{
 	schemaV1("BLOB", "INTEGER"),
+	schemaAccess(false),
 	schemaOutbox("BLOB", "INTEGER", " WITHOUT ROWID"),
 }
 
 func migrateSQLite(db *sql.DB) error {
 	ctx := context.Background()
-	tx, err := db.BeginTx(ctx, nil)
+	// A migration that rebuilds a table needs foreign keys off, which
+	// SQLite only lets a connection change outside a transaction.
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `PRAGMA foreign_keys = OFF`); err != nil {
+		return err
+	}
+	defer conn.ExecContext(ctx, `PRAGMA foreign_keys = ON`)
+	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
@@ -185,6 +197,13 @@ func migrateSQLite(db *sql.DB) error {
 	}
 	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, len(sqliteMigrations))); err != nil {
 		return err
+	}
+	var broken int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM pragma_foreign_key_check`).Scan(&broken); err != nil {
+		return err
+	}
+	if broken > 0 {
+		return fmt.Errorf("the migration left %d rows with broken foreign keys", broken)
 	}
 	return tx.Commit()
 }

@@ -69,6 +69,9 @@ func TestStoreContract(t *testing.T) {
 			t.Run("concurrent claims", func(t *testing.T) { testConcurrentClaims(t, open(t)) })
 			t.Run("failures", func(t *testing.T) { testFailures(t, open(t)) })
 			t.Run("purge", func(t *testing.T) { testPurge(t, open(t)) })
+			t.Run("realms", func(t *testing.T) { testRealms(t, open(t)) })
+			t.Run("session user", func(t *testing.T) { testSessionUser(t, open(t)) })
+			t.Run("admin", func(t *testing.T) { testAdmin(t, open(t)) })
 			t.Run("ping", func(t *testing.T) { testPing(t, open(t)) })
 		})
 	}
@@ -190,14 +193,14 @@ func testUsers(t *testing.T, s Store) {
 	ctx := context.Background()
 	t0 := now().Truncate(time.Millisecond) // stores keep milliseconds
 	a := Alias{Kind: KindEmail, Value: "u@example.com"}
-	if _, err := s.Login(ctx, a, false, t0); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Login(ctx, defaultRealm, a, false, t0); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("login without create: %v", err)
 	}
-	u, err := s.Login(ctx, a, true, t0)
+	u, err := s.Login(ctx, defaultRealm, a, true, t0)
 	if err != nil || u.ID == "" || u.Email != a.Value || !u.EmailVerified {
 		t.Fatalf("created %+v, %v", u, err)
 	}
-	again, err := s.Login(ctx, a, false, t0)
+	again, err := s.Login(ctx, defaultRealm, a, false, t0)
 	if err != nil || again.ID != u.ID {
 		t.Fatalf("second login %+v, %v", again, err)
 	}
@@ -206,11 +209,11 @@ func testUsers(t *testing.T, s Store) {
 	if err != nil || linked.Mobile != m.Value || !linked.MobileVerified {
 		t.Fatalf("link %+v, %v", linked, err)
 	}
-	other, _ := s.Login(ctx, Alias{Kind: KindEmail, Value: "o@example.com"}, true, t0)
+	other, _ := s.Login(ctx, defaultRealm, Alias{Kind: KindEmail, Value: "o@example.com"}, true, t0)
 	if _, err := s.LinkAlias(ctx, other.ID, m); !errors.Is(err, ErrAliasTaken) {
 		t.Fatalf("link of a taken alias: %v", err)
 	}
-	if byM, _ := s.UserByAlias(ctx, m); byM.ID != u.ID {
+	if byM, _ := s.UserByAlias(ctx, defaultRealm, m); byM.ID != u.ID {
 		t.Fatal("taken alias moved")
 	}
 	if _, err := s.UserByID(ctx, "nope"); !errors.Is(err, ErrNotFound) {
@@ -221,7 +224,7 @@ func testUsers(t *testing.T, s Store) {
 func testSessions(t *testing.T, s Store) {
 	ctx := context.Background()
 	t0 := now().Truncate(time.Millisecond) // stores keep milliseconds
-	u, _ := s.Login(ctx, Alias{Kind: KindEmail, Value: "s@example.com"}, true, t0)
+	u, _ := s.Login(ctx, defaultRealm, Alias{Kind: KindEmail, Value: "s@example.com"}, true, t0)
 	sess := Session{ID: "s1", UserID: u.ID, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}
 	if err := s.CreateSession(ctx, sess, []byte("r1"), t0.Add(time.Hour)); err != nil {
 		t.Fatal(err)
@@ -368,7 +371,7 @@ func testPurge(t *testing.T, s Store) {
 	match := func(h []byte) bool { return bytes.Equal(h, []byte("h")) }
 	s.SaveCode(ctx, Code{ID: "old", Alias: "email:old@example.com", Purpose: purposeLogin, Hash: []byte("h"), ExpiresAt: t0.Add(time.Minute), CreatedAt: t0})
 	s.SaveCode(ctx, Code{ID: "new", Alias: "email:new@example.com", Purpose: purposeLogin, Hash: []byte("h"), ExpiresAt: t0.Add(time.Hour), CreatedAt: t0})
-	u, _ := s.Login(ctx, Alias{Kind: KindEmail, Value: "p@example.com"}, true, t0)
+	u, _ := s.Login(ctx, defaultRealm, Alias{Kind: KindEmail, Value: "p@example.com"}, true, t0)
 	s.CreateSession(ctx, Session{ID: "live", UserID: u.ID, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, []byte("r-live"), t0.Add(time.Hour))
 	s.CreateSession(ctx, Session{ID: "gone", UserID: u.ID, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, []byte("r-gone"), t0.Add(time.Hour))
 	s.RevokeSession(ctx, "gone")

@@ -40,14 +40,12 @@ func (c *testClock) Advance(d time.Duration) {
 	c.offset += d
 }
 
-// runCaddyEnv, when set, makes the test binary run as caddy itself, so a
-// test can start, kill and restart a real Caddy process with this plugin.
-const runCaddyEnv = "PWL_TEST_RUN_CADDY"
-
 func TestMain(m *testing.M) {
-	if os.Getenv(runCaddyEnv) == "1" {
+	if os.Getenv(caddyMainEnv) == "1" {
+		// The test binary is re-run as caddy for the command line tests:
+		// the commands run as a real process, with this very build.
 		caddycmd.Main()
-		return
+		os.Exit(0)
 	}
 	now = clock.Now
 	dir, err := os.MkdirTemp("", "pwl-test-ca")
@@ -89,6 +87,7 @@ func startUpstream(t testing.TB) *upstream {
 			"id":     r.Header.Get("X-Auth-User-Id"),
 			"email":  r.Header.Get("X-Auth-User-Email"),
 			"mobile": r.Header.Get("X-Auth-User-Mobile"),
+			"roles":  r.Header.Get("X-Auth-User-Roles"),
 		})
 	}))
 	t.Cleanup(u.Close)

@@ -85,6 +85,9 @@ type Claims struct {
 	Email     string `json:"email,omitempty"`
 	Mobile    string `json:"mobile,omitempty"`
 	SessionID string `json:"sid"`
+	// Roles the user held when the token was issued; protected routes
+	// use the current ones.
+	Roles []string `json:"roles,omitempty"`
 	jwt.RegisteredClaims
 }
 
@@ -105,7 +108,7 @@ type keySet struct {
 // loadKeys builds the key set the JWT config asks for. Without secrets or
 // key files it generates a key once and keeps it in the store, so tokens
 // survive restarts and are shared by every instance on that store.
-func loadKeys(ctx context.Context, cfg *JWTConfig, store Store) (*keySet, error) {
+func loadKeys(ctx context.Context, cfg *JWTConfig, store Store, realm string) (*keySet, error) {
 	ks := &keySet{method: jwt.GetSigningMethod(cfg.Algorithm)}
 	if ks.method == nil {
 		return nil, fmt.Errorf("unsupported JWT algorithm %q", cfg.Algorithm)
@@ -130,7 +133,7 @@ func loadKeys(ctx context.Context, cfg *JWTConfig, store Store) (*keySet, error)
 			ks.keys = append(ks.keys, k)
 		}
 	default:
-		der, err := store.Secret(ctx, "jwt_key:"+cfg.Algorithm, func() ([]byte, error) { return generateKey(cfg.Algorithm) })
+		der, err := store.Secret(ctx, realmKey(realm, "jwt_key:"+cfg.Algorithm), func() ([]byte, error) { return generateKey(cfg.Algorithm) })
 		if err != nil {
 			return nil, err
 		}

@@ -1,0 +1,923 @@
+package passwordless
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"go.uber.org/zap"
+)
+
+// The operator command line, `caddy passwordless ...`: who has access,
+// inviting people, taking sessions away, lifting lockouts, without SQL.
+// It reads the config as `caddy run` does and works on the same store
+// through the same Store methods, so it needs no running Caddy, and a
+// running one sees its changes as it sees another instance's.
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "passwordless",
+		Usage: "users|sessions|lockouts <command> [--config <path>] [--adapter <name>] [--realm <name>] [--json]",
+		Short: "Manages the users and sessions of the passwordless handler",
+		Long: `
+Manages the users, sessions and lockouts kept by the passwordless handler,
+in the store that the config names, whether Caddy is running or not.
+
+  users add ALIAS... [--role ROLE]...   create a user (how people are invited
+                                        when register_new_users is false)
+  users list                            every user of the realm
+  users show ALIAS|ID                   one user and its sessions count
+  users roles ALIAS|ID [ROLE...]        set its roles (none: clear them)
+  users disable ALIAS|ID                end its sessions, refuse its sign-ins
+  users enable ALIAS|ID                 let it sign in again
+  users delete ALIAS|ID                 remove it, its aliases and sessions
+  sessions list ALIAS|ID                its sessions
+  sessions revoke ALIAS|ID              end every session of the user
+  lockouts clear ALIAS                  lift a lockout after wrong codes
+
+An ALIAS is an email address or an E.164 number (+15551234567); an ID is
+a user id as "users list" shows it.
+
+--config is read as "caddy run" reads it (default ./Caddyfile); --adapter
+names its adapter. When the config has passwordless handlers in several
+realms, --realm chooses one. --json prints JSON instead of aligned text.
+
+The command never creates a store: it fails, naming the file or database
+it looked for, when the one the config names does not exist.
+Exit status: 0 on success; 1, with the reason on stderr, otherwise.
+`,
+		CobraFunc: func(cmd *cobra.Command) {
+			f := cmd.PersistentFlags()
+			f.StringP("config", "c", "Caddyfile", "Configuration file, as for caddy run")
+			f.StringP("adapter", "a", "", "Name of config adapter to apply")
+			f.String("realm", "", "The realm to work on, when the config has several")
+			f.Bool("json", false, "Print JSON instead of text")
+
+			// A typo in a command is an error, not a page of help.
+			cmd.Args, cmd.RunE = cobra.NoArgs, showHelp
+			users := commandGroup("users", "Manages users")
+			add := operatorCommand("add ALIAS... [--role ROLE]...", "Creates a user with those aliases, marked verified, and prints its id", cobra.MinimumNArgs(1), cmdUsersAdd)
+			add.Flags().StringSlice("role", nil, "A role of the new user (repeatable)")
+			users.AddCommand(
+				add,
+				operatorCommand("list", "Lists the users of the realm", cobra.NoArgs, cmdUsersList),
+				operatorCommand("show ALIAS|ID", "Shows a user and how many sessions it has", cobra.ExactArgs(1), cmdUsersShow),
+				operatorCommand("roles ALIAS|ID [ROLE...]", "Sets a user's stored roles; none clears them", cobra.MinimumNArgs(1), cmdUsersRoles),
+				operatorCommand("disable ALIAS|ID", "Ends a user's sessions and refuses its sign-ins", cobra.ExactArgs(1), cmdUsersDisable),
+				operatorCommand("enable ALIAS|ID", "Lets a disabled user sign in again", cobra.ExactArgs(1), cmdUsersEnable),
+				operatorCommand("delete ALIAS|ID", "Deletes a user with its aliases and sessions", cobra.ExactArgs(1), cmdUsersDelete),
+			)
+			sessions := commandGroup("sessions", "Manages sessions")
+			sessions.AddCommand(
+				operatorCommand("list ALIAS|ID", "Lists a user's sessions", cobra.ExactArgs(1), cmdSessionsList),
+				operatorCommand("revoke ALIAS|ID", "Ends every session of a user", cobra.ExactArgs(1), cmdSessionsRevoke),
+			)
+			lockouts := commandGroup("lockouts", "Manages lockouts after wrong codes")
+			lockouts.AddCommand(
+				operatorCommand("clear ALIAS", "Lifts the lockout of an alias", cobra.ExactArgs(1), cmdLockoutsClear),
+			)
+			cmd.AddCommand(users, sessions, lockouts)
+		},
+	})
+}
+
+// commandGroup is a command of subcommands; given none it shows its help.
+func commandGroup(use, short string) *cobra.Command {
+	return &cobra.Command{Use: use, Short: short, Args: cobra.NoArgs, RunE: showHelp}
+}
+
+func showHelp(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+
+// operatorCommand makes a subcommand that runs f on the configured store.
+// A failure is one line on stderr and exit status 1.
+func operatorCommand(use, short string, nargs cobra.PositionalArgs, f func(op *operator, args []string) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		// User ids are URL-safe base64: one in 64 starts with '-', which
+		// pflag would take for a flag. splitArgs reads them as arguments.
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, raw []string) error {
+			cmd.SilenceErrors = true // our line instead of cobra's
+			err := func() error {
+				args, err := parseFlags(cmd, raw)
+				if err != nil {
+					return err
+				}
+				if help, _ := cmd.Flags().GetBool("help"); help {
+					return cmd.Help()
+				}
+				if err := nargs(cmd, args); err != nil {
+					return err
+				}
+				return runOperator(cmd, args, f)
+			}()
+			if err != nil {
+				fmt.Fprintln(cmd.ErrOrStderr(), "caddy passwordless: "+strings.Join(strings.Fields(err.Error()), " "))
+			}
+			return err
+		},
+	}
+}
+
+// parseFlags sets the command's flags (its own and its parents') from raw
+// and returns the arguments. A word that starts with '-' but is no flag of
+// the command is an argument; "--" ends the flags as usual.
+func parseFlags(cmd *cobra.Command, raw []string) ([]string, error) {
+	cmd.InheritedFlags() // merges the parents' persistent flags into Flags
+	fs := cmd.Flags()
+	var flags, args []string
+	for i := 0; i < len(raw); i++ {
+		a := raw[i]
+		var f *pflag.Flag
+		switch {
+		case a == "--":
+			args = append(args, raw[i+1:]...)
+			i = len(raw)
+			continue
+		case strings.HasPrefix(a, "--"):
+			name, _, hasValue := strings.Cut(a[2:], "=")
+			if f = fs.Lookup(name); f == nil {
+				return nil, fmt.Errorf("unknown flag: --%s", name)
+			}
+			if hasValue {
+				f = nil // nothing more to take
+			}
+		case len(a) == 2 && a[0] == '-' && fs.ShorthandLookup(a[1:]) != nil:
+			f = fs.ShorthandLookup(a[1:])
+		default:
+			args = append(args, a)
+			continue
+		}
+		flags = append(flags, a)
+		if f != nil && f.NoOptDefVal == "" {
+			if i+1 == len(raw) {
+				return nil, fmt.Errorf("flag needs an argument: %s", a)
+			}
+			i++
+			flags = append(flags, raw[i])
+		}
+	}
+	if err := fs.Parse(flags); err != nil {
+		return nil, err
+	}
+	return args, nil
+}
+
+func runOperator(cmd *cobra.Command, args []string, f func(*operator, []string) error) error {
+	fl := cmd.Flags()
+	file, _ := fl.GetString("config")
+	adapter, _ := fl.GetString("adapter")
+	realm, _ := fl.GetString("realm")
+	asJSON, _ := fl.GetBool("json")
+	cfg, err := adaptConfig(file, adapter)
+	if err != nil {
+		return err
+	}
+	t, err := chooseStore(cfg, file, realm)
+	if err != nil {
+		return err
+	}
+	// An unreachable database fails the command instead of hanging it.
+	ctx, cancel := context.WithTimeout(context.Background(), operatorTimeout)
+	defer cancel()
+	op := &operator{ctx: ctx, realm: t.realm, out: cmd.OutOrStdout(), json: asJSON, cmd: cmd,
+		logging: cfg.Logging, handler: t.handler}
+	if op.where, err = storeExists(op.ctx, t.storage); err != nil {
+		return err
+	}
+	store, release, err := t.storage.open()
+	if err != nil {
+		return err
+	}
+	defer release()
+	op.store = store
+	return f(op, args)
+}
+
+// operatorTimeout bounds one command's work on the store.
+const operatorTimeout = time.Minute
+
+// adaptedConfig is the part of an adapted config the command reads.
+type adaptedConfig struct {
+	Logging json.RawMessage `json:"logging"`
+	Apps    struct {
+		HTTP json.RawMessage `json:"http"`
+	} `json:"apps"`
+}
+
+// adaptConfig loads a config file and adapts it to JSON as `caddy run`
+// does (caddycmd.LoadConfig), without that function's log lines on
+// stderr, where the command writes one line only when it fails.
+func adaptConfig(file, adapter string) (*adaptedConfig, error) {
+	body, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w (choose one with --config)", err)
+	}
+	base := strings.ToLower(filepath.Base(file))
+	if adapter == "" && filepath.Ext(base) != ".json" &&
+		(strings.HasPrefix(base, "caddyfile") || strings.HasSuffix(base, ".caddyfile")) {
+		adapter = "caddyfile"
+	}
+	if adapter != "" {
+		a := caddyconfig.GetAdapter(adapter)
+		if a == nil {
+			return nil, fmt.Errorf("unrecognized config adapter: %s", adapter)
+		}
+		if body, _, err = a.Adapt(body, map[string]any{"filename": file}); err != nil {
+			return nil, fmt.Errorf("adapting config using %s: %v", adapter, err)
+		}
+	}
+	cfg := new(adaptedConfig)
+	if err := json.Unmarshal(body, cfg); err != nil {
+		return nil, fmt.Errorf("%s is not valid JSON: %v; did you mean to use a config adapter (the --adapter flag)?", file, err)
+	}
+	return cfg, nil
+}
+
+// storeTarget is a store and a realm in it, as the handlers see them.
+type storeTarget struct {
+	storage StorageConfig
+	realm   string
+}
+
+// chosenStore is the target with the config of its first handler, for
+// who may sign in there (handlers of one realm agree on that).
+type chosenStore struct {
+	storeTarget
+	handler json.RawMessage
+}
+
+// chooseStore finds the passwordless handlers of the config, wherever
+// they are in the HTTP app (subroutes, error routes), resolves their
+// storage as Provision does, and picks the one store and realm to work on.
+func chooseStore(cfg *adaptedConfig, file, realm string) (chosenStore, error) {
+	var handlers []json.RawMessage
+	if len(cfg.Apps.HTTP) > 0 {
+		var tree any
+		dec := json.NewDecoder(bytes.NewReader(cfg.Apps.HTTP))
+		dec.UseNumber() // handlers are encoded again: numbers stay as written
+		if err := dec.Decode(&tree); err != nil {
+			return chosenStore{}, fmt.Errorf("reading the http app of %s: %v", file, err)
+		}
+		collectHandlers(tree, &handlers)
+	}
+	if len(handlers) == 0 {
+		return chosenStore{}, fmt.Errorf("no passwordless handler in %s", file)
+	}
+	repl := caddy.NewReplacer()
+	env := func(s *string) { *s = repl.ReplaceKnown(*s, "") }
+	var targets []storeTarget
+	first := make(map[storeTarget]json.RawMessage)
+	for _, raw := range handlers {
+		var h struct {
+			Storage *StorageConfig `json:"storage"`
+			Realm   string         `json:"realm"`
+		}
+		if err := json.Unmarshal(raw, &h); err != nil {
+			return chosenStore{}, fmt.Errorf("reading a passwordless handler in %s: %v", file, err)
+		}
+		t := storeTarget{realm: h.Realm}
+		if h.Storage != nil {
+			t.storage = *h.Storage
+		}
+		t.storage.provision(env)
+		if t.realm == "" {
+			t.realm = defaultRealm
+		}
+		if !slices.Contains(targets, t) {
+			targets = append(targets, t)
+			first[t] = raw
+		}
+	}
+	var realms []string
+	for _, t := range targets {
+		if !slices.Contains(realms, t.realm) {
+			realms = append(realms, t.realm)
+		}
+	}
+	slices.Sort(realms)
+	if realm != "" {
+		targets = slices.DeleteFunc(targets, func(t storeTarget) bool { return t.realm != realm })
+		if len(targets) == 0 {
+			return chosenStore{}, fmt.Errorf("no realm %q in %s (it has %s)", realm, file, strings.Join(realms, ", "))
+		}
+	} else if len(realms) > 1 {
+		return chosenStore{}, fmt.Errorf("%s has several realms (%s): choose one with --realm", file, strings.Join(realms, ", "))
+	}
+	if len(targets) > 1 {
+		return chosenStore{}, fmt.Errorf("realm %q of %s is kept in more than one store: give each its own realm name", targets[0].realm, file)
+	}
+	return chosenStore{targets[0], first[targets[0]]}, nil
+}
+
+// collectHandlers appends every object of tree that is a passwordless
+// handler.
+func collectHandlers(tree any, out *[]json.RawMessage) {
+	switch v := tree.(type) {
+	case map[string]any:
+		if v["handler"] == "passwordless" {
+			b, _ := json.Marshal(v)
+			*out = append(*out, b)
+			return
+		}
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys) // the same order on every run
+		for _, k := range keys {
+			collectHandlers(v[k], out)
+		}
+	case []any:
+		for _, e := range v {
+			collectHandlers(e, out)
+		}
+	}
+}
+
+// storeExists checks that the store is there without creating it: a typo
+// in --config must not make an empty store that a later `users add`
+// fills. It answers where it looked.
+func storeExists(ctx context.Context, c StorageConfig) (string, error) {
+	switch c.Driver {
+	case "sqlite":
+		abs, err := filepath.Abs(c.DSN)
+		if err != nil {
+			return "", fmt.Errorf("sqlite path %q: %w", c.DSN, err)
+		}
+		fi, err := os.Stat(abs)
+		if errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("no database at %s: Caddy creates it when it first runs with this config (is --config right?)", abs)
+		}
+		if err != nil {
+			return "", fmt.Errorf("database %s: %w", abs, err)
+		}
+		if !fi.Mode().IsRegular() {
+			return "", fmt.Errorf("database %s is not a file", abs)
+		}
+		return abs, nil
+	case "postgres":
+		if c.DSN == "" {
+			return "", errors.New("storage: postgres needs a connection string")
+		}
+		ok, name, err := postgresStoreExists(ctx, c.DSN)
+		if err != nil {
+			return "", err
+		}
+		if !ok {
+			return "", fmt.Errorf("no passwordless store in %s: Caddy creates it when it first runs with this config (is --config right?)", name)
+		}
+		return name, nil
+	default:
+		return "", fmt.Errorf("storage: unknown driver %q", c.Driver)
+	}
+}
+
+// operator is one run of a command on one store and realm.
+type operator struct {
+	ctx     context.Context
+	cmd     *cobra.Command
+	store   Store
+	realm   string
+	where   string // the database, for messages
+	out     io.Writer
+	json    bool
+	logging json.RawMessage
+	handler json.RawMessage // the config of a handler of the realm
+	auditor auditor         // opened at the first change
+}
+
+// accessControl reads who may sign in, and with which roles, as the
+// handlers of the realm do (allow, allow_file, demo_user).
+func (op *operator) accessControl() (*accessControl, error) {
+	var p Passwordless
+	if err := json.Unmarshal(op.handler, &p); err != nil {
+		return nil, fmt.Errorf("reading the passwordless handler: %v", err)
+	}
+	repl := caddy.NewReplacer()
+	p.AllowFile = repl.ReplaceKnown(p.AllowFile, "")
+	for i := range p.DemoUsers {
+		p.DemoUsers[i].Alias = repl.ReplaceKnown(p.DemoUsers[i].Alias, "")
+	}
+	p.logger = zap.NewNop()
+	if err := p.provisionAccess(); err != nil {
+		return nil, err
+	}
+	return p.access, nil
+}
+
+// audit records a change as the handler records its events, into the
+// logs the config defines, so that the trail is whole whether a change
+// came through the API or from this command.
+func (op *operator) audit(msg string, ev auditEvent, extra ...zap.Field) {
+	if op.auditor.logger == nil {
+		op.auditor = auditor{openAuditLog(op.logging)}
+	}
+	op.auditor.record(msg, ev, append(extra, zap.String("realm", op.realm), zap.String("source", "command"))...)
+}
+
+// auditLockoutCleared is the event of `lockouts clear`, which only the
+// command line makes.
+const auditLockoutCleared = "lockout cleared"
+
+// auditLoggerName names the audit logger below the module's logger:
+// http.handlers.passwordless.audit, as the handler's (module.go).
+const auditLoggerName = "audit"
+
+// openAuditLog sets up Caddy's logging from the config's logging section,
+// as `caddy run` would, and returns the audit logger in it.
+func openAuditLog(raw json.RawMessage) *zap.Logger {
+	// Caddy announces a change of the default log's writer on the old
+	// one (stderr); a quiet stderr log first keeps that line off the
+	// operator's terminal.
+	var quiet caddy.Logging
+	_ = json.Unmarshal([]byte(`{"logs": {"default": {"writer": {"output": "stderr"}, "level": "ERROR"}}}`), &quiet)
+	_, _ = caddy.ProvisionContext(&caddy.Config{Logging: &quiet})
+	logging := new(caddy.Logging)
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, logging); err != nil {
+			caddy.Log().Error("reading the logging config; audit events go to stderr", zap.Error(err))
+			logging = new(caddy.Logging)
+		}
+	}
+	ctx, err := caddy.ProvisionContext(&caddy.Config{Logging: logging})
+	if err != nil {
+		// The change is made and printed; the log is what failed.
+		fmt.Fprintln(os.Stderr, "caddy passwordless: opening the logs of the config:", err)
+		l, _ := zap.NewProduction()
+		return l.Named(string(Passwordless{}.CaddyModule().ID)).Named(auditLoggerName)
+	}
+	return ctx.Logger(Passwordless{}).Named(auditLoggerName)
+}
+
+// printJSON prints v as indented JSON.
+func (op *operator) printJSON(v any) error {
+	enc := json.NewEncoder(op.out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// table prints rows under a header, aligned.
+func (op *operator) table(header []string, rows [][]string) error {
+	w := tabwriter.NewWriter(op.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, strings.Join(header, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(w, strings.Join(r, "\t"))
+	}
+	return w.Flush()
+}
+
+// printf prints a line of text.
+func (op *operator) printf(format string, args ...any) {
+	fmt.Fprintf(op.out, format+"\n", args...)
+}
+
+// timeText shows a time in UTC to the second; "-" for none.
+func timeText(t time.Time) string {
+	if t.IsZero() || t.UnixMilli() <= 0 {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// timeOrNull is a time for JSON: null for none (stored as 0).
+func timeOrNull(t time.Time) *time.Time {
+	if t.IsZero() || t.UnixMilli() <= 0 {
+		return nil
+	}
+	t = t.UTC().Truncate(time.Second)
+	return &t
+}
+
+// orDash shows "" as "-" in text tables.
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// lookupAlias normalises an alias as the API does.
+func lookupAlias(s string) (Alias, error) {
+	a, err := parseAlias(s)
+	if err != nil {
+		return Alias{}, fmt.Errorf("%q: %v", s, err)
+	}
+	return a, nil
+}
+
+// looksLikeAlias tells an alias from a user id: ids are URL-safe base64,
+// which has neither '@' nor '+'.
+func looksLikeAlias(s string) bool {
+	return strings.Contains(s, "@") || strings.HasPrefix(strings.TrimSpace(s), "+")
+}
+
+func cmdLockoutsClear(op *operator, args []string) error {
+	a, err := lookupAlias(args[0])
+	if err != nil {
+		return err
+	}
+	// Failures are counted per realm, as the handler counts them.
+	key := realmKey(op.realm, a.Key())
+	until, err := op.store.LockedUntil(op.ctx, key)
+	if err != nil {
+		return err
+	}
+	if err := op.store.ResetFailures(op.ctx, key); err != nil {
+		return err
+	}
+	locked := until.After(now())
+	// Audit entries name users by id, never by address: an alias that is
+	// no user's is left out.
+	ev := auditEvent{Channel: a.Kind}
+	if u, err := op.store.UserByAlias(op.ctx, op.realm, a); err == nil {
+		ev.UserID = u.ID
+	}
+	op.audit(auditLockoutCleared, ev, zap.Bool("was_locked", locked))
+	if op.json {
+		return op.printJSON(map[string]any{"alias": a.Value, "was_locked": locked})
+	}
+	if locked {
+		op.printf("lifted the lockout of %s (it ran until %s)", a.Value, timeText(until))
+	} else {
+		op.printf("%s was not locked out; its count of wrong codes is reset", a.Value)
+	}
+	return nil
+}
+
+// findUser looks a user of the realm up by alias, normalised as the API
+// does, or by id.
+func (op *operator) findUser(arg string) (User, error) {
+	var (
+		u   User
+		err error
+		who string
+	)
+	if looksLikeAlias(arg) {
+		a, aerr := lookupAlias(arg)
+		if aerr != nil {
+			return User{}, aerr
+		}
+		who = string(a.Kind) + " " + a.Value
+		u, err = op.store.UserByAlias(op.ctx, op.realm, a)
+	} else {
+		who = "id " + arg
+		u, err = op.store.UserByID(op.ctx, arg)
+		if err == nil && u.Realm != op.realm {
+			// Another realm's users are not this realm's to change.
+			err = ErrNotFound
+		}
+	}
+	if errors.Is(err, ErrNotFound) {
+		return User{}, fmt.Errorf("no user with %s in %s", who, op.place())
+	}
+	return u, err
+}
+
+// place names the store, and the realm unless it is the default one.
+func (op *operator) place() string {
+	if op.realm == defaultRealm {
+		return op.where
+	}
+	return fmt.Sprintf("%s, realm %s", op.where, op.realm)
+}
+
+// userView is a user as the command shows it.
+type userView struct {
+	ID             string     `json:"id"`
+	Email          *string    `json:"email"`
+	Mobile         *string    `json:"mobile"`
+	EmailVerified  bool       `json:"email_verified"`
+	MobileVerified bool       `json:"mobile_verified"`
+	Roles          []string   `json:"roles"`
+	StoredRoles    []string   `json:"stored_roles"`
+	State          string     `json:"state"`
+	Created        *time.Time `json:"created"`
+	LastLogin      *time.Time `json:"last_login"`
+	Allowed        *bool      `json:"allowed,omitempty"`
+	Sessions       *int       `json:"sessions,omitempty"`
+}
+
+// newUserView shows u; with ac, its roles are the effective ones (stored
+// and from allow lines), as protected routes see them.
+func newUserView(u User, ac *accessControl) userView {
+	v := userView{ID: u.ID, Email: orNull(u.Email), Mobile: orNull(u.Mobile), EmailVerified: u.EmailVerified,
+		MobileVerified: u.MobileVerified, Roles: u.Roles, StoredRoles: u.Roles, State: stateText(u),
+		Created: timeOrNull(u.CreatedAt), LastLogin: timeOrNull(u.LastLogin)}
+	if ac != nil {
+		v.Roles = ac.roles(u)
+	}
+	if v.Roles == nil {
+		v.Roles = []string{}
+	}
+	if v.StoredRoles == nil {
+		v.StoredRoles = []string{}
+	}
+	return v
+}
+
+func stateText(u User) string {
+	if u.Disabled {
+		return "disabled"
+	}
+	return "active"
+}
+
+// label names a user in a line of text: its id and aliases.
+func label(u User) string {
+	var aliases []string
+	for _, a := range []string{u.Email, u.Mobile} {
+		if a != "" {
+			aliases = append(aliases, a)
+		}
+	}
+	if len(aliases) == 0 {
+		return u.ID
+	}
+	return u.ID + " (" + strings.Join(aliases, ", ") + ")"
+}
+
+func rolesText(roles []string) string {
+	if len(roles) == 0 {
+		return "-"
+	}
+	return strings.Join(roles, ",")
+}
+
+func cmdUsersAdd(op *operator, args []string) error {
+	roles, err := op.cmd.Flags().GetStringSlice("role")
+	if err != nil {
+		return err
+	}
+	var p Passwordless
+	if err := json.Unmarshal(op.handler, &p); err != nil {
+		return fmt.Errorf("reading the passwordless handler: %v", err)
+	}
+	aliases := make([]Alias, 0, len(args))
+	for _, arg := range args {
+		a, err := lookupAlias(arg)
+		if err != nil {
+			return err
+		}
+		// As the API refuses it: no code could ever reach that number.
+		if a.Kind == KindMobile && !p.allowedNumber(a.Value) {
+			return fmt.Errorf("%s: numbers in this country are not accepted (allowed calling codes: %s)", a.Value, strings.Join(p.SMS.AllowedCountryCodes, ", "))
+		}
+		aliases = append(aliases, a)
+	}
+	u, err := op.store.CreateUser(op.ctx, op.realm, aliases, roles, now())
+	var taken *AliasTakenError
+	if errors.As(err, &taken) {
+		return fmt.Errorf("%s already belongs to user %s", taken.Alias.Value, taken.OwnerID)
+	}
+	if err != nil {
+		return fmt.Errorf("creating user: %w", err)
+	}
+	op.audit(auditUserCreated, auditEvent{UserID: u.ID}, zap.Strings("roles", u.Roles))
+	if op.json {
+		return op.printJSON(newUserView(u, nil))
+	}
+	// The id alone, so that scripts can capture it.
+	op.printf("%s", u.ID)
+	return nil
+}
+
+func cmdUsersList(op *operator, _ []string) error {
+	ac, err := op.accessControl()
+	if err != nil {
+		return err
+	}
+	defer ac.close()
+	users, err := op.store.Users(op.ctx, op.realm)
+	if err != nil {
+		return err
+	}
+	views := make([]userView, 0, len(users))
+	for _, u := range users {
+		views = append(views, newUserView(u, ac))
+	}
+	if op.json {
+		return op.printJSON(views)
+	}
+	rows := make([][]string, 0, len(users))
+	for i, u := range users {
+		rows = append(rows, []string{u.ID, orDash(u.Email), orDash(u.Mobile), rolesText(views[i].Roles), stateText(u), timeText(u.CreatedAt), timeText(u.LastLogin)})
+	}
+	return op.table([]string{"ID", "EMAIL", "MOBILE", "ROLES", "STATE", "CREATED", "LAST LOGIN"}, rows)
+}
+
+func cmdUsersShow(op *operator, args []string) error {
+	u, err := op.findUser(args[0])
+	if err != nil {
+		return err
+	}
+	sessions, err := op.store.Sessions(op.ctx, u.ID, now())
+	if err != nil {
+		return err
+	}
+	ac, err := op.accessControl()
+	if err != nil {
+		return err
+	}
+	defer ac.close()
+	v := newUserView(u, ac)
+	n := len(sessions)
+	v.Sessions = &n
+	// With allow or allow_file, a user whose aliases no pattern matches
+	// any more cannot sign in, whatever its state.
+	allowed := ac.admitsUser(u)
+	v.Allowed = &allowed
+	if op.json {
+		return op.printJSON(v)
+	}
+	verified := func(alias string, ok bool) string {
+		if alias == "" {
+			return "-"
+		}
+		if ok {
+			return alias + " (verified)"
+		}
+		return alias
+	}
+	w := tabwriter.NewWriter(op.out, 0, 4, 2, ' ', 0)
+	for _, kv := range [][2]string{
+		{"id", u.ID},
+		{"email", verified(u.Email, u.EmailVerified)},
+		{"mobile", verified(u.Mobile, u.MobileVerified)},
+		{"roles", rolesText(v.Roles)},
+		{"stored roles", rolesText(u.Roles)},
+		{"state", stateText(u)},
+		{"allowed", yesNo(allowed)},
+		{"created", timeText(u.CreatedAt)},
+		{"last login", timeText(u.LastLogin)},
+		{"sessions", fmt.Sprint(n)},
+	} {
+		fmt.Fprintf(w, "%s:\t%s\n", kv[0], kv[1])
+	}
+	return w.Flush()
+}
+
+func cmdUsersRoles(op *operator, args []string) error {
+	u, err := op.findUser(args[0])
+	if err != nil {
+		return err
+	}
+	if err := op.store.SetRoles(op.ctx, u.ID, args[1:]); err != nil {
+		return fmt.Errorf("setting roles: %w", err)
+	}
+	if u, err = op.store.UserByID(op.ctx, u.ID); err != nil {
+		return err
+	}
+	op.audit(auditRolesChanged, auditEvent{UserID: u.ID}, zap.Strings("roles", u.Roles))
+	if op.json {
+		return op.printJSON(newUserView(u, nil))
+	}
+	if len(u.Roles) == 0 {
+		op.printf("cleared the roles of %s", label(u))
+	} else {
+		op.printf("roles of %s: %s", label(u), strings.Join(u.Roles, ","))
+	}
+	return nil
+}
+
+func cmdUsersDisable(op *operator, args []string) error {
+	u, err := op.findUser(args[0])
+	if err != nil {
+		return err
+	}
+	if err := op.store.SetDisabled(op.ctx, u.ID, true); err != nil {
+		return fmt.Errorf("disabling user: %w", err)
+	}
+	// Its sessions end as a revocation ends them, so that enabling the
+	// user again does not bring them back.
+	n, err := op.store.RevokeSessions(op.ctx, u.ID, now())
+	if err != nil {
+		return err
+	}
+	u.Disabled = true
+	op.audit(auditUserDisabled, auditEvent{UserID: u.ID}, zap.Int("sessions", n))
+	if op.json {
+		return op.printJSON(map[string]any{"user": newUserView(u, nil), "sessions_revoked": n})
+	}
+	op.printf("disabled %s; %s ended", label(u), plural(n, "session"))
+	return nil
+}
+
+func cmdUsersEnable(op *operator, args []string) error {
+	u, err := op.findUser(args[0])
+	if err != nil {
+		return err
+	}
+	was := u.Disabled
+	if was {
+		if err := op.store.SetDisabled(op.ctx, u.ID, false); err != nil {
+			return fmt.Errorf("enabling user: %w", err)
+		}
+		u.Disabled = false
+		op.audit(auditUserEnabled, auditEvent{UserID: u.ID})
+	}
+	if op.json {
+		return op.printJSON(newUserView(u, nil))
+	}
+	if was {
+		op.printf("enabled %s", label(u))
+	} else {
+		op.printf("%s was not disabled", label(u))
+	}
+	return nil
+}
+
+func cmdUsersDelete(op *operator, args []string) error {
+	u, err := op.findUser(args[0])
+	if err != nil {
+		return err
+	}
+	if err := op.store.DeleteUser(op.ctx, u.ID); err != nil {
+		return fmt.Errorf("deleting user: %w", err)
+	}
+	op.audit(auditUserDeleted, auditEvent{UserID: u.ID})
+	if op.json {
+		return op.printJSON(map[string]any{"id": u.ID, "deleted": true})
+	}
+	op.printf("deleted %s with its sessions", label(u))
+	return nil
+}
+
+// sessionView is a session as the command shows it; never a token.
+type sessionView struct {
+	ID       string     `json:"id"`
+	Created  *time.Time `json:"created"`
+	LastUsed *time.Time `json:"last_used"`
+	Expires  *time.Time `json:"expires"`
+	ClientIP *string    `json:"client_ip"`
+}
+
+func cmdSessionsList(op *operator, args []string) error {
+	u, err := op.findUser(args[0])
+	if err != nil {
+		return err
+	}
+	sessions, err := op.store.Sessions(op.ctx, u.ID, now())
+	if err != nil {
+		return err
+	}
+	if op.json {
+		views := make([]sessionView, 0, len(sessions))
+		for _, s := range sessions {
+			views = append(views, sessionView{ID: s.ID, Created: timeOrNull(s.CreatedAt), LastUsed: timeOrNull(s.LastUsed),
+				Expires: timeOrNull(s.ExpiresAt), ClientIP: orNull(s.ClientIP)})
+		}
+		return op.printJSON(views)
+	}
+	rows := make([][]string, 0, len(sessions))
+	for _, s := range sessions {
+		rows = append(rows, []string{s.ID, timeText(s.CreatedAt), timeText(s.LastUsed), timeText(s.ExpiresAt), orDash(s.ClientIP)})
+	}
+	return op.table([]string{"ID", "CREATED", "LAST USED", "EXPIRES", "CLIENT IP"}, rows)
+}
+
+func cmdSessionsRevoke(op *operator, args []string) error {
+	u, err := op.findUser(args[0])
+	if err != nil {
+		return err
+	}
+	n, err := op.store.RevokeSessions(op.ctx, u.ID, now())
+	if err != nil {
+		return err
+	}
+	op.audit(auditSessionsRevoked, auditEvent{UserID: u.ID}, zap.Int("sessions", n))
+	if op.json {
+		return op.printJSON(map[string]any{"user_id": u.ID, "sessions_revoked": n})
+	}
+	op.printf("ended %s of %s", plural(n, "session"), label(u))
+	return nil
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no (no allow pattern matches its aliases)"
+}
