@@ -179,7 +179,7 @@ func TestNoAccountEnumeration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Login(context.Background(), defaultRealm, Alias{Kind: KindEmail, Value: "known@example.com"}, true, time.Now()); err != nil {
+	if _, _, err := s.Login(context.Background(), defaultRealm, Alias{Kind: KindEmail, Value: "known@example.com"}, true, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	releaseSQLite(s)
@@ -220,7 +220,7 @@ func TestNoEnumerationDuringAnOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Login(context.Background(), defaultRealm, Alias{Kind: KindEmail, Value: "known@example.com"}, true, now()); err != nil {
+	if _, _, err := s.Login(context.Background(), defaultRealm, Alias{Kind: KindEmail, Value: "known@example.com"}, true, now()); err != nil {
 		t.Fatal(err)
 	}
 	releaseSQLite(s)

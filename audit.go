@@ -2,7 +2,6 @@ package passwordless
 
 import (
 	"context"
-	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -97,12 +96,4 @@ func (p *Passwordless) exchangeFailed(ctx context.Context, a Alias, locked bool)
 func (p *Passwordless) loggedIn(ctx context.Context, a Alias, u User, sid string) {
 	countExchange(a.Kind, loginSuccess)
 	p.audit(ctx, auditLogin, auditEvent{UserID: u.ID, Channel: a.Kind, SessionID: sid})
-}
-
-// userCreated audits u if the login at t created it: a new user's
-// creation time is that of the login that made it.
-func (p *Passwordless) userCreated(ctx context.Context, a Alias, u User, t time.Time) {
-	if u.CreatedAt.UnixMilli() == t.UnixMilli() {
-		p.audit(ctx, auditUserCreated, auditEvent{UserID: u.ID, Channel: a.Kind})
-	}
 }

@@ -381,12 +381,12 @@ func TestCommandManagesUsers(t *testing.T) {
 		if active, _ := s.SessionActive(ctx, sid, now()); active {
 			t.Fatal("a disabled user's session is active")
 		}
-		if _, err := s.Login(ctx, defaultRealm, alice, true, now()); !errors.Is(err, ErrNotFound) {
+		if _, _, err := s.Login(ctx, defaultRealm, alice, true, now()); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("a disabled user signed in: %v", err)
 		}
 		expectContains(t, c.ok("users", "list"), id+"  alice@example.com  +15551234567  -      disabled")
 		expectContains(t, c.ok("users", "enable", id), "enabled "+id)
-		if u, err := s.Login(ctx, defaultRealm, alice, true, now()); err != nil || u.ID != id {
+		if u, _, err := s.Login(ctx, defaultRealm, alice, true, now()); err != nil || u.ID != id {
 			t.Fatalf("after enable: %+v, %v", u, err)
 		}
 		expectContains(t, c.ok("users", "enable", id), "was not disabled")

@@ -584,8 +584,7 @@ func (p *Passwordless) login(ctx context.Context, r *http.Request, a Alias, code
 	if !p.access.admits(a) {
 		return User{}, p.failed(ctx, clientIP(r), a)
 	}
-	t := now()
-	u, err := p.store.Login(ctx, p.Realm, a, *p.RegisterNewUsers || isDemo, t)
+	u, created, err := p.store.Login(ctx, p.Realm, a, *p.RegisterNewUsers || isDemo, now())
 	if errors.Is(err, ErrNotFound) {
 		return User{}, p.failed(ctx, clientIP(r), a)
 	}
@@ -595,7 +594,9 @@ func (p *Passwordless) login(ctx context.Context, r *http.Request, a Alias, code
 	if err := p.store.ResetFailures(ctx, p.aliasKey(a)); err != nil {
 		return User{}, p.internal("resetting failures", err)
 	}
-	p.userCreated(ctx, a, u, t)
+	if created {
+		p.audit(ctx, auditUserCreated, auditEvent{UserID: u.ID, Channel: a.Kind})
+	}
 	return u, nil
 }
 

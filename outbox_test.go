@@ -298,7 +298,7 @@ func TestCodeRequestTimingSameForEveryAlias(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Login(context.Background(), defaultRealm, Alias{Kind: KindEmail, Value: "known@example.com"}, true, now()); err != nil {
+	if _, _, err := s.Login(context.Background(), defaultRealm, Alias{Kind: KindEmail, Value: "known@example.com"}, true, now()); err != nil {
 		t.Fatal(err)
 	}
 	releaseSQLite(s)

@@ -40,9 +40,9 @@ type Store interface {
 	UserByID(ctx context.Context, id string) (User, error)
 	// Login returns the user of realm that owns a, creating it when create
 	// is true (ErrNotFound otherwise), marks a verified and records now as
-	// its last login. A disabled user answers ErrNotFound and is left as
-	// it is.
-	Login(ctx context.Context, realm string, a Alias, create bool, now time.Time) (User, error)
+	// its last login; created tells whether this call made the user. A
+	// disabled user answers ErrNotFound and is left as it is.
+	Login(ctx context.Context, realm string, a Alias, create bool, now time.Time) (u User, created bool, err error)
 	// LinkAlias gives a to the user and marks it verified. If another user
 	// of the same realm owns a it answers an *AliasTakenError and changes
 	// nothing.

@@ -19,14 +19,14 @@ func testRealms(t *testing.T, s Store) {
 	ctx := context.Background()
 	t0 := now().Truncate(time.Millisecond)
 	a := Alias{Kind: KindEmail, Value: "same@example.com"}
-	d, err := s.Login(ctx, defaultRealm, a, true, t0)
+	d, _, err := s.Login(ctx, defaultRealm, a, true, t0)
 	if err != nil || d.Realm != defaultRealm {
 		t.Fatalf("default realm: %+v %v", d, err)
 	}
-	if _, err := s.Login(ctx, "other", a, false, t0); !errors.Is(err, ErrNotFound) {
+	if _, _, err := s.Login(ctx, "other", a, false, t0); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("a user of one realm logged in to another: %v", err)
 	}
-	o, err := s.Login(ctx, "other", a, true, t0)
+	o, _, err := s.Login(ctx, "other", a, true, t0)
 	if err != nil || o.ID == d.ID || o.Realm != "other" {
 		t.Fatalf("other realm: %+v %v", o, err)
 	}
@@ -52,7 +52,7 @@ func testRealms(t *testing.T, s Store) {
 func testSessionUser(t *testing.T, s Store) {
 	ctx := context.Background()
 	t0 := now().Truncate(time.Millisecond)
-	u, _ := s.Login(ctx, defaultRealm, Alias{Kind: KindEmail, Value: "su@example.com"}, true, t0)
+	u, _, _ := s.Login(ctx, defaultRealm, Alias{Kind: KindEmail, Value: "su@example.com"}, true, t0)
 	if err := s.CreateSession(ctx, Session{ID: "su1", UserID: u.ID, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour), ClientIP: "192.0.2.7"}, []byte("r"), t0.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func testAdmin(t *testing.T, s Store) {
 	if err := s.SetDisabled(ctx, u.ID, true); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Login(ctx, "team", e, true, t0); !errors.Is(err, ErrNotFound) {
+	if _, _, err := s.Login(ctx, "team", e, true, t0); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("disabled user logged in: %v", err)
 	}
 	if got, _ := s.UserByID(ctx, u.ID); !got.Disabled || !got.LastLogin.IsZero() {
@@ -144,7 +144,7 @@ func testAdmin(t *testing.T, s Store) {
 		t.Fatal(err)
 	}
 	t1 := t0.Add(time.Minute)
-	if got, err := s.Login(ctx, "team", e, false, t1); err != nil || !got.LastLogin.Equal(t1) {
+	if got, _, err := s.Login(ctx, "team", e, false, t1); err != nil || !got.LastLogin.Equal(t1) {
 		t.Fatalf("enabled login: %+v %v", got, err)
 	}
 	if err := s.SetDisabled(ctx, "nope", true); !errors.Is(err, ErrNotFound) {

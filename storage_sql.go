@@ -350,41 +350,43 @@ func (s *sqlStore) UserByID(ctx context.Context, id string) (User, error) {
 	return scanUser(s.rdb.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE id = ?`, id))
 }
 
-func (s *sqlStore) Login(ctx context.Context, realm string, a Alias, create bool, now time.Time) (User, error) {
+func (s *sqlStore) Login(ctx context.Context, realm string, a Alias, create bool, now time.Time) (User, bool, error) {
 	col := aliasColumn(a.Kind)
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return User{}, fmt.Errorf("logging in: %w", err)
+		return User{}, false, fmt.Errorf("logging in: %w", err)
 	}
 	defer tx.Rollback()
 	if err := s.lock(ctx, tx, realmKey(realm, a.Key())); err != nil {
-		return User{}, err
+		return User{}, false, err
 	}
 	u, err := userByAlias(ctx, tx, realm, a)
+	created := false
 	switch {
 	case errors.Is(err, ErrNotFound) && create:
 		id, err := randomID()
 		if err != nil {
-			return User{}, err
+			return User{}, false, err
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO users (id, realm, `+col+`, `+col+`_verified, created_at, last_login) VALUES (?, ?, ?, TRUE, ?, ?)`,
 			id, realm, a.Value, ms(now), ms(now)); err != nil {
-			return User{}, fmt.Errorf("creating user: %w", err)
+			return User{}, false, fmt.Errorf("creating user: %w", err)
 		}
+		created = true
 	case err != nil:
-		return User{}, err
+		return User{}, false, err
 	case u.Disabled:
-		return User{}, ErrNotFound
+		return User{}, false, ErrNotFound
 	default:
 		if _, err := tx.ExecContext(ctx, `UPDATE users SET `+col+`_verified = TRUE, last_login = ? WHERE id = ?`, ms(now), u.ID); err != nil {
-			return User{}, fmt.Errorf("marking %s verified: %w", col, err)
+			return User{}, false, fmt.Errorf("marking %s verified: %w", col, err)
 		}
 	}
 	u, err = userByAlias(ctx, tx, realm, a)
 	if err != nil {
-		return User{}, err
+		return User{}, false, err
 	}
-	return u, tx.Commit()
+	return u, created, tx.Commit()
 }
 
 func (s *sqlStore) LinkAlias(ctx context.Context, userID string, a Alias) (User, error) {

@@ -193,23 +193,28 @@ func testUsers(t *testing.T, s Store) {
 	ctx := context.Background()
 	t0 := now().Truncate(time.Millisecond) // stores keep milliseconds
 	a := Alias{Kind: KindEmail, Value: "u@example.com"}
-	if _, err := s.Login(ctx, defaultRealm, a, false, t0); !errors.Is(err, ErrNotFound) {
+	if _, _, err := s.Login(ctx, defaultRealm, a, false, t0); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("login without create: %v", err)
 	}
-	u, err := s.Login(ctx, defaultRealm, a, true, t0)
-	if err != nil || u.ID == "" || u.Email != a.Value || !u.EmailVerified {
-		t.Fatalf("created %+v, %v", u, err)
+	u, created, err := s.Login(ctx, defaultRealm, a, true, t0)
+	if err != nil || u.ID == "" || u.Email != a.Value || !u.EmailVerified || !created {
+		t.Fatalf("created %+v (%t), %v", u, created, err)
 	}
-	again, err := s.Login(ctx, defaultRealm, a, false, t0)
-	if err != nil || again.ID != u.ID {
-		t.Fatalf("second login %+v, %v", again, err)
+	again, created, err := s.Login(ctx, defaultRealm, a, false, t0)
+	if err != nil || again.ID != u.ID || created {
+		t.Fatalf("second login %+v (created %t), %v", again, created, err)
+	}
+	// Within the same millisecond, and allowed to create, only the call
+	// that made the user says so.
+	if again, created, err := s.Login(ctx, defaultRealm, a, true, t0); err != nil || again.ID != u.ID || created {
+		t.Fatalf("third login %+v (created %t), %v", again, created, err)
 	}
 	m := Alias{Kind: KindMobile, Value: "+15551234567"}
 	linked, err := s.LinkAlias(ctx, u.ID, m)
 	if err != nil || linked.Mobile != m.Value || !linked.MobileVerified {
 		t.Fatalf("link %+v, %v", linked, err)
 	}
-	other, _ := s.Login(ctx, defaultRealm, Alias{Kind: KindEmail, Value: "o@example.com"}, true, t0)
+	other, _, _ := s.Login(ctx, defaultRealm, Alias{Kind: KindEmail, Value: "o@example.com"}, true, t0)
 	if _, err := s.LinkAlias(ctx, other.ID, m); !errors.Is(err, ErrAliasTaken) {
 		t.Fatalf("link of a taken alias: %v", err)
 	}
@@ -224,7 +229,7 @@ func testUsers(t *testing.T, s Store) {
 func testSessions(t *testing.T, s Store) {
 	ctx := context.Background()
 	t0 := now().Truncate(time.Millisecond) // stores keep milliseconds
-	u, _ := s.Login(ctx, defaultRealm, Alias{Kind: KindEmail, Value: "s@example.com"}, true, t0)
+	u, _, _ := s.Login(ctx, defaultRealm, Alias{Kind: KindEmail, Value: "s@example.com"}, true, t0)
 	sess := Session{ID: "s1", UserID: u.ID, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}
 	if err := s.CreateSession(ctx, sess, []byte("r1"), t0.Add(time.Hour)); err != nil {
 		t.Fatal(err)
@@ -371,7 +376,7 @@ func testPurge(t *testing.T, s Store) {
 	match := func(h []byte) bool { return bytes.Equal(h, []byte("h")) }
 	s.SaveCode(ctx, Code{ID: "old", Alias: "email:old@example.com", Purpose: purposeLogin, Hash: []byte("h"), ExpiresAt: t0.Add(time.Minute), CreatedAt: t0})
 	s.SaveCode(ctx, Code{ID: "new", Alias: "email:new@example.com", Purpose: purposeLogin, Hash: []byte("h"), ExpiresAt: t0.Add(time.Hour), CreatedAt: t0})
-	u, _ := s.Login(ctx, defaultRealm, Alias{Kind: KindEmail, Value: "p@example.com"}, true, t0)
+	u, _, _ := s.Login(ctx, defaultRealm, Alias{Kind: KindEmail, Value: "p@example.com"}, true, t0)
 	s.CreateSession(ctx, Session{ID: "live", UserID: u.ID, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, []byte("r-live"), t0.Add(time.Hour))
 	s.CreateSession(ctx, Session{ID: "gone", UserID: u.ID, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, []byte("r-gone"), t0.Add(time.Hour))
 	s.RevokeSession(ctx, "gone")
