@@ -227,8 +227,10 @@ func TestAllowFileRolesHotReloadAndOffboarding(t *testing.T) {
 	within5s(t, "offboarding", func() bool { return e.get("/app", bearer(bossTok)...).status == http.StatusUnauthorized })
 	expectStatus(t, e.get("/app", bearer(worker)...), http.StatusUnauthorized)
 	expectStatus(t, e.postForm("/auth/refresh", map[string]string{"refresh_token": boss.str("refresh_token")}), http.StatusUnauthorized)
+	e.drain()
 	before := len(e.smtp.all())
 	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "boss@example.com"}), http.StatusOK)
+	e.drain()
 	if len(e.smtp.all()) != before {
 		t.Fatal("a code was sent to someone taken off the allow list")
 	}
@@ -403,15 +405,20 @@ func TestSpoofedRolesStripped(t *testing.T) {
 	// Sent as a trailer, after the body.
 	req, _ := http.NewRequest(http.MethodPost, testBase+"/private", io.MultiReader(strings.NewReader("body")))
 	req.Header.Set("Authorization", "Bearer "+tok)
-	req.Trailer = http.Header{"X-Auth-User-Roles": {"admin"}, "X-Auth-User-Email": {"admin@example.com"}}
+	req.Trailer = http.Header{"X-Auth-User-Roles": {"admin"}, "X-Auth-User-Email": {"admin@example.com"}, "X-Checksum": {"abc"}}
+	seen := e.upstream.requests()
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	res.Body.Close()
-	e.upstream.mu.Lock()
-	tr := e.upstream.trailers[len(e.upstream.trailers)-1]
-	e.upstream.mu.Unlock()
+	if res.StatusCode != http.StatusOK || e.upstream.requests() != seen+1 {
+		t.Fatalf("status %d; the upstream got %d requests, want 1", res.StatusCode, e.upstream.requests()-seen)
+	}
+	tr := e.upstream.lastTrailer()
+	if tr.Get("X-Checksum") != "abc" {
+		t.Fatalf("the upstream got no trailers at all (%v): the check below would prove nothing", tr)
+	}
 	if tr.Get("X-Auth-User-Roles") != "" || tr.Get("X-Auth-User-Email") != "" {
 		t.Fatalf("forged trailers reached the upstream: %v", tr)
 	}
@@ -452,9 +459,11 @@ func TestDisabledUser(t *testing.T) {
 	clock.Advance(sessionRecheck)
 	expectStatus(t, e.get("/app", bearer(r.str("token"))...), http.StatusUnauthorized)
 	expectStatus(t, e.postForm("/auth/refresh", map[string]string{"refresh_token": r.str("refresh_token")}), http.StatusUnauthorized)
+	e.drain()
 	before := len(e.smtp.all())
 	unknown := e.postForm("/auth/email/", map[string]string{"email": "nobody@example.com"})
 	sameResponse(t, "code request", unknown, e.postForm("/auth/email/", map[string]string{"email": "dis@example.com"}))
+	e.drain()
 	if len(e.smtp.all()) != before {
 		t.Fatal("a code was sent to a disabled user")
 	}
@@ -536,8 +545,10 @@ func TestRealmIsolation(t *testing.T) {
 	expectStatus(t, post(team, "/auth/refresh", url.Values{"refresh_token": {r.str("refresh_token")}}, ""), http.StatusUnauthorized)
 
 	// The user made on the open site does not exist on the invite-only one.
+	drain(t, db)
 	before := len(mail.all())
 	expectStatus(t, post(team, "/auth/email/", url.Values{"email": {"x@example.com"}}, ""), http.StatusOK)
+	drain(t, db)
 	if len(mail.all()) != before {
 		t.Fatal("the invite-only realm sent a code to a user of the open one")
 	}

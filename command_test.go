@@ -419,6 +419,7 @@ func TestCommandWhileCaddyServes(t *testing.T) {
 
 	// Not invited: 200 and nothing sent.
 	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "guest@example.com"}), http.StatusOK)
+	e.drain()
 	if n := mails(); n != 0 {
 		t.Fatalf("%d mails to an uninvited address", n)
 	}
@@ -449,8 +450,10 @@ func TestCommandWhileCaddyServes(t *testing.T) {
 	expectStatus(t, e.get("/app", bearer(second.str("token"))...), http.StatusUnauthorized)
 	// A disabled user is answered as an unknown alias: 200, nothing sent,
 	// and no code lets it in.
+	e.drain()
 	before := mails()
 	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "guest@example.com"}), http.StatusOK)
+	e.drain()
 	if n := mails(); n != before {
 		t.Errorf("a code was sent to a disabled user (%d mails, %d before)", n, before)
 	}

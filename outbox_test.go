@@ -36,14 +36,20 @@ func eventually(t testing.TB, what string, cond func() bool) {
 // outboxLen is how many messages wait in e's store.
 func (e *env) outboxLen() int {
 	e.t.Helper()
-	s, err := openSQLite(e.db)
+	return outboxLen(e.t, e.db)
+}
+
+// outboxLen is how many messages wait in the SQLite store at db.
+func outboxLen(t testing.TB, db string) int {
+	t.Helper()
+	s, err := openSQLite(db)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer releaseSQLite(s)
 	var n int
 	if err := s.rdb.QueryRowContext(context.Background(), `SELECT COUNT(*) FROM outbox`).Scan(&n); err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return n
 }
@@ -51,7 +57,14 @@ func (e *env) outboxLen() int {
 // drain waits until everything queued was sent or dropped.
 func (e *env) drain() {
 	e.t.Helper()
-	eventually(e.t, "the outbox to empty", func() bool { return e.outboxLen() == 0 })
+	drain(e.t, e.db)
+}
+
+// drain waits until everything queued in the SQLite store at db was sent
+// or dropped: only then does a count of what was sent mean anything.
+func drain(t testing.TB, db string) {
+	t.Helper()
+	eventually(t, "the outbox to empty", func() bool { return outboxLen(t, db) == 0 })
 }
 
 // untilFailing sends code requests to path until the channel answers 503,
