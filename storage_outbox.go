@@ -15,13 +15,13 @@ import (
 // One upsert does it; its row lock makes concurrent hits on one key, on
 // any instance, take turns, so the count is exact.
 func (s *sqlStore) hit(ctx context.Context, tx sqlTx, l RateLimit, now time.Time) (time.Duration, error) {
-	if l.Count < 1 || l.Window <= 0 {
-		return 0, fmt.Errorf("rate limit %q: count and window must be positive", l.Key)
+	interval, err := l.interval()
+	if err != nil {
+		return 0, err
 	}
-	interval := max(l.Window.Microseconds()/int64(l.Count), 1)
 	t, window := now.UnixMicro(), l.Window.Microseconds()
 	var tat int64
-	err := tx.QueryRowContext(ctx, `INSERT INTO rate_limits (key, tat) VALUES (?, ?)
+	err = tx.QueryRowContext(ctx, `INSERT INTO rate_limits (key, tat) VALUES (?, ?)
 		ON CONFLICT(key) DO UPDATE SET tat = `+s.greatest+`(rate_limits.tat, ?) + ?
 		WHERE `+s.greatest+`(rate_limits.tat, ?) + ? - ? <= ?
 		RETURNING tat`, l.Key, t+interval, t, interval, t, interval, t, window).Scan(&tat)
@@ -35,8 +35,22 @@ func (s *sqlStore) hit(ctx context.Context, tx sqlTx, l RateLimit, now time.Time
 	if err := tx.QueryRowContext(ctx, `SELECT tat FROM rate_limits WHERE key = ?`, l.Key).Scan(&tat); err != nil {
 		return 0, fmt.Errorf("rate limit: %w", err)
 	}
-	wait := time.Duration(tat+interval-window-t) * time.Microsecond
-	return max(wait, time.Millisecond), nil
+	return max(l.wait(tat, now), time.Millisecond), nil
+}
+
+// interval is the share of the window one event takes, in microseconds.
+func (l RateLimit) interval() (int64, error) {
+	if l.Count < 1 || l.Window <= 0 {
+		return 0, fmt.Errorf("rate limit %q: count and window must be positive", l.Key)
+	}
+	return max(l.Window.Microseconds()/int64(l.Count), 1), nil
+}
+
+// wait is how long until one more event fits, for a key whose theoretical
+// arrival time is tat (Unix microseconds); zero or less: it fits now.
+func (l RateLimit) wait(tat int64, now time.Time) time.Duration {
+	interval, _ := l.interval()
+	return time.Duration(tat+interval-l.Window.Microseconds()-now.UnixMicro()) * time.Microsecond
 }
 
 func (s *sqlStore) Hit(ctx context.Context, l RateLimit, now time.Time) (time.Duration, error) {
@@ -53,8 +67,8 @@ func (s *sqlStore) Hit(ctx context.Context, l RateLimit, now time.Time) (time.Du
 }
 
 func (s *sqlStore) Peek(ctx context.Context, l RateLimit, now time.Time) (time.Duration, error) {
-	if l.Count < 1 || l.Window <= 0 {
-		return 0, fmt.Errorf("rate limit %q: count and window must be positive", l.Key)
+	if _, err := l.interval(); err != nil {
+		return 0, err
 	}
 	var tat int64
 	err := s.rdb.QueryRowContext(ctx, `SELECT tat FROM rate_limits WHERE key = ?`, l.Key).Scan(&tat)
@@ -64,8 +78,7 @@ func (s *sqlStore) Peek(ctx context.Context, l RateLimit, now time.Time) (time.D
 	if err != nil {
 		return 0, fmt.Errorf("rate limit: %w", err)
 	}
-	interval := max(l.Window.Microseconds()/int64(l.Count), 1)
-	wait := time.Duration(tat+interval-l.Window.Microseconds()-now.UnixMicro()) * time.Microsecond
+	wait := l.wait(tat, now)
 	if wait <= 0 {
 		return 0, nil
 	}
@@ -78,12 +91,8 @@ func (s *sqlStore) QueueCode(ctx context.Context, limits []RateLimit, c Code, m 
 		return 0, "", fmt.Errorf("queueing code: %w", err)
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO codes (alias, purpose, id, user_id, hash, attempts, expires_at, created_at)
-		VALUES (?, ?, ?, ?, ?, 0, ?, ?)
-		ON CONFLICT(alias, purpose) DO UPDATE SET id = excluded.id, user_id = excluded.user_id, hash = excluded.hash,
-			attempts = 0, expires_at = excluded.expires_at, created_at = excluded.created_at`,
-		c.Alias, c.Purpose, c.ID, c.UserID, c.Hash, ms(c.ExpiresAt), ms(c.CreatedAt)); err != nil {
-		return 0, "", fmt.Errorf("storing code: %w", err)
+	if err := saveCode(ctx, tx, c); err != nil {
+		return 0, "", err
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (id, queue, channel, recipient, purpose, code, deliver, next_at, expires_at, created_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,

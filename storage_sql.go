@@ -231,7 +231,17 @@ func (s *sqlStore) Secret(ctx context.Context, name string, generate func() ([]b
 }
 
 func (s *sqlStore) SaveCode(ctx context.Context, c Code) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO codes (alias, purpose, id, user_id, hash, attempts, expires_at, created_at)
+	return saveCode(ctx, s.db, c)
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// saveCode stores c as the only live code of its alias and purpose, on the
+// store or inside a transaction.
+func saveCode(ctx context.Context, q execer, c Code) error {
+	_, err := q.ExecContext(ctx, `INSERT INTO codes (alias, purpose, id, user_id, hash, attempts, expires_at, created_at)
 		VALUES (?, ?, ?, ?, ?, 0, ?, ?)
 		ON CONFLICT(alias, purpose) DO UPDATE SET id = excluded.id, user_id = excluded.user_id, hash = excluded.hash,
 			attempts = 0, expires_at = excluded.expires_at, created_at = excluded.created_at`,
