@@ -165,7 +165,7 @@ var sqliteMigrations = []string{
 	schemaOutbox("BLOB", "INTEGER", " WITHOUT ROWID"),
 }
 
-func migrateSQLite(db *sql.DB) error {
+func migrateSQLite(db *sql.DB) (err error) {
 	ctx := context.Background()
 	// A migration that rebuilds a table needs foreign keys off, which
 	// SQLite only lets a connection change outside a transaction.
@@ -177,7 +177,13 @@ func migrateSQLite(db *sql.DB) error {
 	if _, err := conn.ExecContext(ctx, `PRAGMA foreign_keys = OFF`); err != nil {
 		return err
 	}
-	defer conn.ExecContext(ctx, `PRAGMA foreign_keys = ON`)
+	// This connection is the store's one writer from now on: without
+	// foreign keys, deleting a user would leave its sessions behind.
+	defer func() {
+		if _, ferr := conn.ExecContext(ctx, `PRAGMA foreign_keys = ON`); ferr != nil && err == nil {
+			err = fmt.Errorf("turning foreign keys back on: %w", ferr)
+		}
+	}()
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return err
