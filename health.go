@@ -72,7 +72,7 @@ func (p *Passwordless) channelFailing(ctx context.Context, k AliasKind) bool {
 		p.logger.Warn("health: provider still failing", zap.String("channel", string(k)), zap.Error(err))
 		return true
 	}
-	t.recovered()
+	t.succeeded()
 	return false
 }
 
@@ -104,9 +104,6 @@ func (pt *probeThrottle) due(k AliasKind, t time.Time) bool {
 	pt.last[k] = t
 	return true
 }
-
-// recovered ends the failing state after a successful probe.
-func (h *channelHealth) recovered() { h.succeeded() }
 
 // Probe connects to the SMTP server and goes as far as a send would
 // before the message: greeting, TLS and authentication.

@@ -210,10 +210,7 @@ func (s *twilioSender) Send(ctx context.Context, m Message) error {
 	if status < 200 || status >= 300 {
 		s.logger.Error("twilio API answered with an unexpected status",
 			zap.Int("http_status", status), zap.String("request_id", requestID))
-		if transientStatus(status) {
-			return fmt.Errorf("%w: twilio: unexpected answer (%s)", errTransient, describeTwilioResponse(status, requestID))
-		}
-		return fmt.Errorf("twilio: unexpected answer (%s)", describeTwilioResponse(status, requestID))
+		return transientIf(status, fmt.Errorf("twilio: unexpected answer (%s)", describeTwilioResponse(status, requestID)))
 	}
 	fields := []zap.Field{zap.Int("http_status", status), zap.String("request_id", requestID)}
 	if msg != nil && msg.Sid != nil {
@@ -250,23 +247,25 @@ func (s *twilioSender) failure(err error, status int, requestID string) error {
 			return fmt.Errorf("%w: twilio error %d (%s)", errBadRecipient, te.Code, desc)
 		}
 		s.logger.Error("twilio API error", fields...)
-		if transientStatus(status) {
-			return fmt.Errorf("%w: twilio: API error %d (%s)", errTransient, te.Code, desc)
-		}
-		return fmt.Errorf("twilio: API error %d (%s)", te.Code, desc)
+		return transientIf(status, fmt.Errorf("twilio: API error %d (%s)", te.Code, desc))
 	}
 	err = scrubURLError(err)
 	if status != 0 {
 		// An answer that is not Twilio's error JSON, such as a proxy's 502.
 		// twilio-go's error carries a stack trace: log its text alone.
 		s.logger.Error("twilio API error", zap.Int("http_status", status), zap.String("request_id", requestID), zap.String("error", err.Error()))
-		if transientStatus(status) {
-			return fmt.Errorf("%w: twilio: %s: %w", errTransient, describeTwilioResponse(status, requestID), err)
-		}
-		return fmt.Errorf("twilio: %s: %w", describeTwilioResponse(status, requestID), err)
+		return transientIf(status, fmt.Errorf("twilio: %s: %w", describeTwilioResponse(status, requestID), err))
 	}
 	s.logger.Error("twilio API unreachable", zap.String("api_host", s.apiURL.Host), zap.Error(err))
 	return fmt.Errorf("%w: twilio: no answer from %s: %w", errTransient, s.apiURL.Host, err)
+}
+
+// transientIf marks err transient when status is worth retrying.
+func transientIf(status int, err error) error {
+	if transientStatus(status) {
+		return fmt.Errorf("%w: %w", errTransient, err)
+	}
+	return err
 }
 
 // transientStatus tells the answers worth retrying: too many requests,
