@@ -379,28 +379,3 @@ func (h *channelHealth) failing() bool {
 // deliveries are failing, known alias or not, so an outage tells nobody
 // which accounts exist. It names no server and no secret.
 var deliveryFailing = &apiError{status: http.StatusServiceUnavailable, detail: "The code could not be sent. Please try again later.", retryAfter: failingFor}
-
-// burst is one sender session for several messages in a row.
-type burst interface {
-	Send(ctx context.Context, m Message) error
-	Close() error
-}
-
-// burstSender is a Sender that can keep one connection for a burst.
-type burstSender interface {
-	Sender
-	openBurst() burst
-}
-
-func openBurst(s Sender) burst {
-	if bs, ok := s.(burstSender); ok {
-		return bs.openBurst()
-	}
-	return oneByOne{s}
-}
-
-// oneByOne is the burst of a sender that has nothing to keep between
-// messages (Twilio keeps its HTTP connections alive by itself).
-type oneByOne struct{ Sender }
-
-func (oneByOne) Close() error { return nil }

@@ -346,3 +346,31 @@ func (t *twilioTransport) closeBodies() {
 }
 
 var _ Sender = (*twilioSender)(nil)
+
+// Probe reads the Twilio account resource: Twilio answers it only for
+// working credentials, and nothing is sent or charged.
+func (s *twilioSender) Probe(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	u := *s.apiURL
+	u.Path = strings.TrimSuffix(u.Path, "/") + "/2010-04-01/Accounts/" + s.accountSID + ".json"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return err
+	}
+	req.SetBasicAuth(s.accountSID, s.authToken)
+	client := &http.Client{
+		Transport:     s.transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("twilio: no answer from %s: %w", s.apiURL.Host, scrubURLError(err))
+	}
+	defer res.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("twilio: the account check answered %s", describeTwilioResponse(res.StatusCode, res.Header.Get("Twilio-Request-Id")))
+	}
+	return nil
+}

@@ -310,3 +310,26 @@ type SessionUser struct {
 	Active bool
 	User   User
 }
+
+// realmKey scopes a key of codes, limits, failures or secrets to a realm.
+// The default realm keeps the bare key, so what was stored before realms
+// existed stays valid; other realms' keys start with "realm:", which no
+// bare key does.
+func realmKey(realm, key string) string {
+	if realm == defaultRealm || realm == "" {
+		return key
+	}
+	return "realm:" + realm + "/" + key
+}
+
+// StorageConfig chooses the store.
+type StorageConfig struct {
+	// The store: `sqlite` (one instance) or `postgres` (several instances
+	// sharing one state). Default: sqlite.
+	Driver string `json:"driver,omitempty"`
+	// For sqlite, the database file. Default: `passwordless.db` in Caddy's
+	// data directory. For postgres, the connection string (URL or
+	// key=value form); use `{env.DATABASE_URL}`. Tables go into the schema
+	// `passwordless` unless the string sets a search_path.
+	DSN string `json:"dsn,omitempty"`
+}

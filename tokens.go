@@ -17,10 +17,12 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net/http"
 	"os"
-	"strings"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -331,12 +333,89 @@ func (ks *keySet) jwks() ([]byte, error) {
 	return json.Marshal(set)
 }
 
-// bearerToken takes the token from "Authorization: Bearer x" or the DRF
-// form "Authorization: Token x".
-func bearerToken(h string) string {
-	scheme, tok, ok := strings.Cut(strings.TrimSpace(h), " ")
-	if !ok || !(strings.EqualFold(scheme, "Bearer") || strings.EqualFold(scheme, "Token")) {
-		return ""
+// serveJWKS is GET {prefix}/jwks.json: the public keys, for services that
+// verify tokens themselves.
+func (p *Passwordless) serveJWKS(w http.ResponseWriter, r *http.Request) *apiError {
+	body, err := p.keys.jwks()
+	if err != nil {
+		return p.internal("building JWK set", err)
 	}
-	return strings.TrimSpace(tok)
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	w.Write(body)
+	return nil
+}
+
+// JWTConfig configures the access tokens.
+type JWTConfig struct {
+	// `EdDSA` (default), `ES256`, `RS256` or `HS256`.
+	Algorithm string `json:"algorithm,omitempty"`
+	// HS256 secrets, each at least 32 bytes; the first signs, all verify.
+	// Use `{env.JWT_SECRET}`.
+	Secrets []string `json:"secrets,omitempty"`
+	// PEM private key files for EdDSA, ES256 or RS256; the first signs,
+	// all verify (by kid). Default: a key generated once and kept in
+	// storage.
+	KeyFiles []string `json:"key_files,omitempty"`
+	// Access token lifetime. Default: 15m.
+	TTL caddy.Duration `json:"ttl,omitempty"`
+	// Refresh token lifetime. Default: 720h (30 days).
+	RefreshTTL caddy.Duration `json:"refresh_ttl,omitempty"`
+	// The `iss` claim, checked on every request when set.
+	Issuer string `json:"issuer,omitempty"`
+	// The `aud` claim, checked on every request when set.
+	Audience string `json:"audience,omitempty"`
+}
+
+func (j *JWTConfig) unmarshal(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "algorithm":
+			if err := oneArg(d, &j.Algorithm); err != nil {
+				return err
+			}
+			switch j.Algorithm {
+			case "EdDSA", "ES256", "RS256", "HS256":
+			default:
+				return d.Errf("jwt algorithm must be EdDSA, ES256, RS256 or HS256, not %q", j.Algorithm)
+			}
+		case "secret":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			j.Secrets = append(j.Secrets, args...)
+		case "key_file":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			j.KeyFiles = append(j.KeyFiles, args...)
+		case "ttl", "refresh_ttl":
+			name := d.Val()
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			if name == "ttl" {
+				j.TTL = caddy.Duration(dur)
+			} else {
+				j.RefreshTTL = caddy.Duration(dur)
+			}
+		case "issuer":
+			if err := oneArg(d, &j.Issuer); err != nil {
+				return err
+			}
+		case "audience":
+			if err := oneArg(d, &j.Audience); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("unrecognized jwt subdirective %q", d.Val())
+		}
+	}
+	return nil
 }
