@@ -118,8 +118,8 @@ func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			if n < 6 || n > 10 {
-				return d.Errf("code_length must be between 6 and 10, not %d", n)
+			if err := checkCodeLength(n); err != nil {
+				return d.Err(err.Error())
 			}
 			p.CodeLength = n
 		case "code_ttl":
@@ -127,8 +127,8 @@ func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			if dur > 24*time.Hour {
-				return d.Errf("code_ttl must be at most 24h, not %s", dur)
+			if err := checkCodeTTL(dur); err != nil {
+				return d.Err(err.Error())
 			}
 			p.CodeTTL = caddy.Duration(dur)
 		case "max_attempts":
@@ -136,8 +136,8 @@ func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			if n < 1 || n > 100 {
-				return d.Errf("max_attempts must be between 1 and 100, not %d", n)
+			if err := checkMaxAttempts(n); err != nil {
+				return d.Err(err.Error())
 			}
 			p.MaxAttempts = n
 		case "register_new_users":
@@ -216,8 +216,8 @@ func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := oneArg(d, &p.Realm); err != nil {
 				return err
 			}
-			if !realmName.MatchString(p.Realm) {
-				return d.Errf("realm %q: use letters, digits, and _ . - inside (at most 64)", p.Realm)
+			if err := checkRealm(p.Realm); err != nil {
+				return d.Err(err.Error())
 			}
 		case "public":
 			args := d.RemainingArgs()

@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // aliasField reads the one alias field of a request: `email` or `mobile`.
@@ -144,7 +147,7 @@ func (p *Passwordless) sendLoginCode(r *http.Request, a Alias) *apiError {
 // ends there, in the same time whatever the alias and whatever the
 // provider does; the outbox workers deliver.
 func (p *Passwordless) queueCode(r *http.Request, a Alias, purpose, userID string, deliver bool) *apiError {
-	if p.outbox.health[a.Kind].failing() {
+	if p.outbox.failing(a.Kind) {
 		return deliveryFailing
 	}
 	code, err := newCode(p.CodeLength)
@@ -331,4 +334,68 @@ type DemoUser struct {
 	Alias string `json:"alias"`
 	// The code that logs it in; it is never sent.
 	Code string `json:"code"`
+}
+
+// provisionCodes fills in the code options' defaults and resolves the demo
+// users' placeholders.
+func (p *Passwordless) provisionCodes(env func(*string)) {
+	if p.CodeLength == 0 {
+		p.CodeLength = defaultCodeLength
+	}
+	if p.CodeTTL == 0 {
+		p.CodeTTL = caddy.Duration(defaultCodeTTL)
+	}
+	if p.MaxAttempts == 0 {
+		p.MaxAttempts = defaultMaxAttempts
+	}
+	if p.RegisterNewUsers == nil {
+		t := true
+		p.RegisterNewUsers = &t
+	}
+	for i := range p.DemoUsers {
+		env(&p.DemoUsers[i].Alias)
+		env(&p.DemoUsers[i].Code)
+	}
+}
+
+func (p *Passwordless) validateCodes() error {
+	if err := checkCodeLength(p.CodeLength); err != nil {
+		return err
+	}
+	if err := checkCodeTTL(time.Duration(p.CodeTTL)); err != nil {
+		return err
+	}
+	if err := checkMaxAttempts(p.MaxAttempts); err != nil {
+		return err
+	}
+	for _, d := range p.DemoUsers {
+		if _, err := parseAlias(d.Alias); err != nil {
+			return fmt.Errorf("demo_user %q: %v", d.Alias, err)
+		}
+		if !isDigits(d.Code, p.CodeLength) {
+			return fmt.Errorf("demo_user %q: the code must be %d digits", d.Alias, p.CodeLength)
+		}
+	}
+	return nil
+}
+
+func checkCodeLength(n int) error {
+	if n < 6 || n > 10 {
+		return fmt.Errorf("code_length must be between 6 and 10, not %d", n)
+	}
+	return nil
+}
+
+func checkCodeTTL(d time.Duration) error {
+	if d < 0 || d > 24*time.Hour {
+		return fmt.Errorf("code_ttl must be positive and at most 24h, not %s", d)
+	}
+	return nil
+}
+
+func checkMaxAttempts(n int) error {
+	if n < 1 || n > 100 {
+		return fmt.Errorf("max_attempts must be between 1 and 100, not %d", n)
+	}
+	return nil
 }

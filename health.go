@@ -55,8 +55,7 @@ func (p *Passwordless) serveHealth(w http.ResponseWriter, r *http.Request) *apiE
 // with a probe that does: without probes a load balancer that took the
 // instance out on a 503 would never send it the request that ends it.
 func (p *Passwordless) channelFailing(ctx context.Context, k AliasKind) bool {
-	t := p.outbox.health[k]
-	if !t.failing() {
+	if !p.outbox.failing(k) {
 		return false
 	}
 	pr, ok := p.senders[k].(prober)
@@ -69,7 +68,7 @@ func (p *Passwordless) channelFailing(ctx context.Context, k AliasKind) bool {
 		p.logger.Warn("health: provider still failing", zap.String("channel", string(k)), zap.Error(err))
 		return true
 	}
-	t.succeeded()
+	p.outbox.succeeded(k)
 	return false
 }
 

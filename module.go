@@ -142,6 +142,7 @@ const (
 
 // Provision fills in defaults, resolves placeholders such as {env.X} (so
 // secrets never appear in the adapted JSON), opens the store and loads keys.
+// Each part provisions itself; this is the order they are wired in.
 func (p *Passwordless) Provision(ctx caddy.Context) error {
 	p.logger = ctx.Logger()
 	// The module logger is http.handlers.passwordless: audit is below it.
@@ -164,44 +165,11 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 		// The endpoints need a path of their own, apart from the site.
 		return errors.New("prefix must be a path below / such as /auth")
 	}
-	if p.CodeLength == 0 {
-		p.CodeLength = defaultCodeLength
-	}
-	if p.CodeTTL == 0 {
-		p.CodeTTL = caddy.Duration(defaultCodeTTL)
-	}
-	if p.MaxAttempts == 0 {
-		p.MaxAttempts = defaultMaxAttempts
-	}
-	if p.RegisterNewUsers == nil {
-		t := true
-		p.RegisterNewUsers = &t
-	}
+	p.provisionCodes(env)
 	if p.JWT == nil {
 		p.JWT = new(JWTConfig)
 	}
-	j := p.JWT
-	if j.Algorithm == "" {
-		j.Algorithm = "EdDSA"
-	}
-	if j.TTL == 0 {
-		j.TTL = caddy.Duration(defaultTokenTTL)
-	}
-	if j.RefreshTTL == 0 {
-		j.RefreshTTL = caddy.Duration(defaultRefreshTTL)
-	}
-	for i := range j.Secrets {
-		env(&j.Secrets[i])
-	}
-	for i := range j.KeyFiles {
-		env(&j.KeyFiles[i])
-	}
-	env(&j.Issuer)
-	env(&j.Audience)
-	for i := range p.DemoUsers {
-		env(&p.DemoUsers[i].Alias)
-		env(&p.DemoUsers[i].Code)
-	}
+	p.JWT.provision(env)
 	if p.RateLimit == nil {
 		p.RateLimit = new(RateLimitConfig)
 	}
@@ -210,22 +178,8 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 		p.Storage = new(StorageConfig)
 	}
 	p.Storage.provision(env)
-	if len(p.Protect) == 0 && len(p.ProtectRules) == 0 {
-		p.Protect = []string{"/*"}
-	}
-	for i := range p.ProtectRules {
-		if err := p.ProtectRules[i].provision(ctx); err != nil {
-			return fmt.Errorf("protect %s: %w", strings.Join(p.ProtectRules[i].Paths, " "), err)
-		}
-	}
-	p.protect = caddyhttp.MatchPath(p.Protect)
-	p.protectAll = len(p.Protect) == 1 && p.Protect[0] == "/*"
-	p.public = caddyhttp.MatchPath(p.Public)
-	if err := p.protect.Provision(ctx); err != nil {
-		return fmt.Errorf("protect: %w", err)
-	}
-	if err := p.public.Provision(ctx); err != nil {
-		return fmt.Errorf("public: %w", err)
+	if err := p.provisionProtect(ctx); err != nil {
+		return err
 	}
 	if err := p.Validate(); err != nil {
 		return err
@@ -234,29 +188,14 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 	if err := p.provisionAccess(); err != nil {
 		return err
 	}
-
-	p.senders = make(map[AliasKind]Sender)
-	if p.Email != nil {
-		s, err := p.Email.provision(env, p.logger)
-		if err != nil {
-			return fmt.Errorf("email: %w", err)
-		}
-		p.senders[KindEmail] = s
-	}
-
-	if p.SMS != nil {
-		s, err := p.SMS.provision(env, p.logger)
-		if err != nil {
-			return fmt.Errorf("sms: %w", err)
-		}
-		p.senders[KindMobile] = s
+	if err := p.provisionSenders(env); err != nil {
+		return err
 	}
 
 	var err error
 	if p.store, p.release, err = p.Storage.open(); err != nil {
 		return err
 	}
-
 	if err := p.joinRealm(ctx); err != nil {
 		return err
 	}
@@ -270,71 +209,51 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 	}
 	p.verified = newTokenCache(tokenCacheSize)
 	p.routes = p.endpoints()
-	p.outbox = newOutbox(p)
+	p.outbox = newOutbox(p.store, p.senders, p.logger, p.outboxQueue, p.message)
+	return nil
+}
+
+// provisionSenders sets up a sender for each configured channel.
+func (p *Passwordless) provisionSenders(env func(*string)) error {
+	p.senders = make(map[AliasKind]Sender)
+	if p.Email != nil {
+		s, err := p.Email.provision(env, p.logger)
+		if err != nil {
+			return fmt.Errorf("email: %w", err)
+		}
+		p.senders[KindEmail] = s
+	}
+	if p.SMS != nil {
+		s, err := p.SMS.provision(env, p.logger)
+		if err != nil {
+			return fmt.Errorf("sms: %w", err)
+		}
+		p.senders[KindMobile] = s
+	}
 	return nil
 }
 
 // Validate checks the configuration; Provision calls it after defaults and
-// placeholders are in place.
+// placeholders are in place. Each rule is one checker, which the Caddyfile
+// parser calls too, so that its error names the line.
 func (p *Passwordless) Validate() error {
-	if p.CodeLength < 6 || p.CodeLength > 10 {
-		return fmt.Errorf("code_length must be between 6 and 10, not %d", p.CodeLength)
+	if err := p.validateCodes(); err != nil {
+		return err
 	}
-	if p.CodeTTL < 0 || time.Duration(p.CodeTTL) > 24*time.Hour {
-		return fmt.Errorf("code_ttl must be positive and at most 24h, not %s", time.Duration(p.CodeTTL))
+	if err := checkRealm(p.Realm); err != nil {
+		return err
 	}
-	if p.MaxAttempts < 1 || p.MaxAttempts > 100 {
-		return fmt.Errorf("max_attempts must be between 1 and 100, not %d", p.MaxAttempts)
-	}
-	if !realmName.MatchString(p.Realm) {
-		return fmt.Errorf("realm %q: use letters, digits, and _ . - inside (at most 64)", p.Realm)
-	}
-	j := p.JWT
-	switch j.Algorithm {
-	case "EdDSA", "ES256", "RS256":
-		if len(j.Secrets) > 0 {
-			return fmt.Errorf("jwt: secret is for HS256 only; %s uses key_file or a generated key", j.Algorithm)
-		}
-	case "HS256":
-		if len(j.Secrets) == 0 {
-			return errors.New("jwt: HS256 needs a secret")
-		}
-		if len(j.KeyFiles) > 0 {
-			return errors.New("jwt: key_file is not for HS256; use secret")
-		}
-		for _, s := range j.Secrets {
-			// Shorter HMAC keys can be brute-forced offline from any token.
-			if len(s) < minHMACSecretLen {
-				return fmt.Errorf("jwt: an HS256 secret must be at least %d bytes (one is %d)", minHMACSecretLen, len(s))
-			}
-		}
-	default:
-		return fmt.Errorf("jwt: unsupported algorithm %q (EdDSA, ES256, RS256 or HS256)", j.Algorithm)
-	}
-	if j.TTL < 0 || j.RefreshTTL < 0 {
-		return errors.New("jwt: ttl and refresh_ttl must be positive")
+	if err := p.JWT.validate(); err != nil {
+		return err
 	}
 	if p.RateLimit != nil && p.RateLimit.SendInterval != nil {
 		if err := p.RateLimit.validate(); err != nil {
 			return err
 		}
 	}
-	for _, d := range p.DemoUsers {
-		if _, err := parseAlias(d.Alias); err != nil {
-			return fmt.Errorf("demo_user %q: %v", d.Alias, err)
-		}
-		if !isDigits(d.Code, p.CodeLength) {
-			return fmt.Errorf("demo_user %q: the code must be %d digits", d.Alias, p.CodeLength)
-		}
-	}
-	if p.Email != nil && p.Email.SMTP != nil {
-		if p.Email.From == "" {
-			return errors.New("email: smtp needs a from address")
-		}
-		switch p.Email.SMTP.TLS {
-		case "", "starttls", "implicit", "none":
-		default:
-			return fmt.Errorf("email: smtp tls must be starttls, implicit or none, not %q", p.Email.SMTP.TLS)
+	if p.Email != nil {
+		if err := p.Email.validate(); err != nil {
+			return fmt.Errorf("email: %w", err)
 		}
 	}
 	return nil

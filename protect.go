@@ -325,3 +325,25 @@ func (p *Passwordless) forbidden(w http.ResponseWriter, r *http.Request, st *use
 	w.WriteHeader(http.StatusForbidden)
 	w.Write(b.Bytes())
 }
+
+// provisionProtect sets up the matchers of protect, public and the rules.
+func (p *Passwordless) provisionProtect(ctx caddy.Context) error {
+	if len(p.Protect) == 0 && len(p.ProtectRules) == 0 {
+		p.Protect = []string{"/*"}
+	}
+	for i := range p.ProtectRules {
+		if err := p.ProtectRules[i].provision(ctx); err != nil {
+			return fmt.Errorf("protect %s: %w", strings.Join(p.ProtectRules[i].Paths, " "), err)
+		}
+	}
+	p.protect = caddyhttp.MatchPath(p.Protect)
+	p.protectAll = len(p.Protect) == 1 && p.Protect[0] == "/*"
+	p.public = caddyhttp.MatchPath(p.Public)
+	if err := p.protect.Provision(ctx); err != nil {
+		return fmt.Errorf("protect: %w", err)
+	}
+	if err := p.public.Provision(ctx); err != nil {
+		return fmt.Errorf("public: %w", err)
+	}
+	return nil
+}

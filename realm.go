@@ -157,3 +157,10 @@ var realmName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
 // aliasKey is the key of a's codes, limits and failures in this realm.
 func (p *Passwordless) aliasKey(a Alias) string { return realmKey(p.Realm, a.Key()) }
+
+func checkRealm(name string) error {
+	if !realmName.MatchString(name) {
+		return fmt.Errorf("realm %q: use letters, digits, and _ . - inside (at most 64)", name)
+	}
+	return nil
+}

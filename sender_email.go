@@ -362,10 +362,8 @@ func (e *EmailConfig) unmarshal(d *caddyfile.Dispenser) error {
 					if err := oneArg(d, &s.TLS); err != nil {
 						return err
 					}
-					switch s.TLS {
-					case "starttls", "implicit", "none":
-					default:
-						return d.Errf("smtp tls must be starttls, implicit or none, not %q", s.TLS)
+					if err := checkSMTPTLS(s.TLS); err != nil {
+						return d.Err(err.Error())
 					}
 				case "timeout":
 					dur, err := durationArg(d)
@@ -385,8 +383,8 @@ func (e *EmailConfig) unmarshal(d *caddyfile.Dispenser) error {
 	if e.Log && e.SMTP != nil {
 		return d.Err("email: choose smtp or log, not both")
 	}
-	if e.SMTP != nil && e.From == "" {
-		return d.Err("email: smtp needs a from address")
+	if err := checkSMTPFrom(e); err != nil {
+		return d.Err("email: " + err.Error())
 	}
 	return nil
 }
@@ -406,3 +404,36 @@ func (e *emailSender) Probe(ctx context.Context) error {
 	}
 	return client.Close()
 }
+
+// validate checks what the Caddyfile parser checks too, for JSON configs.
+func (e *EmailConfig) validate() error {
+	if e.SMTP == nil {
+		return nil
+	}
+	if err := checkSMTPFrom(e); err != nil {
+		return err
+	}
+	return checkSMTPTLS(e.SMTP.TLS)
+}
+
+func checkSMTPFrom(e *EmailConfig) error {
+	if e.SMTP != nil && e.From == "" {
+		return errors.New("smtp needs a from address")
+	}
+	return nil
+}
+
+func checkSMTPTLS(mode string) error {
+	switch mode {
+	case "", "starttls", "implicit", "none":
+		return nil
+	}
+	return fmt.Errorf("smtp tls must be starttls, implicit or none, not %q", mode)
+}
+
+// Interface guards: the outbox and health find these by type assertion, so
+// a renamed method would silently turn batching or probing off.
+var (
+	_ burstSender = (*emailSender)(nil)
+	_ prober      = (*emailSender)(nil)
+)

@@ -35,8 +35,8 @@ var callingCode = regexp.MustCompile(`^\+[1-9][0-9]{0,3}$`)
 
 func (c *SMSConfig) provision(env func(*string), logger *zap.Logger) (Sender, error) {
 	for _, cc := range c.AllowedCountryCodes {
-		if !callingCode.MatchString(cc) {
-			return nil, fmt.Errorf("allowed_country_codes: %q is not a calling code like +1 or +44", cc)
+		if err := checkCallingCode(cc); err != nil {
+			return nil, err
 		}
 	}
 	env(&c.Message)
@@ -106,8 +106,8 @@ func (c *SMSConfig) unmarshal(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			for _, a := range args {
-				if !callingCode.MatchString(a) {
-					return d.Errf("allowed_country_codes: %q is not a calling code like +1 or +44", a)
+				if err := checkCallingCode(a); err != nil {
+					return d.Err(err.Error())
 				}
 			}
 			c.AllowedCountryCodes = append(c.AllowedCountryCodes, args...)
@@ -156,6 +156,13 @@ func (c *SMSConfig) unmarshal(d *caddyfile.Dispenser) error {
 	}
 	if c.Log && c.Twilio != nil {
 		return d.Err("sms: choose twilio or log, not both")
+	}
+	return nil
+}
+
+func checkCallingCode(cc string) error {
+	if !callingCode.MatchString(cc) {
+		return fmt.Errorf("allowed_country_codes: %q is not a calling code like +1 or +44", cc)
 	}
 	return nil
 }

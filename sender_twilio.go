@@ -345,8 +345,6 @@ func (t *twilioTransport) closeBodies() {
 	t.bodies = nil
 }
 
-var _ Sender = (*twilioSender)(nil)
-
 // Probe reads the Twilio account resource: Twilio answers it only for
 // working credentials, and nothing is sent or charged.
 func (s *twilioSender) Probe(ctx context.Context) error {
@@ -374,3 +372,10 @@ func (s *twilioSender) Probe(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Interface guards: the outbox and health find these by type assertion, so
+// a renamed method would silently turn probing off.
+var (
+	_ Sender = (*twilioSender)(nil)
+	_ prober = (*twilioSender)(nil)
+)

@@ -134,3 +134,6 @@ func (oneByOne) Close() error { return nil }
 type prober interface {
 	Probe(ctx context.Context) error
 }
+
+// Interface guards
+var _ Sender = (*logSender)(nil)

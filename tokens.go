@@ -377,10 +377,8 @@ func (j *JWTConfig) unmarshal(d *caddyfile.Dispenser) error {
 			if err := oneArg(d, &j.Algorithm); err != nil {
 				return err
 			}
-			switch j.Algorithm {
-			case "EdDSA", "ES256", "RS256", "HS256":
-			default:
-				return d.Errf("jwt algorithm must be EdDSA, ES256, RS256 or HS256, not %q", j.Algorithm)
+			if err := checkJWTAlgorithm(j.Algorithm); err != nil {
+				return d.Err(err.Error())
 			}
 		case "secret":
 			args := d.RemainingArgs()
@@ -418,4 +416,62 @@ func (j *JWTConfig) unmarshal(d *caddyfile.Dispenser) error {
 		}
 	}
 	return nil
+}
+
+// provision fills in the defaults and resolves placeholders.
+func (j *JWTConfig) provision(env func(*string)) {
+	if j.Algorithm == "" {
+		j.Algorithm = "EdDSA"
+	}
+	if j.TTL == 0 {
+		j.TTL = caddy.Duration(defaultTokenTTL)
+	}
+	if j.RefreshTTL == 0 {
+		j.RefreshTTL = caddy.Duration(defaultRefreshTTL)
+	}
+	for i := range j.Secrets {
+		env(&j.Secrets[i])
+	}
+	for i := range j.KeyFiles {
+		env(&j.KeyFiles[i])
+	}
+	env(&j.Issuer)
+	env(&j.Audience)
+}
+
+func (j *JWTConfig) validate() error {
+	if err := checkJWTAlgorithm(j.Algorithm); err != nil {
+		return err
+	}
+	switch j.Algorithm {
+	case "HS256":
+		if len(j.Secrets) == 0 {
+			return errors.New("jwt: HS256 needs a secret")
+		}
+		if len(j.KeyFiles) > 0 {
+			return errors.New("jwt: key_file is not for HS256; use secret")
+		}
+		for _, s := range j.Secrets {
+			// Shorter HMAC keys can be brute-forced offline from any token.
+			if len(s) < minHMACSecretLen {
+				return fmt.Errorf("jwt: an HS256 secret must be at least %d bytes (one is %d)", minHMACSecretLen, len(s))
+			}
+		}
+	default:
+		if len(j.Secrets) > 0 {
+			return fmt.Errorf("jwt: secret is for HS256 only; %s uses key_file or a generated key", j.Algorithm)
+		}
+	}
+	if j.TTL < 0 || j.RefreshTTL < 0 {
+		return errors.New("jwt: ttl and refresh_ttl must be positive")
+	}
+	return nil
+}
+
+func checkJWTAlgorithm(alg string) error {
+	switch alg {
+	case "EdDSA", "ES256", "RS256", "HS256":
+		return nil
+	}
+	return fmt.Errorf("jwt algorithm must be EdDSA, ES256, RS256 or HS256, not %q", alg)
 }
