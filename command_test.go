@@ -363,7 +363,7 @@ func TestCommandManagesUsers(t *testing.T) {
 
 		// A lost phone: every session of Alice ends.
 		expectContains(t, c.ok("sessions", "revoke", "alice@example.com"), "ended 2 sessions of "+id)
-		if active, _ := s.SessionActive(ctx, sid, now()); active {
+		if active, _ := storeSQL(s).SessionActive(ctx, sid, now()); active {
 			t.Fatal("a revoked session is active")
 		}
 		expectContains(t, c.ok("sessions", "list", id), "CLIENT IP")
@@ -378,7 +378,7 @@ func TestCommandManagesUsers(t *testing.T) {
 			t.Fatal(err)
 		}
 		expectContains(t, c.ok("users", "disable", "alice@example.com"), "disabled "+id, "1 session ended")
-		if active, _ := s.SessionActive(ctx, sid, now()); active {
+		if active, _ := storeSQL(s).SessionActive(ctx, sid, now()); active {
 			t.Fatal("a disabled user's session is active")
 		}
 		if _, _, err := s.Login(ctx, defaultRealm, alice, true, now()); !errors.Is(err, ErrNotFound) {

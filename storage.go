@@ -20,9 +20,6 @@ type Store interface {
 	// the value that was stored first.
 	Secret(ctx context.Context, name string, generate func() ([]byte, error)) ([]byte, error)
 
-	// SaveCode stores c as the only live code for its alias and purpose:
-	// older codes of that pair die.
-	SaveCode(ctx context.Context, c Code) error
 	// RedeemCode claims one of the live code's attempts for alias and
 	// purpose, then asks match whether the presented code fits its hash.
 	// Of any number of concurrent callers at most maxAttempts are ever
@@ -72,8 +69,6 @@ type Store interface {
 	RotateRefresh(ctx context.Context, oldHash, newHash []byte, newExpires, now time.Time) (Session, error)
 	// RevokeSession ends a session: its tokens stop working.
 	RevokeSession(ctx context.Context, id string) error
-	// SessionActive reports whether the session exists and is not revoked.
-	SessionActive(ctx context.Context, id string, now time.Time) (bool, error)
 	// SessionUser reads a session with the current state of its user in one
 	// query, ErrNotFound if the session does not exist. It records now as
 	// the session's last use when the recorded one is older than
@@ -92,7 +87,8 @@ type Store interface {
 	Hit(ctx context.Context, l RateLimit, now time.Time) (retryAfter time.Duration, err error)
 
 	// QueueCode is a code request in one transaction: it stores c as the
-	// only live code for its alias and purpose (as SaveCode) and m in the
+	// only live code for its alias and purpose (older codes of that pair die)
+	// and m in the
 	// outbox, and counts each limit in order. When a limit refuses, nothing
 	// is stored or counted, and it answers the wait and that limit's key.
 	// Callers pass the limit most requests share last: its row is then

@@ -422,15 +422,3 @@ func (s *sqlStore) RevokeSession(ctx context.Context, id string) error {
 	return nil
 }
 
-func (s *sqlStore) SessionActive(ctx context.Context, id string, now time.Time) (bool, error) {
-	var revoked bool
-	var exp int64
-	err := s.rdb.QueryRowContext(ctx, `SELECT revoked, expires_at FROM sessions WHERE id = ?`, id).Scan(&revoked, &exp)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("reading session: %w", err)
-	}
-	return !revoked && now.UnixMilli() < exp, nil
-}

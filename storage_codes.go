@@ -8,9 +8,6 @@ import (
 	"time"
 )
 
-func (s *sqlStore) SaveCode(ctx context.Context, c Code) error {
-	return saveCode(ctx, s.db, c)
-}
 
 type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
