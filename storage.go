@@ -87,9 +87,8 @@ type Store interface {
 	Hit(ctx context.Context, l RateLimit, now time.Time) (retryAfter time.Duration, err error)
 
 	// QueueCode is a code request in one transaction: it stores c as the
-	// only live code for its alias and purpose (older codes of that pair die)
-	// and m in the
-	// outbox, and counts each limit in order. When a limit refuses, nothing
+	// only live code for its alias and purpose (older codes of that pair
+	// die) and m in the outbox, and counts each limit in order. When a limit refuses, nothing
 	// is stored or counted, and it answers the wait and that limit's key.
 	// Callers pass the limit most requests share last: its row is then
 	// locked the shortest.

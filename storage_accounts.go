@@ -421,4 +421,3 @@ func (s *sqlStore) RevokeSession(ctx context.Context, id string) error {
 	}
 	return nil
 }
-

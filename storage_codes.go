@@ -8,7 +8,6 @@ import (
 	"time"
 )
 
-
 type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
