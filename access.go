@@ -142,18 +142,19 @@ type accessControl struct {
 	done   chan struct{}
 }
 
-// provisionAccess builds the allow list; a broken allow_file fails here,
-// naming the file and line.
-func (p *Passwordless) provisionAccess() error {
-	ac := &accessControl{restricted: len(p.Allow) > 0 || p.AllowFile != "", file: p.AllowFile, logger: p.logger}
-	for _, s := range p.Allow {
+// newAccessControl builds the allow list of a handler, or of the command
+// line, which reads who may sign in as the handlers do; a broken
+// allow_file fails here, naming the file and line.
+func newAccessControl(allow []string, allowFile string, demo []DemoUser, logger *zap.Logger) (*accessControl, error) {
+	ac := &accessControl{restricted: len(allow) > 0 || allowFile != "", file: allowFile, logger: logger}
+	for _, s := range allow {
 		pt, err := parsePattern(s)
 		if err != nil {
-			return fmt.Errorf("allow: %v", err)
+			return nil, fmt.Errorf("allow: %v", err)
 		}
 		ac.static = append(ac.static, allowLine{pattern: pt})
 	}
-	for _, d := range p.DemoUsers {
+	for _, d := range demo {
 		if a, err := parseAlias(d.Alias); err == nil {
 			ac.demo = append(ac.demo, a)
 		}
@@ -161,19 +162,18 @@ func (p *Passwordless) provisionAccess() error {
 	if ac.file != "" {
 		data, err := os.ReadFile(ac.file)
 		if err != nil {
-			return fmt.Errorf("allow_file: %w", err)
+			return nil, fmt.Errorf("allow_file: %w", err)
 		}
 		lines, err := parseAllowFile(ac.file, data)
 		if err != nil {
-			return fmt.Errorf("allow_file: %w", err)
+			return nil, fmt.Errorf("allow_file: %w", err)
 		}
 		ac.lines.Store(&lines)
 		ac.sum = sha256.Sum256(data)
 		ac.stop, ac.done = make(chan struct{}), make(chan struct{})
 		go ac.watch()
 	}
-	p.access = ac
-	return nil
+	return ac, nil
 }
 
 // watch reads the allow file again every allowFilePoll. A broken version

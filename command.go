@@ -197,7 +197,7 @@ func runOperator(cmd *cobra.Command, args []string, f func(*operator, []string) 
 	defer cancel()
 	op := &operator{ctx: ctx, realm: t.realm, out: cmd.OutOrStdout(), json: asJSON, cmd: cmd,
 		logging: cfg.Logging, handler: t.handler}
-	if op.where, err = storeExists(op.ctx, t.storage); err != nil {
+	if op.where, err = t.storage.exists(op.ctx); err != nil {
 		return err
 	}
 	store, release, err := t.storage.open()
@@ -350,44 +350,6 @@ func collectHandlers(tree any, out *[]json.RawMessage) {
 	}
 }
 
-// storeExists checks that the store is there without creating it: a typo
-// in --config must not make an empty store that a later `users add`
-// fills. It answers where it looked.
-func storeExists(ctx context.Context, c StorageConfig) (string, error) {
-	switch c.Driver {
-	case "sqlite":
-		abs, err := filepath.Abs(c.DSN)
-		if err != nil {
-			return "", fmt.Errorf("sqlite path %q: %w", c.DSN, err)
-		}
-		fi, err := os.Stat(abs)
-		if errors.Is(err, os.ErrNotExist) {
-			return "", fmt.Errorf("no database at %s: Caddy creates it when it first runs with this config (is --config right?)", abs)
-		}
-		if err != nil {
-			return "", fmt.Errorf("database %s: %w", abs, err)
-		}
-		if !fi.Mode().IsRegular() {
-			return "", fmt.Errorf("database %s is not a file", abs)
-		}
-		return abs, nil
-	case "postgres":
-		if c.DSN == "" {
-			return "", errors.New("storage: postgres needs a connection string")
-		}
-		ok, name, err := postgresStoreExists(ctx, c.DSN)
-		if err != nil {
-			return "", err
-		}
-		if !ok {
-			return "", fmt.Errorf("no passwordless store in %s: Caddy creates it when it first runs with this config (is --config right?)", name)
-		}
-		return name, nil
-	default:
-		return "", fmt.Errorf("storage: unknown driver %q", c.Driver)
-	}
-}
-
 // operator is one run of a command on one store and realm.
 type operator struct {
 	ctx     context.Context
@@ -410,15 +372,10 @@ func (op *operator) accessControl() (*accessControl, error) {
 		return nil, fmt.Errorf("reading the passwordless handler: %v", err)
 	}
 	repl := caddy.NewReplacer()
-	p.AllowFile = repl.ReplaceKnown(p.AllowFile, "")
 	for i := range p.DemoUsers {
 		p.DemoUsers[i].Alias = repl.ReplaceKnown(p.DemoUsers[i].Alias, "")
 	}
-	p.logger = zap.NewNop()
-	if err := p.provisionAccess(); err != nil {
-		return nil, err
-	}
-	return p.access, nil
+	return newAccessControl(p.Allow, repl.ReplaceKnown(p.AllowFile, ""), p.DemoUsers, zap.NewNop())
 }
 
 // audit records a change as the handler records its events, into the

@@ -185,14 +185,14 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 		return err
 	}
 	env(&p.AllowFile)
-	if err := p.provisionAccess(); err != nil {
+	var err error
+	if p.access, err = newAccessControl(p.Allow, p.AllowFile, p.DemoUsers, p.logger); err != nil {
 		return err
 	}
 	if err := p.provisionSenders(env); err != nil {
 		return err
 	}
 
-	var err error
 	if p.store, p.release, err = p.Storage.open(); err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -151,8 +152,8 @@ func (c *StorageConfig) open() (Store, func() error, error) {
 		}
 		return s, func() error { return releaseSQLite(s) }, nil
 	case "postgres":
-		if c.DSN == "" {
-			return nil, nil, errors.New("storage: postgres needs a connection string")
+		if err := c.checkDSN(); err != nil {
+			return nil, nil, err
 		}
 		s, err := openPostgres(c.DSN)
 		if err != nil {
@@ -161,6 +162,53 @@ func (c *StorageConfig) open() (Store, func() error, error) {
 		return s, func() error { return releasePostgres(s) }, nil
 	default:
 		return nil, nil, fmt.Errorf("storage: unknown driver %q", c.Driver)
+	}
+}
+
+// checkDSN refuses a postgres store without a connection string, which
+// would otherwise reach libpq's defaults.
+func (c StorageConfig) checkDSN() error {
+	if c.Driver == "postgres" && c.DSN == "" {
+		return errors.New("storage: postgres needs a connection string")
+	}
+	return nil
+}
+
+// exists checks that the store is there without creating it: a typo
+// in --config must not make an empty store that a later `users add`
+// fills. It answers where it looked.
+func (c StorageConfig) exists(ctx context.Context) (string, error) {
+	switch c.Driver {
+	case "sqlite":
+		abs, err := filepath.Abs(c.DSN)
+		if err != nil {
+			return "", fmt.Errorf("sqlite path %q: %w", c.DSN, err)
+		}
+		fi, err := os.Stat(abs)
+		if errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("no database at %s: Caddy creates it when it first runs with this config (is --config right?)", abs)
+		}
+		if err != nil {
+			return "", fmt.Errorf("database %s: %w", abs, err)
+		}
+		if !fi.Mode().IsRegular() {
+			return "", fmt.Errorf("database %s is not a file", abs)
+		}
+		return abs, nil
+	case "postgres":
+		if err := c.checkDSN(); err != nil {
+			return "", err
+		}
+		ok, name, err := postgresStoreExists(ctx, c.DSN)
+		if err != nil {
+			return "", err
+		}
+		if !ok {
+			return "", fmt.Errorf("no passwordless store in %s: Caddy creates it when it first runs with this config (is --config right?)", name)
+		}
+		return name, nil
+	default:
+		return "", fmt.Errorf("storage: unknown driver %q", c.Driver)
 	}
 }
 
