@@ -94,6 +94,13 @@ type meResponse struct {
 	MobileVerified bool    `json:"mobile_verified"`
 }
 
+// newMeResponse is the user as /me shows it; the command line's view
+// starts from it.
+func newMeResponse(u User) meResponse {
+	return meResponse{ID: u.ID, Email: orNull(u.Email), Mobile: orNull(u.Mobile),
+		EmailVerified: u.EmailVerified, MobileVerified: u.MobileVerified}
+}
+
 func orNull(s string) *string {
 	if s == "" {
 		return nil
@@ -114,8 +121,7 @@ func (p *Passwordless) serveMe(w http.ResponseWriter, r *http.Request) *apiError
 	if err != nil {
 		return p.internal("reading user", err)
 	}
-	writeJSON(w, http.StatusOK, meResponse{ID: u.ID, Email: orNull(u.Email), Mobile: orNull(u.Mobile),
-		EmailVerified: u.EmailVerified, MobileVerified: u.MobileVerified})
+	writeJSON(w, http.StatusOK, newMeResponse(u))
 	return nil
 }
 
