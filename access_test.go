@@ -250,14 +250,12 @@ func TestBrokenAllowFileFailsProvisioning(t *testing.T) {
 	}
 }
 
-const global = "{\n admin localhost:2999\n http_port 9080\n https_port 9443\n auto_https off\n skip_install_trust\n grace_period 1ms\n}\n"
-
 // loadCaddyfile adapts sites and loads them into the running test Caddy
 // as `caddy run` or `caddy reload` would, and returns what failed. A
 // config that fails leaves the running one in place.
 func loadCaddyfile(t *testing.T, sites string) error {
 	t.Helper()
-	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(global+sites), map[string]any{"filename": "Caddyfile"})
+	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(global()+sites), map[string]any{"filename": "Caddyfile"})
 	if err != nil {
 		return err
 	}
@@ -267,7 +265,7 @@ func loadCaddyfile(t *testing.T, sites string) error {
 // loadConfig loads a JSON config into the running test Caddy.
 func loadConfig(t *testing.T, cfg string) error {
 	t.Helper()
-	caddytest.NewTester(t).InitServer(global+"http://localhost:9080 {\n respond ok\n}\n", "caddyfile")
+	caddytest.NewTester(t).InitServer(global()+"http://localhost:9080 {\n respond ok\n}\n", "caddyfile")
 	res, err := http.Post("http://localhost:2999/load", "application/json", strings.NewReader(cfg))
 	if err != nil {
 		t.Fatal(err)
@@ -477,17 +475,9 @@ func TestDisabledUser(t *testing.T) {
 // the first on testPort and the next ones after it.
 func realmSites(t *testing.T, mail *smtpServer, up *upstream, db string, blocks ...string) {
 	t.Helper()
-	cf := `{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	auto_https off
-	skip_install_trust
-	grace_period 1ms
-}
-`
+	var sites []string
 	for i, b := range blocks {
-		cf += fmt.Sprintf(`http://localhost:%d {
+		sites = append(sites, fmt.Sprintf(`http://localhost:%d {
 	passwordless {
 		storage sqlite %s
 		email {
@@ -504,13 +494,9 @@ func realmSites(t *testing.T, mail *smtpServer, up *upstream, db string, blocks 
 	}
 	reverse_proxy %s
 }
-`, testPort+i, db, mail.addr, strings.Repeat("r", 32), b, strings.TrimPrefix(up.URL, "http://"))
+`, testPort+i, db, mail.addr, strings.Repeat("r", 32), b, strings.TrimPrefix(up.URL, "http://")))
 	}
-	tester := caddytest.NewTester(t)
-	tester.InitServer(cf, "caddyfile")
-	if t.Failed() {
-		t.FailNow()
-	}
+	newCluster(t, sites...)
 }
 
 // Realms on one store and one signing secret: a token of one is refused
@@ -521,19 +507,8 @@ func TestRealmIsolation(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "pwl.db")
 	realmSites(t, mail, up, db, "realm public", "realm team\nregister_new_users false", "realm public")
 	public, team, sso := "http://localhost:9080", "http://localhost:9081", "http://localhost:9082"
-	post := func(base, path string, form url.Values, tok string) response {
-		req, _ := http.NewRequest(http.MethodPost, base+path, strings.NewReader(form.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		if tok != "" {
-			req.Header.Set("Authorization", "Bearer "+tok)
-		}
-		return doRequest(t, req)
-	}
-	get := func(base, path, tok string) response {
-		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		return doRequest(t, req)
-	}
+	c := &cluster{t: t}
+	post, get := c.post, c.get
 	expectStatus(t, post(public, "/auth/email/", url.Values{"email": {"x@example.com"}}, ""), http.StatusOK)
 	r := post(public, "/auth/token/", url.Values{"email": {"x@example.com"}, "token": {mail.code(t, "x@example.com")}}, "")
 	expectStatus(t, r, http.StatusOK)
@@ -623,7 +598,7 @@ func TestOffboardingAcrossInstances(t *testing.T) {
 }
 `, port, dsn, app, people, mail.addr, strings.TrimPrefix(up.URL, "http://"))
 	}
-	caddytest.NewTester(t).InitServer(global+site(9080, "a")+site(9081, "b"), "caddyfile")
+	caddytest.NewTester(t).InitServer(global()+site(9080, "a")+site(9081, "b"), "caddyfile")
 	if t.Failed() {
 		t.FailNow()
 	}

@@ -105,14 +105,10 @@ func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("prefix must be a path below / such as /auth, not %q", p.Prefix)
 			}
 		case "storage":
-			args := d.RemainingArgs()
-			if len(args) != 2 {
-				return d.Errf("storage needs a driver and its argument: storage sqlite <file> or storage postgres <connection string>")
+			p.Storage = new(StorageConfig)
+			if err := p.Storage.unmarshal(d); err != nil {
+				return err
 			}
-			if args[0] != "sqlite" && args[0] != "postgres" {
-				return d.Errf("unknown storage driver %q (sqlite or postgres)", args[0])
-			}
-			p.Storage = &StorageConfig{Driver: args[0], DSN: args[1]}
 		case "code_length":
 			n, err := intArg(d)
 			if err != nil {

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 )
@@ -112,44 +111,10 @@ func (c *SMSConfig) unmarshal(d *caddyfile.Dispenser) error {
 			}
 			c.AllowedCountryCodes = append(c.AllowedCountryCodes, args...)
 		case "twilio":
-			if d.NextArg() {
-				return d.ArgErr()
+			c.Twilio = new(TwilioConfig)
+			if err := c.Twilio.unmarshal(d); err != nil {
+				return err
 			}
-			tc := new(TwilioConfig)
-			for nesting := d.Nesting(); d.NextBlock(nesting); {
-				var dst *string
-				switch d.Val() {
-				case "account_sid":
-					dst = &tc.AccountSID
-				case "auth_token":
-					dst = &tc.AuthToken
-				case "from":
-					dst = &tc.From
-				case "messaging_service_sid":
-					dst = &tc.MessagingServiceSID
-				case "api_url":
-					dst = &tc.APIURL
-				case "timeout":
-					dur, err := durationArg(d)
-					if err != nil {
-						return err
-					}
-					tc.Timeout = caddy.Duration(dur)
-					continue
-				default:
-					return d.Errf("unrecognized twilio subdirective %q", d.Val())
-				}
-				if err := oneArg(d, dst); err != nil {
-					return err
-				}
-			}
-			if tc.AccountSID == "" || tc.AuthToken == "" {
-				return d.Err("twilio needs account_sid and auth_token")
-			}
-			if (tc.From == "") == (tc.MessagingServiceSID == "") {
-				return d.Err("twilio needs one of from or messaging_service_sid")
-			}
-			c.Twilio = tc
 		default:
 			return d.Errf("unrecognized sms subdirective %q", d.Val())
 		}

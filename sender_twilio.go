@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/twilio/twilio-go/client"
 	openapi "github.com/twilio/twilio-go/rest/api/v2010"
 	"go.uber.org/zap"
@@ -369,6 +370,47 @@ func (s *twilioSender) Probe(ctx context.Context) error {
 	io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
 	if res.StatusCode != http.StatusOK {
 		return fmt.Errorf("twilio: the account check answered %s", describeTwilioResponse(res.StatusCode, res.Header.Get("Twilio-Request-Id")))
+	}
+	return nil
+}
+
+// unmarshal reads the twilio block of sms.
+func (tc *TwilioConfig) unmarshal(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var dst *string
+		switch d.Val() {
+		case "account_sid":
+			dst = &tc.AccountSID
+		case "auth_token":
+			dst = &tc.AuthToken
+		case "from":
+			dst = &tc.From
+		case "messaging_service_sid":
+			dst = &tc.MessagingServiceSID
+		case "api_url":
+			dst = &tc.APIURL
+		case "timeout":
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			tc.Timeout = caddy.Duration(dur)
+			continue
+		default:
+			return d.Errf("unrecognized twilio subdirective %q", d.Val())
+		}
+		if err := oneArg(d, dst); err != nil {
+			return err
+		}
+	}
+	if tc.AccountSID == "" || tc.AuthToken == "" {
+		return d.Err("twilio needs account_sid and auth_token")
+	}
+	if (tc.From == "") == (tc.MessagingServiceSID == "") {
+		return d.Err("twilio needs one of from or messaging_service_sid")
 	}
 	return nil
 }

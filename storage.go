@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
 // Store keeps everything that must outlive a request: codes, users,
@@ -163,6 +164,19 @@ func (c *StorageConfig) open() (Store, func() error, error) {
 	default:
 		return nil, nil, fmt.Errorf("storage: unknown driver %q", c.Driver)
 	}
+}
+
+// unmarshal reads `storage sqlite <file>` or `storage postgres <dsn>`.
+func (c *StorageConfig) unmarshal(d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	if len(args) != 2 {
+		return d.Errf("storage needs a driver and its argument: storage sqlite <file> or storage postgres <connection string>")
+	}
+	if args[0] != "sqlite" && args[0] != "postgres" {
+		return d.Errf("unknown storage driver %q (sqlite or postgres)", args[0])
+	}
+	c.Driver, c.DSN = args[0], args[1]
+	return nil
 }
 
 // checkDSN refuses a postgres store without a connection string, which

@@ -18,6 +18,8 @@ func storeSQL(s Store) *sqlStore {
 		return s.sqlStore
 	case *sqlStore:
 		return s
+	case cliStore:
+		return storeSQL(s.Store)
 	}
 	panic("storeSQL: not a SQL store")
 }
