@@ -480,12 +480,7 @@ func realmSites(t *testing.T, mail *smtpServer, up *upstream, db string, blocks 
 		sites = append(sites, fmt.Sprintf(`http://localhost:%d {
 	passwordless {
 		storage sqlite %s
-		email {
-			from login@example.com
-			smtp %s {
-				tls none
-			}
-		}
+		%s
 		jwt {
 			algorithm HS256
 			secret %s
@@ -494,7 +489,7 @@ func realmSites(t *testing.T, mail *smtpServer, up *upstream, db string, blocks 
 	}
 	reverse_proxy %s
 }
-`, testPort+i, db, mail.addr, strings.Repeat("r", 32), b, strings.TrimPrefix(up.URL, "http://")))
+`, testPort+i, db, mail.emailBlock(), strings.Repeat("r", 32), b, strings.TrimPrefix(up.URL, "http://")))
 	}
 	newCluster(t, sites...)
 }
@@ -579,45 +574,16 @@ func TestOffboardingAcrossInstances(t *testing.T) {
 	mail, up := startSMTP(t), startUpstream(t)
 	people := filepath.Join(t.TempDir(), "people.txt")
 	writeFile(t, people, "*@example.com staff\nleaver@example.com admin\n")
-	site := func(port int, app string) string {
-		return fmt.Sprintf(`http://localhost:%d {
-	passwordless {
-		storage postgres "%s&application_name=%s"
-		allow_file %s
-		email {
-			from login@example.com
-			smtp %s {
-				tls none
-			}
-		}
-		rate_limit {
-			send_interval 0s
-		}
-	}
-	reverse_proxy %s
-}
-`, port, dsn, app, people, mail.addr, strings.TrimPrefix(up.URL, "http://"))
-	}
-	caddytest.NewTester(t).InitServer(global()+site(9080, "a")+site(9081, "b"), "caddyfile")
-	if t.Failed() {
-		t.FailNow()
-	}
+	c := twoInstances(t, dsn, mail, "allow_file "+people+"\n\t\trate_limit {\n\t\t\tsend_interval 0s\n\t\t}",
+		"reverse_proxy "+strings.TrimPrefix(up.URL, "http://"))
 	a, b := "http://localhost:9080", "http://localhost:9081"
 	login := func(email string) string {
-		req, _ := http.NewRequest(http.MethodPost, a+"/auth/email", strings.NewReader("email="+url.QueryEscape(email)))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		expectStatus(t, doRequest(t, req), http.StatusOK)
-		req, _ = http.NewRequest(http.MethodPost, b+"/auth/token", strings.NewReader(url.Values{"email": {email}, "token": {mail.code(t, email)}}.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		r := doRequest(t, req)
+		expectStatus(t, c.post(a, "/auth/email", url.Values{"email": {email}}, ""), http.StatusOK)
+		r := c.post(b, "/auth/token", url.Values{"email": {email}, "token": {mail.code(t, email)}}, "")
 		expectStatus(t, r, http.StatusOK)
 		return r.str("token")
 	}
-	get := func(base, tok string) response {
-		req, _ := http.NewRequest(http.MethodGet, base+"/app", nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		return doRequest(t, req)
-	}
+	get := func(base, tok string) response { return c.get(base, "/app", tok) }
 	leaver, disabled := login("leaver@example.com"), login("disabled@example.com")
 	for _, base := range []string{a, b} {
 		if r := get(base, leaver); r.str("roles") != "admin,staff" {

@@ -97,15 +97,10 @@ func postgresSite(port int, dsn string, mail *smtpServer, extra, handler string)
 	return fmt.Sprintf(`http://localhost:%d {
 	passwordless {
 		storage postgres "%s"
-		email {
-			from login@example.com
-			smtp %s {
-				tls none
-			}
-		}
+		%s
 		%s
 	}
 	%s
 }
-`, port, dsn, mail.addr, extra, handler)
+`, port, dsn, mail.emailBlock(), extra, handler)
 }
