@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -167,4 +169,133 @@ func (tc *tokenCache) endUser(userID string, t time.Time) {
 			tc.sessions[sid] = &userState{final: true, checked: t}
 		}
 	}
+}
+
+// bearerToken takes the token from "Authorization: Bearer x" or the DRF
+// form "Authorization: Token x".
+func bearerToken(h string) string {
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(h), " ")
+	if !ok || !(strings.EqualFold(scheme, "Bearer") || strings.EqualFold(scheme, "Token")) {
+		return ""
+	}
+	return strings.TrimSpace(tok)
+}
+
+// sameOrigin reports whether a browser request comes from a page of this
+// site: by Origin, or by Sec-Fetch-Site where a browser sends no Origin.
+func sameOrigin(r *http.Request) bool {
+	// "null" is what browsers send from privacy-sensitive contexts; the
+	// fetch metadata then decides.
+	if o := r.Header.Get("Origin"); o != "" && o != "null" {
+		u, err := url.Parse(o)
+		return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
+	}
+	return r.Header.Get("Sec-Fetch-Site") == "same-origin"
+}
+
+// cookieToken returns the session cookie's token, if any. Over TLS only
+// the __Host- cookie counts: a sibling subdomain or a plain-HTTP attacker
+// can plant the unprefixed one, and would sign the victim in as themselves.
+func cookieToken(r *http.Request) string {
+	name := cookieName
+	if r.TLS != nil {
+		name = secureCookieName
+	}
+	if c, err := r.Cookie(name); err == nil && c.Value != "" {
+		return c.Value
+	}
+	return ""
+}
+
+// bearer authenticates an endpoint request by its bearer token.
+func (p *Passwordless) bearer(r *http.Request) (*Claims, *apiError) {
+	c, _, reason := p.authenticate(r)
+	if c == nil {
+		return nil, authFailure(reason)
+	}
+	return c, nil
+}
+
+// userState is what a protected request needs to know about the user of
+// a session, current to sessionRecheck: computed when the session is
+// loaded from the store or the allow file changes, then only looked up.
+type userState struct {
+	valid bool
+	// final is true when the session can never become valid again
+	// (revoked, expired, deleted, another realm's): no recheck needed.
+	final       bool
+	userID      string
+	email       string
+	mobile      string
+	roles       []string
+	rolesHeader string // "a,b"
+	checked     time.Time
+	gen         uint64
+	su          SessionUser
+}
+
+// evaluate computes the state of a session as loaded from the store.
+func (p *Passwordless) evaluate(su SessionUser, checked time.Time, gen uint64) *userState {
+	u := su.User
+	st := &userState{userID: u.ID, email: u.Email, mobile: u.Mobile, checked: checked, gen: gen, su: su}
+	switch {
+	case !su.Active || u.Realm != p.Realm:
+		// A session of another realm is refused here even when both
+		// realms verify the same key (a shared key_file or secret).
+		st.final = true
+	case u.Disabled || !p.access.admitsUser(u):
+	default:
+		st.valid = true
+		st.roles = p.access.roles(u)
+		st.rolesHeader = joinRoles(st.roles)
+	}
+	return st
+}
+
+// dropSessionCookie removes the plugin's own cookie from what goes to the
+// next handler: the upstream has no use for the token, and a backend that
+// logs or reflects cookies must not be able to leak it.
+func dropSessionCookie(r *http.Request) {
+	vals := r.Header["Cookie"]
+	found := false
+	for _, v := range vals {
+		if strings.Contains(v, cookieName) {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return
+	}
+	var keep []string
+	for _, c := range r.Cookies() {
+		if c.Name != cookieName && c.Name != secureCookieName {
+			keep = append(keep, c.Name+"="+c.Value)
+		}
+	}
+	if len(keep) == 0 {
+		delete(r.Header, "Cookie")
+		return
+	}
+	r.Header["Cookie"] = []string{strings.Join(keep, "; ")}
+}
+
+const (
+	reasonMissing   = "missing"
+	reasonInvalid   = "invalid"
+	reasonRevoked   = "revoked"
+	reasonCrossSite = "cross-site"
+)
+
+// authFailure is the answer to a request whose credentials failed: 401
+// with the challenge RFC 6750 asks for, or 403 for a cookie sent by
+// another site.
+func authFailure(reason string) *apiError {
+	switch reason {
+	case reasonCrossSite:
+		return crossSiteError
+	case reasonMissing:
+		return &apiError{status: http.StatusUnauthorized, detail: "Authentication credentials were not provided.", challenge: `Bearer`}
+	}
+	return &apiError{status: http.StatusUnauthorized, detail: "The token is invalid or has expired.", challenge: `Bearer error="invalid_token"`}
 }

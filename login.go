@@ -214,18 +214,6 @@ func safeNext(next string) string {
 	return out
 }
 
-// sameOrigin reports whether a browser request comes from a page of this
-// site: by Origin, or by Sec-Fetch-Site where a browser sends no Origin.
-func sameOrigin(r *http.Request) bool {
-	// "null" is what browsers send from privacy-sensitive contexts; the
-	// fetch metadata then decides.
-	if o := r.Header.Get("Origin"); o != "" && o != "null" {
-		u, err := url.Parse(o)
-		return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
-	}
-	return r.Header.Get("Sec-Fetch-Site") == "same-origin"
-}
-
 func (p *Passwordless) sessionCookie(r *http.Request, value string, expires time.Time) *http.Cookie {
 	c := &http.Cookie{Name: cookieName, Value: value, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode}
 	if r.TLS != nil {
@@ -238,20 +226,6 @@ func (p *Passwordless) sessionCookie(r *http.Request, value string, expires time
 		c.MaxAge = int(expires.Sub(now()) / time.Second)
 	}
 	return c
-}
-
-// cookieToken returns the session cookie's token, if any. Over TLS only
-// the __Host- cookie counts: a sibling subdomain or a plain-HTTP attacker
-// can plant the unprefixed one, and would sign the victim in as themselves.
-func cookieToken(r *http.Request) string {
-	name := cookieName
-	if r.TLS != nil {
-		name = secureCookieName
-	}
-	if c, err := r.Cookie(name); err == nil && c.Value != "" {
-		return c.Value
-	}
-	return ""
 }
 
 // wantsLoginPage reports whether an unauthenticated request is a browser
