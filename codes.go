@@ -199,7 +199,7 @@ func (p *Passwordless) redeem(ctx context.Context, ip string, a Alias, purpose, 
 		return Code{}, p.internal("redeeming code", err)
 	}
 	if res != CodeOK {
-		return Code{}, p.failed(ctx, ip, a)
+		return Code{}, p.failed(ctx, ip, a, res != CodeMissing)
 	}
 	return stored, nil
 }
@@ -245,7 +245,7 @@ func (p *Passwordless) login(ctx context.Context, r *http.Request, a Alias, code
 		}
 		// A demo alias logs in only with its fixed code.
 		if subtle.ConstantTimeCompare([]byte(demo), []byte(code)) != 1 {
-			return User{}, p.failed(ctx, clientIP(r), a)
+			return User{}, p.failed(ctx, clientIP(r), a, true)
 		}
 	} else if _, e := p.redeem(ctx, clientIP(r), a, purposeLogin, code); e != nil {
 		return User{}, e
@@ -253,11 +253,11 @@ func (p *Passwordless) login(ctx context.Context, r *http.Request, a Alias, code
 	// Outside the allow list: the failure of a wrong code, as for an
 	// unknown alias.
 	if !p.access.admits(a) {
-		return User{}, p.failed(ctx, clientIP(r), a)
+		return User{}, p.failed(ctx, clientIP(r), a, true)
 	}
 	u, created, err := p.store.Login(ctx, p.Realm, a, *p.RegisterNewUsers || isDemo, now())
 	if errors.Is(err, ErrNotFound) {
-		return User{}, p.failed(ctx, clientIP(r), a)
+		return User{}, p.failed(ctx, clientIP(r), a, true)
 	}
 	if err != nil {
 		return User{}, p.internal("logging in", err)
@@ -310,7 +310,7 @@ func (p *Passwordless) serveVerify(w http.ResponseWriter, r *http.Request) *apiE
 	// The code proves the alias to the account that asked for it, not to
 	// whoever presents it.
 	if stored.UserID != c.Subject {
-		return p.failed(ctx, clientIP(r), a)
+		return p.failed(ctx, clientIP(r), a, true)
 	}
 	u, err := p.store.LinkAlias(ctx, c.Subject, a)
 	if errors.Is(err, ErrAliasTaken) {

@@ -75,26 +75,20 @@ func (rl *RateLimitConfig) validate() error {
 }
 
 // Lockout: wrong codes are counted per alias across codes (a new code does
-// not reset the count, as NIST SP 800-63B asks). From lockoutThreshold
-// consecutive failures on, each further failure locks the alias for a
-// back-off that doubles, from lockoutBase up to lockoutMax. A successful
-// login resets the count.
+// not reset the count, as NIST SP 800-63B asks). A run of lockoutThreshold
+// failures locks the alias for lockoutFor; when the lock ends the run starts
+// over. A successful login resets the count.
+//
+// Locks do not grow: a lockout that doubled with each further failure let
+// one client keep anyone's account locked, one guess each time a lock
+// ended. Only guesses against a live code count, so the number of locks an
+// attacker can cause is bounded by the codes the alias may receive
+// (per_alias × max_attempts failures per window), whatever the number of
+// addresses; guessing is bounded by the same product.
 const (
 	lockoutThreshold = 10
-	lockoutBase      = time.Minute
-	lockoutMax       = 24 * time.Hour
+	lockoutFor       = time.Minute
 )
-
-func lockoutFor(failures int) time.Duration {
-	if failures < lockoutThreshold {
-		return 0
-	}
-	exp := failures - lockoutThreshold
-	if exp > 20 {
-		return lockoutMax
-	}
-	return min(lockoutBase*time.Duration(1<<exp), lockoutMax)
-}
 
 func tooMany(wait time.Duration) *apiError {
 	secs := int64(math.Ceil(wait.Seconds()))
@@ -195,8 +189,10 @@ func limitName(key string) string {
 
 // failed counts a failed exchange from ip for a; the answer is the
 // invalid-code one, or 429 if this failure locked the alias or spent the
-// client's budget of failures.
-func (p *Passwordless) failed(ctx context.Context, ip string, a Alias) *apiError {
+// client's budget of failures. A guess at an alias that has no live code
+// (liveCode false) costs the client's budget but not the alias's run: it
+// could never have let anyone in, so it must not lock anyone out.
+func (p *Passwordless) failed(ctx context.Context, ip string, a Alias, liveCode bool) *apiError {
 	t := now()
 	// A client past its budget of failures no longer counts against the
 	// alias: one address cannot lock accounts at will, only ever a few.
@@ -208,7 +204,11 @@ func (p *Passwordless) failed(ctx context.Context, ip string, a Alias) *apiError
 		countRateLimited(failedIPKey(ip))
 		return tooMany(wait)
 	}
-	_, until, err := p.store.Failure(ctx, p.aliasKey(a), lockoutFor, t)
+	if !liveCode {
+		p.exchangeFailed(ctx, a, false)
+		return invalidCode
+	}
+	_, until, err := p.store.Failure(ctx, p.aliasKey(a), lockoutThreshold, lockoutFor, t)
 	if err != nil {
 		return p.internal("counting failure", err)
 	}

@@ -25,10 +25,10 @@ type Store interface {
 	// RedeemCode claims one of the live code's attempts for alias and
 	// purpose, then asks match whether the presented code fits its hash.
 	// Of any number of concurrent callers at most maxAttempts are ever
-	// compared; a code whose attempts are spent answers CodeMissing. On a
-	// match that is not expired, the code is consumed: of concurrent
-	// callers exactly one gets CodeOK. A mismatch on the last attempt kills
-	// the code.
+	// compared; a code whose attempts are spent, or whose time is up,
+	// answers CodeMissing. On a match that is not expired, the code is
+	// consumed: of concurrent callers exactly one gets CodeOK. A mismatch
+	// on the last attempt kills the code.
 	RedeemCode(ctx context.Context, alias, purpose string, match func(hash []byte) bool, maxAttempts int, now time.Time) (Code, CodeResult, error)
 	// DeleteCode voids one code, e.g. when it could not be delivered.
 	DeleteCode(ctx context.Context, id string) error
@@ -114,8 +114,10 @@ type Store interface {
 	// fits), without counting one.
 	Peek(ctx context.Context, l RateLimit, now time.Time) (retryAfter time.Duration, err error)
 	// Failure counts a wrong guess for alias and returns the count of
-	// consecutive failures; LockedUntil and ResetFailures read and clear it.
-	Failure(ctx context.Context, alias string, lockFor func(failures int) time.Duration, now time.Time) (failures int, lockedUntil time.Time, err error)
+	// consecutive failures in the current run; at threshold it locks the
+	// alias for lockFor. A run starts over once a lock has ended.
+	// LockedUntil and ResetFailures read and clear it.
+	Failure(ctx context.Context, alias string, threshold int, lockFor time.Duration, now time.Time) (failures int, lockedUntil time.Time, err error)
 	LockedUntil(ctx context.Context, alias string) (time.Time, error)
 	// ResetFailures clears the failures of alias, and so lifts a lockout.
 	ResetFailures(ctx context.Context, alias string) error
@@ -313,7 +315,7 @@ const (
 	CodeOK       CodeResult = iota
 	CodeMissing             // no live code for that alias and purpose
 	CodeWrong               // the code did not match; an attempt was counted
-	CodeExpired             // the code matched but its time was up
+	CodeExpired             // the code matched but its time ran out meanwhile
 	CodeConsumed            // another request redeemed it first
 )
 

@@ -34,10 +34,12 @@ func (s *sqlStore) RedeemCode(ctx context.Context, alias, purpose string, match 
 	// step: of any number of concurrent guesses, at most maxAttempts are
 	// ever compared. Reading first and counting after let a burst of
 	// parallel guesses all be compared against one code.
+	// An expired code is not live: nothing is claimed, and the caller
+	// knows no code could have matched.
 	err := s.db.QueryRowContext(ctx, `UPDATE codes SET attempts = attempts + 1
-		WHERE alias = ? AND purpose = ? AND attempts < ?
+		WHERE alias = ? AND purpose = ? AND attempts < ? AND expires_at > ?
 		RETURNING id, user_id, hash, attempts, expires_at, created_at`,
-		alias, purpose, maxAttempts).Scan(&c.ID, &c.UserID, &c.Hash, &attempts, &exp, &created)
+		alias, purpose, maxAttempts, ms(now)).Scan(&c.ID, &c.UserID, &c.Hash, &attempts, &exp, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, CodeMissing, nil
 	}

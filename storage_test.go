@@ -139,7 +139,12 @@ func testCodes(t *testing.T, s Store) {
 		t.Fatalf("reused code: %v", r)
 	}
 	save("3", []byte("three"))
-	if r := redeem([]byte("three"), t0.Add(time.Minute)); r != CodeExpired {
+	// An expired code is no longer live: a guess at it claims nothing,
+	// so it cannot count toward a lockout.
+	if r := redeem([]byte("bad"), t0.Add(time.Minute)); r != CodeMissing {
+		t.Fatalf("guess at an expired code: %v", r)
+	}
+	if r := redeem([]byte("three"), t0.Add(time.Minute)); r != CodeMissing {
 		t.Fatalf("expired code: %v", r)
 	}
 	save("4", []byte("four"))
@@ -321,14 +326,8 @@ func testHit(t *testing.T, s Store) {
 func testFailures(t *testing.T, s Store) {
 	ctx := context.Background()
 	t0 := now().Truncate(time.Millisecond) // stores keep milliseconds
-	lock := func(n int) time.Duration {
-		if n >= 3 {
-			return time.Minute
-		}
-		return 0
-	}
 	for i := 1; i <= 3; i++ {
-		n, until, err := s.Failure(ctx, "a", lock, t0)
+		n, until, err := s.Failure(ctx, "a", 3, time.Minute, t0)
 		if err != nil || n != i {
 			t.Fatalf("failure %d: %d %v", i, n, err)
 		}
@@ -338,6 +337,15 @@ func testFailures(t *testing.T, s Store) {
 	}
 	if until, _ := s.LockedUntil(ctx, "a"); !until.Equal(t0.Add(time.Minute).Truncate(time.Millisecond)) {
 		t.Fatalf("locked until %v", until)
+	}
+	// Once the lock has ended, a new lock needs a whole new run: one more
+	// failure is the first of it, not a relock.
+	after := t0.Add(time.Minute)
+	for i := 1; i <= 3; i++ {
+		n, until, err := s.Failure(ctx, "a", 3, time.Minute, after)
+		if err != nil || n != i || (i == 3) == until.IsZero() {
+			t.Fatalf("after the lock, failure %d: count %d, until %v, %v", i, n, until, err)
+		}
 	}
 	if err := s.ResetFailures(ctx, "a"); err != nil {
 		t.Fatal(err)
