@@ -188,9 +188,20 @@ func sameOrigin(r *http.Request) bool {
 	// fetch metadata then decides.
 	if o := r.Header.Get("Origin"); o != "" && o != "null" {
 		u, err := url.Parse(o)
-		return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
+		// The scheme counts too: on HTTPS, a page served over plain HTTP
+		// to the same host is a network attacker's, the one __Host-
+		// cookies keep out.
+		return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host) && u.Scheme == requestScheme(r)
 	}
 	return r.Header.Get("Sec-Fetch-Site") == "same-origin"
+}
+
+// requestScheme is the scheme the client used to reach Caddy.
+func requestScheme(r *http.Request) string {
+	if r.TLS != nil {
+		return "https"
+	}
+	return "http"
 }
 
 // cookieToken returns the session cookie's token, if any. Over TLS only
