@@ -83,6 +83,51 @@ func TestPerIPLimitHonoursTrustedProxies(t *testing.T) {
 	expectStatus(t, send("203.0.113.2", "a4@example.com"), http.StatusOK)
 }
 
+// Per-IP limits counted every IPv6 address apart: eight addresses of one
+// /64 had eight budgets, for code requests and for failed guesses alike.
+func TestPerIPLimitsCountAnIPv6Network(t *testing.T) {
+	e := newEnv(t, withConfig("rate_limit {\n send_interval 0s\n per_ip 3 1h\n failed_per_ip 3 1h\n}"),
+		withGlobal("servers {\n trusted_proxies static 127.0.0.1/8 ::1\n}"))
+	send := func(ip, email string) int {
+		return e.postForm("/auth/email/", map[string]string{"email": email}, "X-Forwarded-For", ip).status
+	}
+	guess := func(ip string) int {
+		return e.postForm("/auth/token/", map[string]string{"email": "g@example.com", "token": "000000"}, "X-Forwarded-For", ip).status
+	}
+	var codes, guesses []int
+	for i := 1; i <= 8; i++ {
+		ip := fmt.Sprintf("2001:db8:1:2::%x", i)
+		codes = append(codes, send(ip, fmt.Sprintf("v6-%d@example.com", i)))
+		guesses = append(guesses, guess(ip))
+	}
+	want := []int{200, 200, 200, 429, 429, 429, 429, 429}
+	if fmt.Sprint(codes) != fmt.Sprint(want) {
+		t.Errorf("code requests from one /64: %v, want %v", codes, want)
+	}
+	if want := []int{400, 400, 400, 429, 429, 429, 429, 429}; fmt.Sprint(guesses) != fmt.Sprint(want) {
+		t.Errorf("failed guesses from one /64: %v, want %v", guesses, want)
+	}
+	// Another /64 has its own budget.
+	if got := send("2001:db8:1:3::1", "other@example.com"); got != http.StatusOK {
+		t.Errorf("another /64: %d", got)
+	}
+	// An IPv4-mapped address is its IPv4 address.
+	for i, ip := range []string{"192.0.2.7", "::ffff:192.0.2.7", "192.0.2.7"} {
+		expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": fmt.Sprintf("v4-%d@example.com", i)}, "X-Forwarded-For", ip), http.StatusOK)
+	}
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "v4-3@example.com"}, "X-Forwarded-For", "::ffff:192.0.2.7"), http.StatusTooManyRequests)
+}
+
+// With ipv6_prefix 128 each address is counted apart again.
+func TestIPv6PrefixIsConfigurable(t *testing.T) {
+	e := newEnv(t, withConfig("rate_limit {\n send_interval 0s\n per_ip 1 1h\n ipv6_prefix 128\n}"),
+		withGlobal("servers {\n trusted_proxies static 127.0.0.1/8 ::1\n}"))
+	for i := 1; i <= 3; i++ {
+		r := e.postForm("/auth/email/", map[string]string{"email": fmt.Sprintf("p%d@example.com", i)}, "X-Forwarded-For", fmt.Sprintf("2001:db8::%d", i))
+		expectStatus(t, r, http.StatusOK)
+	}
+}
+
 // TestPerAliasLimitExactUnderConcurrency hammers one alias from many
 // goroutines: exactly the limit gets through, and no more mails.
 func TestPerAliasLimitExactUnderConcurrency(t *testing.T) {

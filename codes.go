@@ -245,19 +245,19 @@ func (p *Passwordless) login(ctx context.Context, r *http.Request, a Alias, code
 		}
 		// A demo alias logs in only with its fixed code.
 		if subtle.ConstantTimeCompare([]byte(demo), []byte(code)) != 1 {
-			return User{}, p.failed(ctx, clientIP(r), a, true)
+			return User{}, p.failed(ctx, p.clientKey(r), a, true)
 		}
-	} else if _, e := p.redeem(ctx, clientIP(r), a, purposeLogin, code); e != nil {
+	} else if _, e := p.redeem(ctx, p.clientKey(r), a, purposeLogin, code); e != nil {
 		return User{}, e
 	}
 	// Outside the allow list: the failure of a wrong code, as for an
 	// unknown alias.
 	if !p.access.admits(a) {
-		return User{}, p.failed(ctx, clientIP(r), a, true)
+		return User{}, p.failed(ctx, p.clientKey(r), a, true)
 	}
 	u, created, err := p.store.Login(ctx, p.Realm, a, *p.RegisterNewUsers || isDemo, now())
 	if errors.Is(err, ErrNotFound) {
-		return User{}, p.failed(ctx, clientIP(r), a, true)
+		return User{}, p.failed(ctx, p.clientKey(r), a, true)
 	}
 	if err != nil {
 		return User{}, p.internal("logging in", err)
@@ -303,14 +303,14 @@ func (p *Passwordless) serveVerify(w http.ResponseWriter, r *http.Request) *apiE
 		return e
 	}
 	ctx := context.WithoutCancel(r.Context())
-	stored, e := p.redeem(ctx, clientIP(r), a, purposeVerify, code)
+	stored, e := p.redeem(ctx, p.clientKey(r), a, purposeVerify, code)
 	if e != nil {
 		return e
 	}
 	// The code proves the alias to the account that asked for it, not to
 	// whoever presents it.
 	if stored.UserID != c.Subject {
-		return p.failed(ctx, clientIP(r), a, true)
+		return p.failed(ctx, p.clientKey(r), a, true)
 	}
 	u, err := p.store.LinkAlias(ctx, c.Subject, a)
 	if errors.Is(err, ErrAliasTaken) {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -34,6 +35,20 @@ type RateLimitConfig struct {
 	// lockout, so one address cannot keep other people's accounts locked.
 	// Default: 20 per 1h.
 	FailedPerIP *Limit `json:"failed_per_ip,omitempty"`
+	// The per-IP limits count an IPv6 client by the network of this many
+	// leading bits: one subscriber usually holds a whole /64 and can use
+	// any address in it. IPv4-mapped addresses count as IPv4. 16 to 128.
+	// Default: 64.
+	IPv6Prefix int `json:"ipv6_prefix,omitempty"`
+}
+
+const defaultIPv6Prefix = 64
+
+func checkIPv6Prefix(n int) error {
+	if n < 16 || n > 128 {
+		return fmt.Errorf("ipv6_prefix must be between 16 and 128, not %d", n)
+	}
+	return nil
 }
 
 // Limit is a number of events per window, counted as a GCRA (a token
@@ -60,9 +75,15 @@ func (rl *RateLimitConfig) provision() {
 	if rl.FailedPerIP == nil {
 		rl.FailedPerIP = &Limit{Count: 20, Window: caddy.Duration(time.Hour)}
 	}
+	if rl.IPv6Prefix == 0 {
+		rl.IPv6Prefix = defaultIPv6Prefix
+	}
 }
 
 func (rl *RateLimitConfig) validate() error {
+	if err := checkIPv6Prefix(rl.IPv6Prefix); err != nil {
+		return fmt.Errorf("rate_limit: %w", err)
+	}
 	if *rl.SendInterval < 0 {
 		return fmt.Errorf("rate_limit: send_interval must not be negative")
 	}
@@ -110,10 +131,31 @@ func clientIP(r *http.Request) string {
 	return host
 }
 
+// clientKey is who the per-IP limits count a request against: its client
+// IP, or for IPv6 the network of ipv6_prefix bits around it. Counting each
+// IPv6 address apart gave anyone with a /64 (most IPv6 clients) 2^64
+// budgets for SMS pumping and for guessing.
+func (p *Passwordless) clientKey(r *http.Request) string {
+	ip := clientIP(r)
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	addr = addr.Unmap().WithZone("")
+	if addr.Is4() {
+		return addr.String()
+	}
+	prefix, err := addr.Prefix(p.RateLimit.IPv6Prefix)
+	if err != nil {
+		return addr.String()
+	}
+	return prefix.String()
+}
+
 // ipLimit is the per-IP limit of a request.
 func (p *Passwordless) ipLimit(r *http.Request) RateLimit {
 	l := p.RateLimit.PerIP
-	return RateLimit{Key: realmKey(p.Realm, "ip:"+clientIP(r)), Count: l.Count, Window: time.Duration(l.Window)}
+	return RateLimit{Key: realmKey(p.Realm, "ip:"+p.clientKey(r)), Count: l.Count, Window: time.Duration(l.Window)}
 }
 
 // allowIP applies the per-IP limit to a request.
@@ -149,13 +191,13 @@ func (p *Passwordless) sendLimits(r *http.Request, a Alias) []RateLimit {
 // used up its budget of failed exchanges.
 func (p *Passwordless) checkLock(r *http.Request, a Alias) *apiError {
 	ctx := r.Context()
-	l := p.failedIPLimit(clientIP(r))
+	l := p.failedIPLimit(p.clientKey(r))
 	wait, err := p.store.Peek(ctx, l, now())
 	if err != nil {
 		return p.internal("rate limit", err)
 	}
 	if wait > 0 {
-		countRateLimited(failedIPKey(clientIP(r)))
+		countRateLimited(failedIPKey(p.clientKey(r)))
 		return tooMany(wait)
 	}
 	until, err := p.store.LockedUntil(ctx, p.aliasKey(a))
@@ -238,6 +280,15 @@ func (rl *RateLimitConfig) unmarshal(d *caddyfile.Dispenser) error {
 			}
 			iv := caddy.Duration(dur)
 			rl.SendInterval = &iv
+		case "ipv6_prefix":
+			n, err := intArg(d)
+			if err != nil {
+				return err
+			}
+			if err := checkIPv6Prefix(n); err != nil {
+				return d.Err(err.Error())
+			}
+			rl.IPv6Prefix = n
 		case "per_alias", "per_ip", "failed_per_ip":
 			name := d.Val()
 			args := d.RemainingArgs()
