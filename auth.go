@@ -77,12 +77,14 @@ func (p *Passwordless) checkToken(ctx context.Context, tok string) (*Claims, *us
 			return nil, nil, reasonInvalid
 		default:
 			st = p.evaluate(su, t, gen)
+			p.endRefused(ctx, c.SessionID, st)
 		}
 		p.verified.putSession(c.SessionID, st)
 	case !st.final && st.gen != gen:
 		// The allow file changed: roles and who is allowed are computed
 		// again from what the store said, without asking it.
 		st = p.evaluate(st.su, st.checked, gen)
+		p.endRefused(ctx, c.SessionID, st)
 		p.verified.putSession(c.SessionID, st)
 	}
 	if !st.valid {
@@ -261,6 +263,22 @@ func (p *Passwordless) evaluate(su SessionUser, checked time.Time, gen uint64) *
 		st.rolesHeader = joinRoles(st.roles)
 	}
 	return st
+}
+
+// endRefused revokes, in the store, the session of a user found disabled
+// or no longer admitted, as /refresh does: taken out is signed out, and
+// putting the person back later must not revive the old sessions. The
+// state becomes final, so this happens once per session.
+func (p *Passwordless) endRefused(ctx context.Context, sid string, st *userState) {
+	if st.valid || st.final {
+		return
+	}
+	if err := p.store.RevokeSession(context.WithoutCancel(ctx), sid); err != nil {
+		// Still refused now; the next check tries again.
+		p.logger.Error("revoking the session of a refused user", zap.Error(err))
+		return
+	}
+	st.final = true
 }
 
 // dropSessionCookie removes the plugin's own cookie from what goes to the
