@@ -128,6 +128,30 @@ func TestIPv6PrefixIsConfigurable(t *testing.T) {
 	}
 }
 
+// Gmail ignores dots and everyone's +tags reach one inbox: the per_alias
+// limit counts the inbox, while the code goes to the alias as typed.
+func TestPerAliasLimitCountsTheInbox(t *testing.T) {
+	e := newEnv(t, withConfig("rate_limit {\n send_interval 0s\n per_alias 2 1h\n}"))
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "Jane.Doe+news@gmail.com"}), http.StatusOK)
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "janedoe@googlemail.com"}), http.StatusOK)
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "j.a.n.e.d.o.e+x@gmail.com"}), http.StatusTooManyRequests)
+	// Elsewhere dots are part of the address; tags are not.
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "jane.doe+a@example.com"}), http.StatusOK)
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "jane.doe+b@example.com"}), http.StatusOK)
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "jane.doe@example.com"}), http.StatusTooManyRequests)
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "janedoe@example.com"}), http.StatusOK)
+	e.drain()
+	got := map[string]bool{}
+	for _, m := range e.smtp.all() {
+		got[m.To] = true
+	}
+	for _, to := range []string{"jane.doe+news@gmail.com", "janedoe@googlemail.com", "jane.doe+a@example.com"} {
+		if !got[to] {
+			t.Errorf("no mail to %s as typed; got %v", to, got)
+		}
+	}
+}
+
 // TestPerAliasLimitExactUnderConcurrency hammers one alias from many
 // goroutines: exactly the limit gets through, and no more mails.
 func TestPerAliasLimitExactUnderConcurrency(t *testing.T) {

@@ -183,7 +183,7 @@ func (p *Passwordless) sendLimits(r *http.Request, a Alias) []RateLimit {
 	if iv := time.Duration(*rl.SendInterval); iv > 0 {
 		limits = append(limits, RateLimit{Key: realmKey(p.Realm, "interval:"+a.Key()), Count: 1, Window: iv})
 	}
-	limits = append(limits, RateLimit{Key: realmKey(p.Realm, "alias:"+a.Key()), Count: rl.PerAlias.Count, Window: time.Duration(rl.PerAlias.Window)})
+	limits = append(limits, RateLimit{Key: realmKey(p.Realm, "alias:"+mailbox(a)), Count: rl.PerAlias.Count, Window: time.Duration(rl.PerAlias.Window)})
 	return append(limits, p.ipLimit(r))
 }
 
