@@ -64,6 +64,15 @@ type Store interface {
 
 	// CreateSession stores a new session with its first refresh token hash.
 	CreateSession(ctx context.Context, s Session, refreshHash []byte, refreshExpires time.Time) error
+	// SignIn is a code exchange that succeeds, in one transaction: it
+	// redeems the code (as RedeemCode; not when in.Match is nil), signs
+	// the alias in (as Login), clears its failures (as ResetFailures) and
+	// starts in.Session for the user with its first refresh token, which
+	// lives as long as the session. When the code does not redeem, only
+	// the attempt is stored and the result says why. When there is no
+	// user to sign in (registration closed, or disabled), the code is
+	// spent all the same and the error is ErrNotFound.
+	SignIn(ctx context.Context, in SignIn, now time.Time) (SignInResult, error)
 	// RotateRefresh exchanges a live refresh token (by hash) for a new one in
 	// the same session. A token that was already used revokes its whole
 	// session and answers ErrRefreshReused; an unknown, expired or revoked
@@ -350,6 +359,30 @@ type User struct {
 	Disabled  bool
 	CreatedAt time.Time
 	LastLogin time.Time // zero if never
+}
+
+// SignIn is what a code exchange needs done in the store.
+type SignIn struct {
+	Realm string
+	Alias Alias
+	// Key is the alias's key in the realm: that of its codes and failures.
+	Key string
+	// Match tells whether the presented code fits a stored hash; nil when
+	// there is no code to redeem (a demo user's was checked already).
+	Match       func(hash []byte) bool
+	MaxAttempts int
+	// Create makes the user if there is none (open registration).
+	Create bool
+	// Session is the session to start; its UserID is filled in.
+	Session     Session
+	RefreshHash []byte
+}
+
+// SignInResult is the outcome of SignIn.
+type SignInResult struct {
+	Code    CodeResult
+	User    User
+	Created bool
 }
 
 // Session is one login: the access and refresh tokens it issues die with it.
