@@ -236,6 +236,26 @@ func TestAllowFileRolesHotReloadAndOffboarding(t *testing.T) {
 	}
 }
 
+// A person taken off the allow file, then put back, must not find their
+// old sessions alive again: being refused ends a session in the store,
+// as /refresh already did.
+func TestReAddedPersonDoesNotGetOldSessionsBack(t *testing.T) {
+	people := filepath.Join(t.TempDir(), "people.txt")
+	writeFile(t, people, "*@example.com\n")
+	e := newEnv(t, withConfig("allow_file "+people+"\nrate_limit {\n send_interval 0s\n}"))
+	tok := e.login("leaver@example.com").str("token")
+	expectStatus(t, e.get("/app", bearer(tok)...), http.StatusOK)
+	writeFile(t, people, "*@example.org\n")
+	within5s(t, "taken off", func() bool { return e.get("/app", bearer(tok)...).status == http.StatusUnauthorized })
+	writeFile(t, people, "*@example.com\n")
+	// Long enough for the file to be read again and the session rechecked.
+	time.Sleep(2*allowFilePoll + sessionRecheck)
+	clock.Advance(sessionRecheck)
+	expectStatus(t, e.get("/app", bearer(tok)...), http.StatusUnauthorized)
+	// They can sign in again, with a new session.
+	expectStatus(t, e.get("/app", bearer(e.login("leaver@example.com").str("token"))...), http.StatusOK)
+}
+
 func TestBrokenAllowFileFailsProvisioning(t *testing.T) {
 	people := filepath.Join(t.TempDir(), "people.txt")
 	writeFile(t, people, "# ok\n*@example.com staff\nalice@@example.com\n")

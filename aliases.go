@@ -95,3 +95,23 @@ func isDigits(s string, n int) bool {
 	}
 	return true
 }
+
+// mailbox is the inbox a reaches, for the per_alias limit only: a `+tag`
+// is dropped, and at Gmail the dots too, since they all deliver to one
+// inbox. Otherwise one inbox could be flooded, or one person's SMS-free
+// budget multiplied, by spelling it many ways. The alias itself is kept as
+// typed everywhere else.
+func mailbox(a Alias) string {
+	if a.Kind != KindEmail {
+		return a.Key()
+	}
+	local, domain, ok := strings.Cut(a.Value, "@")
+	if !ok {
+		return a.Key()
+	}
+	local, _, _ = strings.Cut(local, "+")
+	if domain == "gmail.com" || domain == "googlemail.com" {
+		local, domain = strings.ReplaceAll(local, ".", ""), "gmail.com"
+	}
+	return string(KindEmail) + ":" + local + "@" + domain
+}

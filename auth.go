@@ -77,12 +77,14 @@ func (p *Passwordless) checkToken(ctx context.Context, tok string) (*Claims, *us
 			return nil, nil, reasonInvalid
 		default:
 			st = p.evaluate(su, t, gen)
+			p.endRefused(ctx, c.SessionID, st)
 		}
 		p.verified.putSession(c.SessionID, st)
 	case !st.final && st.gen != gen:
 		// The allow file changed: roles and who is allowed are computed
 		// again from what the store said, without asking it.
 		st = p.evaluate(st.su, st.checked, gen)
+		p.endRefused(ctx, c.SessionID, st)
 		p.verified.putSession(c.SessionID, st)
 	}
 	if !st.valid {
@@ -188,9 +190,20 @@ func sameOrigin(r *http.Request) bool {
 	// fetch metadata then decides.
 	if o := r.Header.Get("Origin"); o != "" && o != "null" {
 		u, err := url.Parse(o)
-		return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
+		// The scheme counts too: on HTTPS, a page served over plain HTTP
+		// to the same host is a network attacker's, the one __Host-
+		// cookies keep out.
+		return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host) && u.Scheme == requestScheme(r)
 	}
 	return r.Header.Get("Sec-Fetch-Site") == "same-origin"
+}
+
+// requestScheme is the scheme the client used to reach Caddy.
+func requestScheme(r *http.Request) string {
+	if r.TLS != nil {
+		return "https"
+	}
+	return "http"
 }
 
 // cookieToken returns the session cookie's token, if any. Over TLS only
@@ -250,6 +263,22 @@ func (p *Passwordless) evaluate(su SessionUser, checked time.Time, gen uint64) *
 		st.rolesHeader = joinRoles(st.roles)
 	}
 	return st
+}
+
+// endRefused revokes, in the store, the session of a user found disabled
+// or no longer admitted, as /refresh does: taken out is signed out, and
+// putting the person back later must not revive the old sessions. The
+// state becomes final, so this happens once per session.
+func (p *Passwordless) endRefused(ctx context.Context, sid string, st *userState) {
+	if st.valid || st.final {
+		return
+	}
+	if err := p.store.RevokeSession(context.WithoutCancel(ctx), sid); err != nil {
+		// Still refused now; the next check tries again.
+		p.logger.Error("revoking the session of a refused user", zap.Error(err))
+		return
+	}
+	st.final = true
 }
 
 // dropSessionCookie removes the plugin's own cookie from what goes to the

@@ -119,6 +119,8 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"rate limit window", "passwordless {\n rate_limit {\n per_alias 5\n }\n}", "a count and a window"},
 		{"rate limit interval", "passwordless {\n rate_limit {\n send_interval often\n }\n}", "not a duration"},
 		{"max_attempts zero", "passwordless {\n max_attempts 0\n}", "between 1 and 100"},
+		{"ipv6_prefix too long", "passwordless {\n rate_limit {\n ipv6_prefix 129\n }\n}", "ipv6_prefix must be between 16 and 128"},
+		{"ipv6_prefix not a number", "passwordless {\n rate_limit {\n ipv6_prefix /64\n }\n}", "whole number"},
 	})
 }
 

@@ -192,16 +192,22 @@ var invalidCode = &apiError{status: http.StatusBadRequest, detail: "The code is 
 // stored code on success; a failure counts toward the alias's lockout.
 func (p *Passwordless) redeem(ctx context.Context, ip string, a Alias, purpose, code string) (Code, *apiError) {
 	key := p.aliasKey(a)
-	stored, res, err := p.store.RedeemCode(ctx, key, purpose, func(hash []byte) bool {
-		return subtle.ConstantTimeCompare(hash, codeHash(p.hmacKey, key, purpose, code)) == 1
-	}, p.MaxAttempts, now())
+	stored, res, err := p.store.RedeemCode(ctx, key, purpose, p.codeMatcher(key, purpose, code), p.MaxAttempts, now())
 	if err != nil {
 		return Code{}, p.internal("redeeming code", err)
 	}
 	if res != CodeOK {
-		return Code{}, p.failed(ctx, ip, a)
+		return Code{}, p.failed(ctx, ip, a, res != CodeMissing)
 	}
 	return stored, nil
+}
+
+// codeMatcher tells whether a stored hash is that of code, in constant
+// time.
+func (p *Passwordless) codeMatcher(key, purpose, code string) func(hash []byte) bool {
+	return func(hash []byte) bool {
+		return subtle.ConstantTimeCompare(hash, codeHash(p.hmacKey, key, purpose, code)) == 1
+	}
 }
 
 // demoCode returns the fixed code of a demo user.
@@ -221,54 +227,65 @@ func (p *Passwordless) serveToken(w http.ResponseWriter, r *http.Request) *apiEr
 		return e
 	}
 	ctx := context.WithoutCancel(r.Context())
-	u, e := p.login(ctx, r, a, code)
+	u, s, refresh, e := p.signIn(ctx, r, a, code)
 	if e != nil {
 		return e
 	}
-	resp, sid, e := p.newSession(ctx, r, u)
+	resp, e := p.tokens(u, s.ID, refresh)
 	if e != nil {
 		return e
 	}
-	p.loggedIn(ctx, a, u, sid)
+	p.loggedIn(ctx, a, u, s.ID)
 	writeJSON(w, http.StatusOK, resp)
 	return nil
 }
 
-// login redeems a login code (or a demo user's fixed code) for a and
-// returns the user, created if registration is open.
-func (p *Passwordless) login(ctx context.Context, r *http.Request, a Alias, code string) (User, *apiError) {
-	demo, isDemo := p.demoCode(a)
-	if isDemo {
+// signIn redeems a login code (or a demo user's fixed code) for a and
+// starts a session for its user, created if registration is open. It
+// returns the session and its first refresh token. A success is one write
+// transaction in the store.
+func (p *Passwordless) signIn(ctx context.Context, r *http.Request, a Alias, code string) (User, Session, string, *apiError) {
+	client, key := p.clientKey(r), p.aliasKey(a)
+	in := SignIn{Realm: p.Realm, Alias: a, Key: key, MaxAttempts: p.MaxAttempts, Create: *p.RegisterNewUsers}
+	if demo, isDemo := p.demoCode(a); isDemo {
 		// A fixed code is only as safe as the limits around it.
 		if e := p.allowIP(r); e != nil {
-			return User{}, e
+			return User{}, Session{}, "", e
 		}
 		// A demo alias logs in only with its fixed code.
 		if subtle.ConstantTimeCompare([]byte(demo), []byte(code)) != 1 {
-			return User{}, p.failed(ctx, clientIP(r), a)
+			return User{}, Session{}, "", p.failed(ctx, client, a, true)
 		}
-	} else if _, e := p.redeem(ctx, clientIP(r), a, purposeLogin, code); e != nil {
-		return User{}, e
+		in.Create = true
+	} else if !p.access.admits(a) {
+		// Outside the allow list: the failure of a wrong code, as for an
+		// unknown alias.
+		if _, e := p.redeem(ctx, client, a, purposeLogin, code); e != nil {
+			return User{}, Session{}, "", e
+		}
+		return User{}, Session{}, "", p.failed(ctx, client, a, true)
+	} else {
+		in.Match = p.codeMatcher(key, purposeLogin, code)
 	}
-	// Outside the allow list: the failure of a wrong code, as for an
-	// unknown alias.
-	if !p.access.admits(a) {
-		return User{}, p.failed(ctx, clientIP(r), a)
+	s, refresh, e := p.sessionFor(r, "")
+	if e != nil {
+		return User{}, Session{}, "", e
 	}
-	u, created, err := p.store.Login(ctx, p.Realm, a, *p.RegisterNewUsers || isDemo, now())
-	if errors.Is(err, ErrNotFound) {
-		return User{}, p.failed(ctx, clientIP(r), a)
+	in.Session, in.RefreshHash = s, opaqueHash(refresh)
+	res, err := p.store.SignIn(ctx, in, s.CreatedAt)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return User{}, Session{}, "", p.failed(ctx, client, a, true)
+	case err != nil:
+		return User{}, Session{}, "", p.internal("signing in", err)
+	case res.Code != CodeOK:
+		return User{}, Session{}, "", p.failed(ctx, client, a, res.Code != CodeMissing)
 	}
-	if err != nil {
-		return User{}, p.internal("logging in", err)
+	if res.Created {
+		p.audit(ctx, auditUserCreated, auditEvent{UserID: res.User.ID, Channel: a.Kind})
 	}
-	if err := p.store.ResetFailures(ctx, p.aliasKey(a)); err != nil {
-		return User{}, p.internal("resetting failures", err)
-	}
-	if created {
-		p.audit(ctx, auditUserCreated, auditEvent{UserID: u.ID, Channel: a.Kind})
-	}
-	return u, nil
+	s.UserID = res.User.ID
+	return res.User, s, refresh, nil
 }
 
 // serveSendVerify is POST {prefix}/verify/email and /verify/mobile: send a
@@ -303,14 +320,14 @@ func (p *Passwordless) serveVerify(w http.ResponseWriter, r *http.Request) *apiE
 		return e
 	}
 	ctx := context.WithoutCancel(r.Context())
-	stored, e := p.redeem(ctx, clientIP(r), a, purposeVerify, code)
+	stored, e := p.redeem(ctx, p.clientKey(r), a, purposeVerify, code)
 	if e != nil {
 		return e
 	}
 	// The code proves the alias to the account that asked for it, not to
 	// whoever presents it.
 	if stored.UserID != c.Subject {
-		return p.failed(ctx, clientIP(r), a)
+		return p.failed(ctx, p.clientKey(r), a, true)
 	}
 	u, err := p.store.LinkAlias(ctx, c.Subject, a)
 	if errors.Is(err, ErrAliasTaken) {

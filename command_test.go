@@ -265,7 +265,7 @@ func TestCommandClearsLockouts(t *testing.T) {
 		ctx := context.Background()
 		a := Alias{Kind: KindEmail, Value: "locked@example.com"}
 		for range 10 {
-			if _, _, err := s.Failure(ctx, a.Key(), lockoutFor, now()); err != nil {
+			if _, _, err := s.Failure(ctx, a.Key(), lockoutThreshold, lockoutFor, now()); err != nil {
 				t.Fatal(err)
 			}
 		}

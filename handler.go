@@ -70,6 +70,13 @@ func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		// it: they are scrubbed there, as the headers are here.
 		r.Body = &trailerScrubber{ReadCloser: r.Body, r: r}
 	}
+	if !strings.HasPrefix(r.URL.Path, "/") {
+		// A target that is not a path (`*`, or an absolute form without
+		// one) matches no protect or public path, so no rule would judge
+		// it: it is refused rather than passed on.
+		writeError(w, badRequest("The request target must be a path."))
+		return nil
+	}
 	if rest, ok := p.endpointPath(r.URL.Path); ok {
 		p.serveEndpoint(w, r, rest)
 		return nil

@@ -95,13 +95,9 @@ func (p *Passwordless) serveLoginForm(w http.ResponseWriter, r *http.Request) *a
 	// Once the code is being redeemed the work must finish: a client that
 	// goes away mid-request must not leave a burned code and no session.
 	ctx := context.WithoutCancel(r.Context())
-	u, e := p.login(ctx, r, a, code)
+	u, s, _, e := p.signIn(ctx, r, a, code)
 	if e != nil {
 		return p.loginError(w, v, e)
-	}
-	s, _, e := p.startSession(ctx, r, u)
-	if e != nil {
-		return e
 	}
 	// The cookie's token lives as long as its session; logout and the
 	// per-request session check end it, not its exp.

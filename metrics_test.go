@@ -153,7 +153,7 @@ func sessionOf(t *testing.T, tok string) string {
 func TestObservingASequence(t *testing.T) {
 	logOpt, logPath := captureLog(t)
 	// Failed exchanges are ada's 1 and bob's 10 below, and dan's 1.
-	e := newEnv(t, logOpt, withConfig("rate_limit {\n\tfailed_per_ip 12 1h\n}"))
+	e := newEnv(t, logOpt, withConfig("max_attempts 10\nrate_limit {\n\tfailed_per_ip 12 1h\n}"))
 	before := scrape(t)
 	var secrets []string // every code and token the sequence sees
 
@@ -179,7 +179,10 @@ func TestObservingASequence(t *testing.T) {
 		"Cookie": {cookieName + "=" + access}, "Origin": {"https://evil.example"},
 	}, nil), http.StatusForbidden)
 
-	// Someone guesses codes for bob until he is locked, and once more.
+	// Bob asks for a code, and someone guesses it until he is locked, and
+	// once more. (Guesses count toward a lockout only while a code lives.)
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "bob@example.com"}), http.StatusOK)
+	secrets = append(secrets, e.smtp.code(t, "bob@example.com"))
 	for i := 1; i < lockoutThreshold; i++ {
 		guess := fmt.Sprintf("%06d", 100000+i)
 		secrets = append(secrets, guess)
@@ -221,9 +224,9 @@ func TestObservingASequence(t *testing.T) {
 
 	t.Run("metrics", func(t *testing.T) {
 		expectDeltas(t, deltas(before, scrape(t)), map[string]float64{
-			`caddy_passwordless_codes_sent_total{channel="email",purpose="login"}`:  2,
+			`caddy_passwordless_codes_sent_total{channel="email",purpose="login"}`:  3,
 			`caddy_passwordless_codes_sent_total{channel="email",purpose="verify"}`: 1,
-			`caddy_passwordless_delivery_seconds_count{channel="email"}`:            3,
+			`caddy_passwordless_delivery_seconds_count{channel="email"}`:            4,
 			`caddy_passwordless_rate_limited_total{limit="send_interval"}`:          1,
 			`caddy_passwordless_rate_limited_total{limit="failed_per_ip"}`:          1,
 			`caddy_passwordless_logins_total{channel="email",result="success"}`:     2,

@@ -133,8 +133,8 @@ func (pr *ProtectRule) provision(ctx caddy.Context) error {
 	if len(pr.Paths) == 0 {
 		return errors.New("a rule needs paths")
 	}
-	pr.match = caddyhttp.MatchPath(pr.Paths)
-	if err := pr.match.Provision(ctx); err != nil {
+	var err error
+	if pr.match, err = pathMatcher(ctx, pr.Paths); err != nil {
 		return err
 	}
 	roles, err := normalizeRoles(pr.Roles)
@@ -336,14 +336,32 @@ func (p *Passwordless) provisionProtect(ctx caddy.Context) error {
 			return fmt.Errorf("protect %s: %w", strings.Join(p.ProtectRules[i].Paths, " "), err)
 		}
 	}
-	p.protect = caddyhttp.MatchPath(p.Protect)
 	p.protectAll = len(p.Protect) == 1 && p.Protect[0] == "/*"
-	p.public = caddyhttp.MatchPath(p.Public)
-	if err := p.protect.Provision(ctx); err != nil {
+	var err error
+	if p.protect, err = pathMatcher(ctx, p.Protect); err != nil {
 		return fmt.Errorf("protect: %w", err)
 	}
-	if err := p.public.Provision(ctx); err != nil {
+	if p.public, err = pathMatcher(ctx, p.Public); err != nil {
 		return fmt.Errorf("public: %w", err)
 	}
 	return nil
+}
+
+// pathMatcher matches paths as Caddy's path matcher does, but a path
+// `/x/*` also covers `/x` itself. In Caddy `/admin/*` does not match
+// `/admin`, and neither does it match `/ADMIN`, `/admin/.` or
+// `/admin/x/..`, which are cleaned to it: `protect /admin/* { role admin }`
+// would leave the admin page itself to any signed-in user.
+func pathMatcher(ctx caddy.Context, paths []string) (caddyhttp.MatchPath, error) {
+	m := slices.Clone(paths)
+	for _, p := range paths {
+		if dir, ok := strings.CutSuffix(p, "/*"); ok && dir != "" && !slices.Contains(m, dir) {
+			m = append(m, dir)
+		}
+	}
+	if len(m) == 0 {
+		m = nil
+	}
+	mp := caddyhttp.MatchPath(m)
+	return mp, mp.Provision(ctx)
 }

@@ -1,9 +1,13 @@
 package passwordless
 
 import (
+	"bufio"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -186,5 +190,49 @@ func TestTokenSurvivesRestart(t *testing.T) {
 	expectStatus(t, r, http.StatusOK)
 	if r.header.Get("X-Config") != "second" || r.str("email") != "stay@example.com" {
 		t.Fatalf("after restart: %v %s", r.header, r.body)
+	}
+}
+
+// The README's own recipe: `protect /admin/* { role admin }` must cover
+// the admin page itself, in every spelling Caddy cleans to it, and
+// `public /static/*` likewise covers /static.
+func TestRulePathCoversItsDirectory(t *testing.T) {
+	e := newEnv(t, withConfig("protect /admin/* {\n role admin\n}\nprotect /*\npublic /static/*"))
+	tok := e.login("staff@example.com").str("token")
+	for _, path := range []string{"/admin", "/ADMIN", "/admin/.", "/admin/x/..", "/admin/", "/admin/panel"} {
+		if r := e.get(path, bearer(tok)...); r.status != http.StatusForbidden {
+			t.Errorf("GET %s by a user without the role: %d, want 403", path, r.status)
+		}
+	}
+	expectStatus(t, e.get("/reports", bearer(tok)...), http.StatusOK)
+	for _, path := range []string{"/static", "/static/app.css"} {
+		expectStatus(t, e.get(path), http.StatusOK)
+	}
+	expectStatus(t, e.get("/staticfiles"), http.StatusUnauthorized)
+}
+
+// A `*` request target matched no path, so with any rule block in place
+// `POST * HTTP/1.1` without a token reached the upstream.
+func TestAsteriskTargetIsRefused(t *testing.T) {
+	e := newEnv(t, withConfig("protect /admin/* {\n role admin\n}\nprotect /*"))
+	// (Go's server answers `OPTIONS *` itself, before any handler.)
+	for _, method := range []string{"POST", "GET", "DELETE"} {
+		conn, err := net.Dial("tcp", fmt.Sprintf("localhost:%d", testPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "%s * HTTP/1.1\r\nHost: localhost:%d\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}", method, testPort)
+		res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		conn.Close()
+		if res.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "detail") {
+			t.Errorf("%s *: %d %s, want 400 with a detail", method, res.StatusCode, body)
+		}
+	}
+	if n := e.upstream.requests(); n != 0 {
+		t.Fatalf("the upstream saw %d requests", n)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -34,6 +35,20 @@ type RateLimitConfig struct {
 	// lockout, so one address cannot keep other people's accounts locked.
 	// Default: 20 per 1h.
 	FailedPerIP *Limit `json:"failed_per_ip,omitempty"`
+	// The per-IP limits count an IPv6 client by the network of this many
+	// leading bits: one subscriber usually holds a whole /64 and can use
+	// any address in it. IPv4-mapped addresses count as IPv4. 16 to 128.
+	// Default: 64.
+	IPv6Prefix int `json:"ipv6_prefix,omitempty"`
+}
+
+const defaultIPv6Prefix = 64
+
+func checkIPv6Prefix(n int) error {
+	if n < 16 || n > 128 {
+		return fmt.Errorf("ipv6_prefix must be between 16 and 128, not %d", n)
+	}
+	return nil
 }
 
 // Limit is a number of events per window, counted as a GCRA (a token
@@ -60,9 +75,15 @@ func (rl *RateLimitConfig) provision() {
 	if rl.FailedPerIP == nil {
 		rl.FailedPerIP = &Limit{Count: 20, Window: caddy.Duration(time.Hour)}
 	}
+	if rl.IPv6Prefix == 0 {
+		rl.IPv6Prefix = defaultIPv6Prefix
+	}
 }
 
 func (rl *RateLimitConfig) validate() error {
+	if err := checkIPv6Prefix(rl.IPv6Prefix); err != nil {
+		return fmt.Errorf("rate_limit: %w", err)
+	}
 	if *rl.SendInterval < 0 {
 		return fmt.Errorf("rate_limit: send_interval must not be negative")
 	}
@@ -75,26 +96,20 @@ func (rl *RateLimitConfig) validate() error {
 }
 
 // Lockout: wrong codes are counted per alias across codes (a new code does
-// not reset the count, as NIST SP 800-63B asks). From lockoutThreshold
-// consecutive failures on, each further failure locks the alias for a
-// back-off that doubles, from lockoutBase up to lockoutMax. A successful
-// login resets the count.
+// not reset the count, as NIST SP 800-63B asks). A run of lockoutThreshold
+// failures locks the alias for lockoutFor; when the lock ends the run starts
+// over. A successful login resets the count.
+//
+// Locks do not grow: a lockout that doubled with each further failure let
+// one client keep anyone's account locked, one guess each time a lock
+// ended. Only guesses against a live code count, so the number of locks an
+// attacker can cause is bounded by the codes the alias may receive
+// (per_alias × max_attempts failures per window), whatever the number of
+// addresses; guessing is bounded by the same product.
 const (
 	lockoutThreshold = 10
-	lockoutBase      = time.Minute
-	lockoutMax       = 24 * time.Hour
+	lockoutFor       = time.Minute
 )
-
-func lockoutFor(failures int) time.Duration {
-	if failures < lockoutThreshold {
-		return 0
-	}
-	exp := failures - lockoutThreshold
-	if exp > 20 {
-		return lockoutMax
-	}
-	return min(lockoutBase*time.Duration(1<<exp), lockoutMax)
-}
 
 func tooMany(wait time.Duration) *apiError {
 	secs := int64(math.Ceil(wait.Seconds()))
@@ -116,10 +131,31 @@ func clientIP(r *http.Request) string {
 	return host
 }
 
+// clientKey is who the per-IP limits count a request against: its client
+// IP, or for IPv6 the network of ipv6_prefix bits around it. Counting each
+// IPv6 address apart gave anyone with a /64 (most IPv6 clients) 2^64
+// budgets for SMS pumping and for guessing.
+func (p *Passwordless) clientKey(r *http.Request) string {
+	ip := clientIP(r)
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	addr = addr.Unmap().WithZone("")
+	if addr.Is4() {
+		return addr.String()
+	}
+	prefix, err := addr.Prefix(p.RateLimit.IPv6Prefix)
+	if err != nil {
+		return addr.String()
+	}
+	return prefix.String()
+}
+
 // ipLimit is the per-IP limit of a request.
 func (p *Passwordless) ipLimit(r *http.Request) RateLimit {
 	l := p.RateLimit.PerIP
-	return RateLimit{Key: realmKey(p.Realm, "ip:"+clientIP(r)), Count: l.Count, Window: time.Duration(l.Window)}
+	return RateLimit{Key: realmKey(p.Realm, "ip:"+p.clientKey(r)), Count: l.Count, Window: time.Duration(l.Window)}
 }
 
 // allowIP applies the per-IP limit to a request.
@@ -147,7 +183,7 @@ func (p *Passwordless) sendLimits(r *http.Request, a Alias) []RateLimit {
 	if iv := time.Duration(*rl.SendInterval); iv > 0 {
 		limits = append(limits, RateLimit{Key: realmKey(p.Realm, "interval:"+a.Key()), Count: 1, Window: iv})
 	}
-	limits = append(limits, RateLimit{Key: realmKey(p.Realm, "alias:"+a.Key()), Count: rl.PerAlias.Count, Window: time.Duration(rl.PerAlias.Window)})
+	limits = append(limits, RateLimit{Key: realmKey(p.Realm, "alias:"+mailbox(a)), Count: rl.PerAlias.Count, Window: time.Duration(rl.PerAlias.Window)})
 	return append(limits, p.ipLimit(r))
 }
 
@@ -155,13 +191,13 @@ func (p *Passwordless) sendLimits(r *http.Request, a Alias) []RateLimit {
 // used up its budget of failed exchanges.
 func (p *Passwordless) checkLock(r *http.Request, a Alias) *apiError {
 	ctx := r.Context()
-	l := p.failedIPLimit(clientIP(r))
+	l := p.failedIPLimit(p.clientKey(r))
 	wait, err := p.store.Peek(ctx, l, now())
 	if err != nil {
 		return p.internal("rate limit", err)
 	}
 	if wait > 0 {
-		countRateLimited(failedIPKey(clientIP(r)))
+		countRateLimited(failedIPKey(p.clientKey(r)))
 		return tooMany(wait)
 	}
 	until, err := p.store.LockedUntil(ctx, p.aliasKey(a))
@@ -195,8 +231,10 @@ func limitName(key string) string {
 
 // failed counts a failed exchange from ip for a; the answer is the
 // invalid-code one, or 429 if this failure locked the alias or spent the
-// client's budget of failures.
-func (p *Passwordless) failed(ctx context.Context, ip string, a Alias) *apiError {
+// client's budget of failures. A guess at an alias that has no live code
+// (liveCode false) costs the client's budget but not the alias's run: it
+// could never have let anyone in, so it must not lock anyone out.
+func (p *Passwordless) failed(ctx context.Context, ip string, a Alias, liveCode bool) *apiError {
 	t := now()
 	// A client past its budget of failures no longer counts against the
 	// alias: one address cannot lock accounts at will, only ever a few.
@@ -208,7 +246,11 @@ func (p *Passwordless) failed(ctx context.Context, ip string, a Alias) *apiError
 		countRateLimited(failedIPKey(ip))
 		return tooMany(wait)
 	}
-	_, until, err := p.store.Failure(ctx, p.aliasKey(a), lockoutFor, t)
+	if !liveCode {
+		p.exchangeFailed(ctx, a, false)
+		return invalidCode
+	}
+	_, until, err := p.store.Failure(ctx, p.aliasKey(a), lockoutThreshold, lockoutFor, t)
 	if err != nil {
 		return p.internal("counting failure", err)
 	}
@@ -238,6 +280,15 @@ func (rl *RateLimitConfig) unmarshal(d *caddyfile.Dispenser) error {
 			}
 			iv := caddy.Duration(dur)
 			rl.SendInterval = &iv
+		case "ipv6_prefix":
+			n, err := intArg(d)
+			if err != nil {
+				return err
+			}
+			if err := checkIPv6Prefix(n); err != nil {
+				return d.Err(err.Error())
+			}
+			rl.IPv6Prefix = n
 		case "per_alias", "per_ip", "failed_per_ip":
 			name := d.Val()
 			args := d.RemainingArgs()

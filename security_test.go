@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -223,6 +224,80 @@ func TestNextCannotLeaveTheSiteAfterCleaning(t *testing.T) {
 }
 
 func TestHTTPSReadsOnlyTheHostPrefixedCookie(t *testing.T) {
+	client, do, _ := httpsSite(t)
+	// The attacker's own valid token, planted without the prefix.
+	req, _ := http.NewRequest(http.MethodPost, "https://localhost:9443/auth/token", strings.NewReader("email=demo@example.com&token=135790"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	tok := jsonField(t, body, "token")
+
+	get := func(cookie string) int {
+		req, _ := http.NewRequest(http.MethodGet, "https://localhost:9443/app", nil)
+		req.Header.Set("Cookie", cookie)
+		req.Header.Set("Accept", "application/json")
+		return do(req).StatusCode
+	}
+	if got := get(cookieName + "=" + tok); got != http.StatusUnauthorized {
+		t.Fatalf("planted %s over HTTPS: status %d, want 401", cookieName, got)
+	}
+	if got := get(secureCookieName + "=" + tok); got != http.StatusOK {
+		t.Fatalf("%s over HTTPS: status %d, want 200", secureCookieName, got)
+	}
+}
+
+// On HTTPS, an Origin of the same host over plain HTTP is another origin:
+// a network attacker's page could otherwise sign a visitor in as the
+// attacker (login CSRF) or act with their cookie.
+func TestHTTPSSameOriginNeedsTheScheme(t *testing.T) {
+	_, do, up := httpsSite(t)
+	form := func(path, origin, cookie string, body url.Values) *http.Response {
+		req, _ := http.NewRequest(http.MethodPost, "https://localhost:9443"+path, strings.NewReader(body.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Origin", origin)
+		if cookie != "" {
+			req.Header.Set("Cookie", cookie)
+		}
+		return do(req)
+	}
+	signIn := url.Values{"alias": {"demo@example.com"}, "code": {"135790"}}
+	if res := form("/auth/login", "http://localhost:9443", "", signIn); res.StatusCode != http.StatusForbidden {
+		t.Fatalf("sign-in form from http://: %d, want 403", res.StatusCode)
+	}
+	res := form("/auth/login", "https://localhost:9443", "", signIn)
+	if res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign-in form from https://: %d, want 303", res.StatusCode)
+	}
+	var cookie string
+	for _, c := range res.Cookies() {
+		if c.Name == secureCookieName {
+			cookie = c.Name + "=" + c.Value
+		}
+	}
+	if cookie == "" {
+		t.Fatal("no session cookie")
+	}
+	if res := form("/app", "http://localhost:9443", cookie, nil); res.StatusCode != http.StatusForbidden {
+		t.Fatalf("cookie POST from http://: %d, want 403", res.StatusCode)
+	}
+	if res := form("/auth/logout/all", "http://localhost:9443", cookie, nil); res.StatusCode != http.StatusForbidden {
+		t.Fatalf("logout/all from http://: %d, want 403", res.StatusCode)
+	}
+	seen := up.requests()
+	if res := form("/app", "https://localhost:9443", cookie, nil); res.StatusCode != http.StatusOK || up.requests() != seen+1 {
+		t.Fatalf("cookie POST from https://: %d", res.StatusCode)
+	}
+}
+
+// httpsSite starts a site on https://localhost:9443 (tls internal) with a
+// demo user, demo@example.com with code 135790, and returns a client that
+// trusts it and does not follow redirects, a helper that sends a request
+// and reads the answer, and the upstream.
+func httpsSite(t *testing.T) (*http.Client, func(*http.Request) *http.Response, *upstream) {
 	up := startUpstream(t)
 	tester := newTester(t, fmt.Sprintf(`{
 	admin localhost:2999
@@ -260,29 +335,7 @@ https://localhost:9443 {
 		res.Body.Close()
 		return res
 	}
-	// The attacker's own valid token, planted without the prefix.
-	req, _ := http.NewRequest(http.MethodPost, "https://localhost:9443/auth/token", strings.NewReader("email=demo@example.com&token=135790"))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	res, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	tok := jsonField(t, body, "token")
-
-	get := func(cookie string) int {
-		req, _ := http.NewRequest(http.MethodGet, "https://localhost:9443/app", nil)
-		req.Header.Set("Cookie", cookie)
-		req.Header.Set("Accept", "application/json")
-		return do(req).StatusCode
-	}
-	if got := get(cookieName + "=" + tok); got != http.StatusUnauthorized {
-		t.Fatalf("planted %s over HTTPS: status %d, want 401", cookieName, got)
-	}
-	if got := get(secureCookieName + "=" + tok); got != http.StatusOK {
-		t.Fatalf("%s over HTTPS: status %d, want 200", secureCookieName, got)
-	}
+	return client, do, up
 }
 
 func TestIdentityTrailersAreDropped(t *testing.T) {

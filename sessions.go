@@ -132,20 +132,10 @@ type tokenResponse struct {
 	ExpiresIn    int64  `json:"expires_in"`
 }
 
-// newSession starts a session for u and issues its first tokens.
-// It answers the session's id too.
-func (p *Passwordless) newSession(ctx context.Context, r *http.Request, u User) (tokenResponse, string, *apiError) {
-	s, refresh, e := p.startSession(ctx, r, u)
-	if e != nil {
-		return tokenResponse{}, "", e
-	}
-	resp, e := p.tokens(u, s.ID, refresh)
-	return resp, s.ID, e
-}
-
-// startSession stores a new session for u that lives refresh_ttl, with
-// its first refresh token. The client's address is kept for the operator.
-func (p *Passwordless) startSession(ctx context.Context, r *http.Request, u User) (Session, string, *apiError) {
+// sessionFor is a new session of userID, not stored yet, that lives
+// refresh_ttl, and its first refresh token. The client's address is kept
+// for the operator.
+func (p *Passwordless) sessionFor(r *http.Request, userID string) (Session, string, *apiError) {
 	sid, err := randomID()
 	if err != nil {
 		return Session{}, "", p.internal("generating session id", err)
@@ -155,12 +145,7 @@ func (p *Passwordless) startSession(ctx context.Context, r *http.Request, u User
 		return Session{}, "", p.internal("generating refresh token", err)
 	}
 	t := now()
-	refreshExp := t.Add(time.Duration(p.JWT.RefreshTTL))
-	s := Session{ID: sid, UserID: u.ID, CreatedAt: t, ExpiresAt: refreshExp, ClientIP: clientIP(r)}
-	if err := p.store.CreateSession(ctx, s, opaqueHash(refresh), refreshExp); err != nil {
-		return Session{}, "", p.internal("creating session", err)
-	}
-	return s, refresh, nil
+	return Session{ID: sid, UserID: userID, CreatedAt: t, ExpiresAt: t.Add(time.Duration(p.JWT.RefreshTTL)), ClientIP: clientIP(r)}, refresh, nil
 }
 
 // tokens issues an access token for u in session sid, next to refresh.

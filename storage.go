@@ -25,10 +25,10 @@ type Store interface {
 	// RedeemCode claims one of the live code's attempts for alias and
 	// purpose, then asks match whether the presented code fits its hash.
 	// Of any number of concurrent callers at most maxAttempts are ever
-	// compared; a code whose attempts are spent answers CodeMissing. On a
-	// match that is not expired, the code is consumed: of concurrent
-	// callers exactly one gets CodeOK. A mismatch on the last attempt kills
-	// the code.
+	// compared; a code whose attempts are spent, or whose time is up,
+	// answers CodeMissing. On a match that is not expired, the code is
+	// consumed: of concurrent callers exactly one gets CodeOK. A mismatch
+	// on the last attempt kills the code.
 	RedeemCode(ctx context.Context, alias, purpose string, match func(hash []byte) bool, maxAttempts int, now time.Time) (Code, CodeResult, error)
 	// DeleteCode voids one code, e.g. when it could not be delivered.
 	DeleteCode(ctx context.Context, id string) error
@@ -64,6 +64,15 @@ type Store interface {
 
 	// CreateSession stores a new session with its first refresh token hash.
 	CreateSession(ctx context.Context, s Session, refreshHash []byte, refreshExpires time.Time) error
+	// SignIn is a code exchange that succeeds, in one transaction: it
+	// redeems the code (as RedeemCode; not when in.Match is nil), signs
+	// the alias in (as Login), clears its failures (as ResetFailures) and
+	// starts in.Session for the user with its first refresh token, which
+	// lives as long as the session. When the code does not redeem, only
+	// the attempt is stored and the result says why. When there is no
+	// user to sign in (registration closed, or disabled), the code is
+	// spent all the same and the error is ErrNotFound.
+	SignIn(ctx context.Context, in SignIn, now time.Time) (SignInResult, error)
 	// RotateRefresh exchanges a live refresh token (by hash) for a new one in
 	// the same session. A token that was already used revokes its whole
 	// session and answers ErrRefreshReused; an unknown, expired or revoked
@@ -114,8 +123,10 @@ type Store interface {
 	// fits), without counting one.
 	Peek(ctx context.Context, l RateLimit, now time.Time) (retryAfter time.Duration, err error)
 	// Failure counts a wrong guess for alias and returns the count of
-	// consecutive failures; LockedUntil and ResetFailures read and clear it.
-	Failure(ctx context.Context, alias string, lockFor func(failures int) time.Duration, now time.Time) (failures int, lockedUntil time.Time, err error)
+	// consecutive failures in the current run; at threshold it locks the
+	// alias for lockFor. A run starts over once a lock has ended.
+	// LockedUntil and ResetFailures read and clear it.
+	Failure(ctx context.Context, alias string, threshold int, lockFor time.Duration, now time.Time) (failures int, lockedUntil time.Time, err error)
 	LockedUntil(ctx context.Context, alias string) (time.Time, error)
 	// ResetFailures clears the failures of alias, and so lifts a lockout.
 	ResetFailures(ctx context.Context, alias string) error
@@ -313,7 +324,7 @@ const (
 	CodeOK       CodeResult = iota
 	CodeMissing             // no live code for that alias and purpose
 	CodeWrong               // the code did not match; an attempt was counted
-	CodeExpired             // the code matched but its time was up
+	CodeExpired             // the code matched but its time ran out meanwhile
 	CodeConsumed            // another request redeemed it first
 )
 
@@ -348,6 +359,30 @@ type User struct {
 	Disabled  bool
 	CreatedAt time.Time
 	LastLogin time.Time // zero if never
+}
+
+// SignIn is what a code exchange needs done in the store.
+type SignIn struct {
+	Realm string
+	Alias Alias
+	// Key is the alias's key in the realm: that of its codes and failures.
+	Key string
+	// Match tells whether the presented code fits a stored hash; nil when
+	// there is no code to redeem (a demo user's was checked already).
+	Match       func(hash []byte) bool
+	MaxAttempts int
+	// Create makes the user if there is none (open registration).
+	Create bool
+	// Session is the session to start; its UserID is filled in.
+	Session     Session
+	RefreshHash []byte
+}
+
+// SignInResult is the outcome of SignIn.
+type SignInResult struct {
+	Code    CodeResult
+	User    User
+	Created bool
 }
 
 // Session is one login: the access and refresh tokens it issues die with it.

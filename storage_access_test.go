@@ -193,7 +193,7 @@ func testAdmin(t *testing.T, s Store) {
 
 	// Clearing a lockout is ResetFailures on the realm's key.
 	key := realmKey("team", e.Key())
-	s.Failure(ctx, key, func(int) time.Duration { return time.Hour }, t0)
+	s.Failure(ctx, key, 1, time.Hour, t0)
 	if err := s.ResetFailures(ctx, key); err != nil {
 		t.Fatal(err)
 	}

@@ -270,12 +270,21 @@ func (s *sqlStore) UserByID(ctx context.Context, id string) (User, error) {
 }
 
 func (s *sqlStore) Login(ctx context.Context, realm string, a Alias, create bool, now time.Time) (User, bool, error) {
-	col := aliasColumn(a.Kind)
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return User{}, false, fmt.Errorf("logging in: %w", err)
 	}
 	defer tx.Rollback()
+	u, created, err := s.loginIn(ctx, tx, realm, a, create, now)
+	if err != nil {
+		return User{}, false, err
+	}
+	return u, created, tx.Commit()
+}
+
+// loginIn is Login inside a transaction.
+func (s *sqlStore) loginIn(ctx context.Context, tx sqlTx, realm string, a Alias, create bool, now time.Time) (User, bool, error) {
+	col := aliasColumn(a.Kind)
 	if err := s.lock(ctx, tx, realmKey(realm, a.Key())); err != nil {
 		return User{}, false, err
 	}
@@ -305,7 +314,52 @@ func (s *sqlStore) Login(ctx context.Context, realm string, a Alias, create bool
 	if err != nil {
 		return User{}, false, err
 	}
-	return u, created, tx.Commit()
+	return u, created, nil
+}
+
+// SignIn is a whole successful exchange in one write transaction: where
+// it was five (the attempt, the code, the user, the failures, the
+// session), each a turn at SQLite's one writer and a round trip on
+// PostgreSQL.
+func (s *sqlStore) SignIn(ctx context.Context, in SignIn, now time.Time) (SignInResult, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return SignInResult{}, fmt.Errorf("signing in: %w", err)
+	}
+	defer tx.Rollback()
+	if in.Match != nil {
+		_, res, err := redeemIn(ctx, tx, in.Key, purposeLogin, in.Match, in.MaxAttempts, now)
+		if err != nil {
+			return SignInResult{}, err
+		}
+		if res != CodeOK {
+			// The attempt counts (and a last wrong one kills the code).
+			return SignInResult{Code: res}, tx.Commit()
+		}
+	}
+	u, created, err := s.loginIn(ctx, tx, in.Realm, in.Alias, in.Create, now)
+	if errors.Is(err, ErrNotFound) {
+		// The code is spent all the same, as a wrong one would be.
+		if err := tx.Commit(); err != nil {
+			return SignInResult{}, fmt.Errorf("signing in: %w", err)
+		}
+		return SignInResult{}, ErrNotFound
+	}
+	if err != nil {
+		return SignInResult{}, err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM failures WHERE alias = ?`, in.Key); err != nil {
+		return SignInResult{}, fmt.Errorf("resetting failures: %w", err)
+	}
+	sess := in.Session
+	sess.UserID = u.ID
+	if err := createSessionIn(ctx, tx, sess, in.RefreshHash, sess.ExpiresAt); err != nil {
+		return SignInResult{}, err
+	}
+	if err := tx.Commit(); err != nil {
+		return SignInResult{}, fmt.Errorf("signing in: %w", err)
+	}
+	return SignInResult{Code: CodeOK, User: u, Created: created}, nil
 }
 
 func (s *sqlStore) LinkAlias(ctx context.Context, userID string, a Alias) (User, error) {
@@ -353,6 +407,14 @@ func (s *sqlStore) CreateSession(ctx context.Context, sess Session, refreshHash 
 		return fmt.Errorf("creating session: %w", err)
 	}
 	defer tx.Rollback()
+	if err := createSessionIn(ctx, tx, sess, refreshHash, refreshExpires); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// createSessionIn is CreateSession inside a transaction.
+func createSessionIn(ctx context.Context, tx sqlTx, sess Session, refreshHash []byte, refreshExpires time.Time) error {
 	if _, err := tx.ExecContext(ctx, `INSERT INTO sessions (id, user_id, created_at, expires_at, client_ip, last_used) VALUES (?, ?, ?, ?, ?, ?)`,
 		sess.ID, sess.UserID, ms(sess.CreatedAt), ms(sess.ExpiresAt), sess.ClientIP, ms(sess.CreatedAt)); err != nil {
 		return fmt.Errorf("creating session: %w", err)
@@ -361,7 +423,7 @@ func (s *sqlStore) CreateSession(ctx context.Context, sess Session, refreshHash 
 		refreshHash, sess.ID, ms(refreshExpires)); err != nil {
 		return fmt.Errorf("storing refresh token: %w", err)
 	}
-	return tx.Commit()
+	return nil
 }
 
 func (s *sqlStore) RotateRefresh(ctx context.Context, oldHash, newHash []byte, newExpires, now time.Time) (Session, error) {

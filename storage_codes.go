@@ -27,17 +27,30 @@ func saveCode(ctx context.Context, q execer, c Code) error {
 }
 
 func (s *sqlStore) RedeemCode(ctx context.Context, alias, purpose string, match func([]byte) bool, maxAttempts int, now time.Time) (Code, CodeResult, error) {
+	return redeemIn(ctx, s.db, alias, purpose, match, maxAttempts, now)
+}
+
+// querier is the store or a transaction.
+type querier interface {
+	execer
+	queryRower
+}
+
+// redeemIn is RedeemCode on the store or inside a transaction.
+func redeemIn(ctx context.Context, q querier, alias, purpose string, match func([]byte) bool, maxAttempts int, now time.Time) (Code, CodeResult, error) {
 	c := Code{Alias: alias, Purpose: purpose}
 	var exp, created int64
 	var attempts int
 	// The attempt is claimed before the code is compared, in one atomic
 	// step: of any number of concurrent guesses, at most maxAttempts are
 	// ever compared. Reading first and counting after let a burst of
-	// parallel guesses all be compared against one code.
-	err := s.db.QueryRowContext(ctx, `UPDATE codes SET attempts = attempts + 1
-		WHERE alias = ? AND purpose = ? AND attempts < ?
+	// parallel guesses all be compared against one code. An expired code
+	// is not live: nothing is claimed, and the caller knows no code could
+	// have matched.
+	err := q.QueryRowContext(ctx, `UPDATE codes SET attempts = attempts + 1
+		WHERE alias = ? AND purpose = ? AND attempts < ? AND expires_at > ?
 		RETURNING id, user_id, hash, attempts, expires_at, created_at`,
-		alias, purpose, maxAttempts).Scan(&c.ID, &c.UserID, &c.Hash, &attempts, &exp, &created)
+		alias, purpose, maxAttempts, ms(now)).Scan(&c.ID, &c.UserID, &c.Hash, &attempts, &exp, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, CodeMissing, nil
 	}
@@ -48,15 +61,15 @@ func (s *sqlStore) RedeemCode(ctx context.Context, alias, purpose string, match 
 	if !match(c.Hash) {
 		if attempts >= maxAttempts {
 			// The last attempt is spent: the code dies.
-			if err := s.DeleteCode(ctx, c.ID); err != nil {
-				return c, 0, err
+			if _, err := q.ExecContext(ctx, `DELETE FROM codes WHERE id = ?`, c.ID); err != nil {
+				return c, 0, fmt.Errorf("deleting code: %w", err)
 			}
 		}
 		return c, CodeWrong, nil
 	}
 	// Deleting by id is the single atomic step: of two requests that both
 	// matched, only one sees a row go.
-	res, err := s.db.ExecContext(ctx, `DELETE FROM codes WHERE id = ?`, c.ID)
+	res, err := q.ExecContext(ctx, `DELETE FROM codes WHERE id = ?`, c.ID)
 	if err != nil {
 		return c, 0, fmt.Errorf("consuming code: %w", err)
 	}

@@ -84,7 +84,7 @@ func (s *sqlStore) Peek(ctx context.Context, l RateLimit, now time.Time) (time.D
 	return max(wait, time.Millisecond), nil
 }
 
-func (s *sqlStore) Failure(ctx context.Context, alias string, lockFor func(int) time.Duration, now time.Time) (int, time.Time, error) {
+func (s *sqlStore) Failure(ctx context.Context, alias string, threshold int, lockFor time.Duration, now time.Time) (int, time.Time, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, time.Time{}, fmt.Errorf("counting failure: %w", err)
@@ -94,13 +94,18 @@ func (s *sqlStore) Failure(ctx context.Context, alias string, lockFor func(int) 
 		return 0, time.Time{}, err
 	}
 	var n int
+	// A lock that has ended starts a new run: a lock needs a whole run of
+	// failures of its own.
 	if err := tx.QueryRowContext(ctx, `INSERT INTO failures (alias, count) VALUES (?, 1)
-		ON CONFLICT(alias) DO UPDATE SET count = failures.count + 1 RETURNING count`, alias).Scan(&n); err != nil {
+		ON CONFLICT(alias) DO UPDATE SET
+			count = CASE WHEN failures.locked_until > 0 AND failures.locked_until <= ? THEN 1 ELSE failures.count + 1 END,
+			locked_until = CASE WHEN failures.locked_until > 0 AND failures.locked_until <= ? THEN 0 ELSE failures.locked_until END
+		RETURNING count`, alias, ms(now), ms(now)).Scan(&n); err != nil {
 		return 0, time.Time{}, fmt.Errorf("counting failure: %w", err)
 	}
 	var until time.Time
-	if d := lockFor(n); d > 0 {
-		until = now.Add(d)
+	if n >= threshold {
+		until = now.Add(lockFor)
 		if _, err := tx.ExecContext(ctx, `UPDATE failures SET locked_until = ? WHERE alias = ?`, ms(until), alias); err != nil {
 			return 0, time.Time{}, fmt.Errorf("locking alias: %w", err)
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,6 +63,8 @@ func TestStoreContract(t *testing.T) {
 			t.Run("codes", func(t *testing.T) { testCodes(t, open(t)) })
 			t.Run("concurrent redeem", func(t *testing.T) { testConcurrentRedeem(t, open(t)) })
 			t.Run("attempts claimed before compare", func(t *testing.T) { testAttemptsClaimedBeforeCompare(t, open(t)) })
+			t.Run("sign in", func(t *testing.T) { testSignIn(t, open(t)) })
+			t.Run("concurrent sign in", func(t *testing.T) { testConcurrentSignIn(t, open(t)) })
 			t.Run("users", func(t *testing.T) { testUsers(t, open(t)) })
 			t.Run("sessions", func(t *testing.T) { testSessions(t, open(t)) })
 			t.Run("hit", func(t *testing.T) { testHit(t, open(t)) })
@@ -139,7 +142,12 @@ func testCodes(t *testing.T, s Store) {
 		t.Fatalf("reused code: %v", r)
 	}
 	save("3", []byte("three"))
-	if r := redeem([]byte("three"), t0.Add(time.Minute)); r != CodeExpired {
+	// An expired code is no longer live: a guess at it claims nothing,
+	// so it cannot count toward a lockout.
+	if r := redeem([]byte("bad"), t0.Add(time.Minute)); r != CodeMissing {
+		t.Fatalf("guess at an expired code: %v", r)
+	}
+	if r := redeem([]byte("three"), t0.Add(time.Minute)); r != CodeMissing {
 		t.Fatalf("expired code: %v", r)
 	}
 	save("4", []byte("four"))
@@ -157,6 +165,109 @@ func testCodes(t *testing.T, s Store) {
 	}
 	if r := redeem([]byte("five"), t0); r != CodeMissing {
 		t.Fatalf("deleted code: %v", r)
+	}
+}
+
+// testSignIn: a successful exchange redeems the code, signs the alias in,
+// clears its failures and starts the session, all at once; anything short
+// of it stores only what a wrong guess stores.
+func testSignIn(t *testing.T, s Store) {
+	ctx := context.Background()
+	t0 := now().Truncate(time.Millisecond) // stores keep milliseconds
+	a := Alias{Kind: KindEmail, Value: "in@example.com"}
+	key := realmKey(defaultRealm, a.Key())
+	save := func(hash string) {
+		if err := storeSQL(s).SaveCode(ctx, Code{ID: "c-" + hash, Alias: key, Purpose: purposeLogin, Hash: []byte(hash), ExpiresAt: t0.Add(time.Minute), CreatedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	signIn := func(code, sid string, create bool) (SignInResult, error) {
+		return s.SignIn(ctx, SignIn{Realm: defaultRealm, Alias: a, Key: key, MaxAttempts: 2, Create: create,
+			Match:   func(h []byte) bool { return string(h) == code },
+			Session: Session{ID: sid, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour), ClientIP: "192.0.2.1"}, RefreshHash: []byte("r-" + sid)}, t0)
+	}
+	if res, err := signIn("x", "s0", true); err != nil || res.Code != CodeMissing {
+		t.Fatalf("no code: %v %v", res.Code, err)
+	}
+	save("one")
+	s.Failure(ctx, key, 10, time.Minute, t0)
+	if res, err := signIn("bad", "s1", true); err != nil || res.Code != CodeWrong || res.User.ID != "" {
+		t.Fatalf("wrong code: %+v %v", res, err)
+	}
+	if _, err := s.SessionUser(ctx, "s1", t0); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a wrong code started a session: %v", err)
+	}
+	// Registration closed: the right code is spent, nobody signs in.
+	if _, err := signIn("one", "s2", false); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("closed registration: %v", err)
+	}
+	if res, _ := signIn("one", "s3", true); res.Code != CodeMissing {
+		t.Fatalf("the spent code redeemed again: %v", res.Code)
+	}
+	save("two")
+	res, err := signIn("two", "s4", true)
+	if err != nil || res.Code != CodeOK || !res.Created || res.User.Email != a.Value || !res.User.EmailVerified {
+		t.Fatalf("sign in: %+v %v", res, err)
+	}
+	su, err := s.SessionUser(ctx, "s4", t0)
+	if err != nil || !su.Active || su.User.ID != res.User.ID {
+		t.Fatalf("session: %+v %v", su, err)
+	}
+	if sess, err := s.RotateRefresh(ctx, []byte("r-s4"), []byte("r-s4b"), t0.Add(time.Hour), t0); err != nil || sess.ID != "s4" {
+		t.Fatalf("the first refresh token: %+v %v", sess, err)
+	}
+	if n, _, _ := s.Failure(ctx, key, 10, time.Minute, t0); n != 1 {
+		t.Fatalf("failures not cleared: the next one is number %d", n)
+	}
+	// The same user next time; a disabled one is not signed in.
+	save("three")
+	if again, err := signIn("three", "s5", false); err != nil || again.Created || again.User.ID != res.User.ID {
+		t.Fatalf("second sign in: %+v %v", again, err)
+	}
+	if err := s.SetDisabled(ctx, res.User.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	save("four")
+	if _, err := signIn("four", "s6", true); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("disabled user: %v", err)
+	}
+	// Without a code to redeem (a demo user's fixed code was checked).
+	if err := s.SetDisabled(ctx, res.User.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	demo, err := s.SignIn(ctx, SignIn{Realm: defaultRealm, Alias: a, Key: key, Create: true,
+		Session: Session{ID: "s7", CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, RefreshHash: []byte("r-s7")}, t0)
+	if err != nil || demo.Code != CodeOK || demo.User.ID != res.User.ID {
+		t.Fatalf("sign in without a code: %+v %v", demo, err)
+	}
+}
+
+// testConcurrentSignIn: of concurrent exchanges of one code, on any
+// instance, exactly one signs in.
+func testConcurrentSignIn(t *testing.T, s Store) {
+	ctx := context.Background()
+	t0 := now().Truncate(time.Millisecond)
+	a := Alias{Kind: KindEmail, Value: "race@example.com"}
+	for round := range 3 {
+		if err := storeSQL(s).SaveCode(ctx, Code{ID: fmt.Sprint("race", round), Alias: a.Key(), Purpose: purposeLogin, Hash: []byte("h"), ExpiresAt: t0.Add(time.Minute), CreatedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+		oks := concurrently(10, func(i int) int {
+			sid := fmt.Sprintf("race-%d-%d", round, i)
+			res, err := s.SignIn(ctx, SignIn{Realm: defaultRealm, Alias: a, Key: a.Key(), MaxAttempts: 5, Create: true,
+				Match:   func(h []byte) bool { return string(h) == "h" },
+				Session: Session{ID: sid, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, RefreshHash: []byte(sid)}, t0)
+			if err != nil {
+				t.Error(err)
+			}
+			if res.Code == CodeOK {
+				return 1
+			}
+			return 0
+		})
+		if n := slices.Index(oks, 1); n < 0 || slices.Index(oks[n+1:], 1) >= 0 {
+			t.Fatalf("round %d: sign-ins %v, want exactly one", round, oks)
+		}
 	}
 }
 
@@ -321,14 +432,8 @@ func testHit(t *testing.T, s Store) {
 func testFailures(t *testing.T, s Store) {
 	ctx := context.Background()
 	t0 := now().Truncate(time.Millisecond) // stores keep milliseconds
-	lock := func(n int) time.Duration {
-		if n >= 3 {
-			return time.Minute
-		}
-		return 0
-	}
 	for i := 1; i <= 3; i++ {
-		n, until, err := s.Failure(ctx, "a", lock, t0)
+		n, until, err := s.Failure(ctx, "a", 3, time.Minute, t0)
 		if err != nil || n != i {
 			t.Fatalf("failure %d: %d %v", i, n, err)
 		}
@@ -338,6 +443,15 @@ func testFailures(t *testing.T, s Store) {
 	}
 	if until, _ := s.LockedUntil(ctx, "a"); !until.Equal(t0.Add(time.Minute).Truncate(time.Millisecond)) {
 		t.Fatalf("locked until %v", until)
+	}
+	// Once the lock has ended, a new lock needs a whole new run: one more
+	// failure is the first of it, not a relock.
+	after := t0.Add(time.Minute)
+	for i := 1; i <= 3; i++ {
+		n, until, err := s.Failure(ctx, "a", 3, time.Minute, after)
+		if err != nil || n != i || (i == 3) == until.IsZero() {
+			t.Fatalf("after the lock, failure %d: count %d, until %v, %v", i, n, until, err)
+		}
 	}
 	if err := s.ResetFailures(ctx, "a"); err != nil {
 		t.Fatal(err)
