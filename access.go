@@ -557,15 +557,16 @@ func (p *Passwordless) forbidden(w http.ResponseWriter, r *http.Request, st *use
 	if who == "" {
 		who = st.mobile
 	}
+	action, next := p.signOutForm(r)
 	var b bytes.Buffer
-	if err := forbiddenPage.Execute(&b, map[string]string{"Nonce": nonce, "Who": who, "Action": p.Prefix + "/logout", "Next": safeNext(r.URL.RequestURI())}); err != nil {
+	if err := forbiddenPage.Execute(&b, map[string]string{"Nonce": nonce, "Who": who, "Action": action, "Next": next}); err != nil {
 		writeError(w, p.internal("rendering forbidden page", err))
 		return
 	}
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+nonce+"'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+nonce+"'; form-action "+formAction(action)+"; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusForbidden)
@@ -585,8 +586,8 @@ func (p *Passwordless) serveLogoutAll(w http.ResponseWriter, r *http.Request) *a
 	}
 	p.verified.endUser(c.Subject, t)
 	p.audit(r.Context(), auditSessionsRevoked, auditEvent{UserID: c.Subject, SessionID: c.SessionID})
-	if cookieToken(r) != "" {
-		http.SetCookie(w, p.sessionCookie(r, "", time.Time{}))
+	if p.cookieToken(r) != "" {
+		p.clearSessionCookies(w, r)
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)

@@ -28,16 +28,22 @@ var crossSiteError = &apiError{status: http.StatusForbidden, detail: "Cross-site
 // Authorization header or else the session cookie, with the current state
 // of its user, or nil and why not.
 func (p *Passwordless) authenticate(r *http.Request) (*Claims, *userState, string) {
+	return p.authenticateFrom(r, sameOrigin)
+}
+
+// authenticateFrom is authenticate where an unsafe request by cookie must
+// come from a page that fromPage accepts.
+func (p *Passwordless) authenticateFrom(r *http.Request, fromPage func(*http.Request) bool) (*Claims, *userState, string) {
 	tok := bearerToken(r.Header.Get("Authorization"))
 	if tok == "" {
-		tok = cookieToken(r)
+		tok = p.cookieToken(r)
 		if tok == "" {
 			return nil, nil, reasonMissing
 		}
 		// A browser attaches the cookie to requests other sites make it
 		// send (SameSite=Lax still lets top-level POSTs of some kinds
 		// through older browsers): unsafe methods must come from here.
-		if !safeMethod(r.Method) && !sameOrigin(r) {
+		if !safeMethod(r.Method) && !fromPage(r) {
 			return nil, nil, reasonCrossSite
 		}
 	}

@@ -1,6 +1,7 @@
 package passwordless
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -87,6 +88,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		allow <pattern...>
 //		allow_file <file>
 //		realm <name>
+//		login_url <url>
+//		cookie_domain <domain>
+//		return_hosts <host|*.domain...>
+//		assertion
 //	}
 func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -95,8 +100,43 @@ func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	var protects []ProtectRule
 	defer func() { p.Protect, p.ProtectRules = protectConfig(protects) }()
+	// Where options that are checked against each other were given, for
+	// the error.
+	var loginAt, assertionAt string
 	for d.NextBlock(0) {
 		switch d.Val() {
+		case "login_url":
+			loginAt = where(d)
+			if err := oneArg(d, &p.LoginURL); err != nil {
+				return err
+			}
+			if _, err := checkLoginURL(p.LoginURL); err != nil && !hasPlaceholder(p.LoginURL) {
+				return d.WrapErr(err)
+			}
+		case "cookie_domain":
+			if err := oneArg(d, &p.CookieDomain); err != nil {
+				return err
+			}
+			if err := checkDomainName(p.CookieDomain); err != nil && !hasPlaceholder(p.CookieDomain) {
+				return d.Errf("cookie_domain: %v", err)
+			}
+		case "return_hosts":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			for _, a := range args {
+				if _, err := parseHostPattern(a); err != nil && !hasPlaceholder(a) {
+					return d.Errf("return_hosts: %v", err)
+				}
+			}
+			p.ReturnHosts = append(p.ReturnHosts, args...)
+		case "assertion":
+			assertionAt = where(d)
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			p.Assertion = true
 		case "prefix":
 			if err := oneArg(d, &p.Prefix); err != nil {
 				return err
@@ -229,8 +269,25 @@ func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("unrecognized passwordless subdirective %q", d.Val())
 		}
 	}
+	if u, err := checkLoginURL(p.LoginURL); err == nil && !hasPlaceholder(p.CookieDomain) {
+		if err := checkLoginInDomain(u, strings.ToLower(p.CookieDomain)); err != nil {
+			return fmt.Errorf("%w, at %s", err, loginAt)
+		}
+	}
+	if p.Assertion && p.JWT != nil && p.JWT.Algorithm == "HS256" {
+		return fmt.Errorf("%w, at %s", errAssertionHS256, assertionAt)
+	}
 	return nil
 }
+
+// where names the current token's place as caddyfile errors do.
+func where(d *caddyfile.Dispenser) string {
+	return d.File() + ":" + strconv.Itoa(d.Line())
+}
+
+// hasPlaceholder reports whether s is resolved only at provision, such as
+// {env.LOGIN_URL}: it is checked then.
+func hasPlaceholder(s string) bool { return strings.Contains(s, "{") }
 
 func (e *EmailConfig) unmarshal(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
