@@ -152,7 +152,9 @@ func withoutEmail() envOption            { return func(c *envConfig) { c.noEmail
 
 // withAnyHost serves the site whatever the Host, as the check site of
 // another proxy must be.
-func withAnyHost() envOption { return func(c *envConfig) { c.address = fmt.Sprintf("http://:%d", testPort) } }
+func withAnyHost() envOption {
+	return func(c *envConfig) { c.address = fmt.Sprintf("http://:%d", testPort) }
+}
 
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
