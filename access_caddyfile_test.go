@@ -49,7 +49,7 @@ func TestUnmarshalAccess(t *testing.T) {
 }
 
 func TestUnmarshalAccessErrors(t *testing.T) {
-	for _, tc := range []struct{ name, input, want string }{
+	expectCaddyfileErrors(t, []caddyfileError{
 		{"allow without patterns", "passwordless {\n allow\n}", "wrong argument count"},
 		{"bad allow pattern", "passwordless {\n allow *@\n}", "is not a pattern"},
 		{"wildcard inside", "passwordless {\n allow a*@example.com\n}", "is not a pattern"},
@@ -62,18 +62,7 @@ func TestUnmarshalAccessErrors(t *testing.T) {
 		{"number as email", "passwordless {\n protect /x {\n email +44*\n }\n}", "other kind"},
 		{"email as number", "passwordless {\n protect /x {\n mobile *@example.com\n }\n}", "other kind"},
 		{"protect without paths", "passwordless {\n protect {\n role a\n }\n}", "wrong argument count"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var p Passwordless
-			err := p.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("error %v, want one containing %q", err, tc.want)
-			}
-			if !strings.Contains(err.Error(), "Testfile:") {
-				t.Errorf("error %q does not name the line", err)
-			}
-		})
-	}
+	})
 }
 
 // The line of a bad rule, through the whole adapter.

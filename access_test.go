@@ -262,14 +262,12 @@ func TestBrokenAllowFileFailsProvisioning(t *testing.T) {
 	}
 }
 
-const global = "{\n admin localhost:2999\n http_port 9080\n https_port 9443\n auto_https off\n skip_install_trust\n grace_period 1ms\n}\n"
-
 // loadCaddyfile adapts sites and loads them into the running test Caddy
 // as `caddy run` or `caddy reload` would, and returns what failed. A
 // config that fails leaves the running one in place.
 func loadCaddyfile(t *testing.T, sites string) error {
 	t.Helper()
-	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(global+sites), map[string]any{"filename": "Caddyfile"})
+	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(global()+sites), map[string]any{"filename": "Caddyfile"})
 	if err != nil {
 		return err
 	}
@@ -279,7 +277,7 @@ func loadCaddyfile(t *testing.T, sites string) error {
 // loadConfig loads a JSON config into the running test Caddy.
 func loadConfig(t *testing.T, cfg string) error {
 	t.Helper()
-	caddytest.NewTester(t).InitServer(global+"http://localhost:9080 {\n respond ok\n}\n", "caddyfile")
+	caddytest.NewTester(t).InitServer(global()+"http://localhost:9080 {\n respond ok\n}\n", "caddyfile")
 	res, err := http.Post("http://localhost:2999/load", "application/json", strings.NewReader(cfg))
 	if err != nil {
 		t.Fatal(err)
@@ -489,25 +487,12 @@ func TestDisabledUser(t *testing.T) {
 // the first on testPort and the next ones after it.
 func realmSites(t *testing.T, mail *smtpServer, up *upstream, db string, blocks ...string) {
 	t.Helper()
-	cf := `{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	auto_https off
-	skip_install_trust
-	grace_period 1ms
-}
-`
+	var sites []string
 	for i, b := range blocks {
-		cf += fmt.Sprintf(`http://localhost:%d {
+		sites = append(sites, fmt.Sprintf(`http://localhost:%d {
 	passwordless {
 		storage sqlite %s
-		email {
-			from login@example.com
-			smtp %s {
-				tls none
-			}
-		}
+		%s
 		jwt {
 			algorithm HS256
 			secret %s
@@ -516,13 +501,9 @@ func realmSites(t *testing.T, mail *smtpServer, up *upstream, db string, blocks 
 	}
 	reverse_proxy %s
 }
-`, testPort+i, db, mail.addr, strings.Repeat("r", 32), b, strings.TrimPrefix(up.URL, "http://"))
+`, testPort+i, db, mail.emailBlock(), strings.Repeat("r", 32), b, strings.TrimPrefix(up.URL, "http://")))
 	}
-	tester := caddytest.NewTester(t)
-	tester.InitServer(cf, "caddyfile")
-	if t.Failed() {
-		t.FailNow()
-	}
+	newCluster(t, sites...)
 }
 
 // Realms on one store and one signing secret: a token of one is refused
@@ -533,19 +514,8 @@ func TestRealmIsolation(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "pwl.db")
 	realmSites(t, mail, up, db, "realm public", "realm team\nregister_new_users false", "realm public")
 	public, team, sso := "http://localhost:9080", "http://localhost:9081", "http://localhost:9082"
-	post := func(base, path string, form url.Values, tok string) response {
-		req, _ := http.NewRequest(http.MethodPost, base+path, strings.NewReader(form.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		if tok != "" {
-			req.Header.Set("Authorization", "Bearer "+tok)
-		}
-		return doRequest(t, req)
-	}
-	get := func(base, path, tok string) response {
-		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		return doRequest(t, req)
-	}
+	c := &cluster{t: t}
+	post, get := c.post, c.get
 	expectStatus(t, post(public, "/auth/email/", url.Values{"email": {"x@example.com"}}, ""), http.StatusOK)
 	r := post(public, "/auth/token/", url.Values{"email": {"x@example.com"}, "token": {mail.code(t, "x@example.com")}}, "")
 	expectStatus(t, r, http.StatusOK)
@@ -616,45 +586,16 @@ func TestOffboardingAcrossInstances(t *testing.T) {
 	mail, up := startSMTP(t), startUpstream(t)
 	people := filepath.Join(t.TempDir(), "people.txt")
 	writeFile(t, people, "*@example.com staff\nleaver@example.com admin\n")
-	site := func(port int, app string) string {
-		return fmt.Sprintf(`http://localhost:%d {
-	passwordless {
-		storage postgres "%s&application_name=%s"
-		allow_file %s
-		email {
-			from login@example.com
-			smtp %s {
-				tls none
-			}
-		}
-		rate_limit {
-			send_interval 0s
-		}
-	}
-	reverse_proxy %s
-}
-`, port, dsn, app, people, mail.addr, strings.TrimPrefix(up.URL, "http://"))
-	}
-	caddytest.NewTester(t).InitServer(global+site(9080, "a")+site(9081, "b"), "caddyfile")
-	if t.Failed() {
-		t.FailNow()
-	}
+	c := twoInstances(t, dsn, mail, "allow_file "+people+"\n\t\trate_limit {\n\t\t\tsend_interval 0s\n\t\t}",
+		"reverse_proxy "+strings.TrimPrefix(up.URL, "http://"))
 	a, b := "http://localhost:9080", "http://localhost:9081"
 	login := func(email string) string {
-		req, _ := http.NewRequest(http.MethodPost, a+"/auth/email", strings.NewReader("email="+url.QueryEscape(email)))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		expectStatus(t, doRequest(t, req), http.StatusOK)
-		req, _ = http.NewRequest(http.MethodPost, b+"/auth/token", strings.NewReader(url.Values{"email": {email}, "token": {mail.code(t, email)}}.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		r := doRequest(t, req)
+		expectStatus(t, c.post(a, "/auth/email", url.Values{"email": {email}}, ""), http.StatusOK)
+		r := c.post(b, "/auth/token", url.Values{"email": {email}, "token": {mail.code(t, email)}}, "")
 		expectStatus(t, r, http.StatusOK)
 		return r.str("token")
 	}
-	get := func(base, tok string) response {
-		req, _ := http.NewRequest(http.MethodGet, base+"/app", nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		return doRequest(t, req)
-	}
+	get := func(base, tok string) response { return c.get(base, "/app", tok) }
 	leaver, disabled := login("leaver@example.com"), login("disabled@example.com")
 	for _, base := range []string{a, b} {
 		if r := get(base, leaver); r.str("roles") != "admin,staff" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -173,4 +174,79 @@ func (tc *tokenCache) endUser(userID string, t time.Time) {
 			tc.sessions[sid] = &userState{final: true, checked: t}
 		}
 	}
+}
+
+// bearerToken takes the token from "Authorization: Bearer x" or the DRF
+// form "Authorization: Token x".
+func bearerToken(h string) string {
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(h), " ")
+	if !ok || !(strings.EqualFold(scheme, "Bearer") || strings.EqualFold(scheme, "Token")) {
+		return ""
+	}
+	return strings.TrimSpace(tok)
+}
+
+// bearer authenticates an endpoint request by its bearer token.
+func (p *Passwordless) bearer(r *http.Request) (*Claims, *apiError) {
+	c, _, reason := p.authenticate(r)
+	if c == nil {
+		return nil, authFailure(reason)
+	}
+	return c, nil
+}
+
+// userState is what a protected request needs to know about the user of
+// a session, current to sessionRecheck: computed when the session is
+// loaded from the store or the allow file changes, then only looked up.
+type userState struct {
+	valid bool
+	// final is true when the session can never become valid again
+	// (revoked, expired, deleted, another realm's): no recheck needed.
+	final       bool
+	userID      string
+	email       string
+	mobile      string
+	roles       []string
+	rolesHeader string // "a,b"
+	checked     time.Time
+	gen         uint64
+	su          SessionUser
+}
+
+// evaluate computes the state of a session as loaded from the store.
+func (p *Passwordless) evaluate(su SessionUser, checked time.Time, gen uint64) *userState {
+	u := su.User
+	st := &userState{userID: u.ID, email: u.Email, mobile: u.Mobile, checked: checked, gen: gen, su: su}
+	switch {
+	case !su.Active || u.Realm != p.Realm:
+		// A session of another realm is refused here even when both
+		// realms verify the same key (a shared key_file or secret).
+		st.final = true
+	case u.Disabled || !p.access.admitsUser(u):
+	default:
+		st.valid = true
+		st.roles = p.access.roles(u)
+		st.rolesHeader = joinRoles(st.roles)
+	}
+	return st
+}
+
+const (
+	reasonMissing   = "missing"
+	reasonInvalid   = "invalid"
+	reasonRevoked   = "revoked"
+	reasonCrossSite = "cross-site"
+)
+
+// authFailure is the answer to a request whose credentials failed: 401
+// with the challenge RFC 6750 asks for, or 403 for a cookie sent by
+// another site.
+func authFailure(reason string) *apiError {
+	switch reason {
+	case reasonCrossSite:
+		return crossSiteError
+	case reasonMissing:
+		return &apiError{status: http.StatusUnauthorized, detail: "Authentication credentials were not provided.", challenge: `Bearer`}
+	}
+	return &apiError{status: http.StatusUnauthorized, detail: "The token is invalid or has expired.", challenge: `Bearer error="invalid_token"`}
 }

@@ -154,7 +154,7 @@ func BenchmarkExchange(b *testing.B) {
 				i++
 				code := fmt.Sprintf("%06d", i%1000000)
 				t := now()
-				if err := p.store.SaveCode(b.Context(), Code{ID: fmt.Sprint(i), Alias: a.Key(), Purpose: purposeLogin,
+				if err := storeSQL(p.store).SaveCode(b.Context(), Code{ID: fmt.Sprint(i), Alias: a.Key(), Purpose: purposeLogin,
 					Hash: codeHash(p.hmacKey, a.Key(), purposeLogin, code), ExpiresAt: t.Add(time.Minute), CreatedAt: t}); err != nil {
 					b.Fatal(err)
 				}

@@ -145,21 +145,17 @@ func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("prefix must be a path below / such as /auth, not %q", p.Prefix)
 			}
 		case "storage":
-			args := d.RemainingArgs()
-			if len(args) != 2 {
-				return d.Errf("storage needs a driver and its argument: storage sqlite <file> or storage postgres <connection string>")
+			p.Storage = new(StorageConfig)
+			if err := p.Storage.unmarshal(d); err != nil {
+				return err
 			}
-			if args[0] != "sqlite" && args[0] != "postgres" {
-				return d.Errf("unknown storage driver %q (sqlite or postgres)", args[0])
-			}
-			p.Storage = &StorageConfig{Driver: args[0], DSN: args[1]}
 		case "code_length":
 			n, err := intArg(d)
 			if err != nil {
 				return err
 			}
-			if n < 6 || n > 10 {
-				return d.Errf("code_length must be between 6 and 10, not %d", n)
+			if err := checkCodeLength(n); err != nil {
+				return d.Err(err.Error())
 			}
 			p.CodeLength = n
 		case "code_ttl":
@@ -167,8 +163,8 @@ func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			if dur > 24*time.Hour {
-				return d.Errf("code_ttl must be at most 24h, not %s", dur)
+			if err := checkCodeTTL(dur); err != nil {
+				return d.Err(err.Error())
 			}
 			p.CodeTTL = caddy.Duration(dur)
 		case "max_attempts":
@@ -176,8 +172,8 @@ func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			if n < 1 || n > 100 {
-				return d.Errf("max_attempts must be between 1 and 100, not %d", n)
+			if err := checkMaxAttempts(n); err != nil {
+				return d.Err(err.Error())
 			}
 			p.MaxAttempts = n
 		case "register_new_users":
@@ -256,8 +252,8 @@ func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := oneArg(d, &p.Realm); err != nil {
 				return err
 			}
-			if !realmName.MatchString(p.Realm) {
-				return d.Errf("realm %q: use letters, digits, and _ . - inside (at most 64)", p.Realm)
+			if err := checkRealm(p.Realm); err != nil {
+				return d.Err(err.Error())
 			}
 		case "public":
 			args := d.RemainingArgs()
@@ -288,260 +284,6 @@ func where(d *caddyfile.Dispenser) string {
 // hasPlaceholder reports whether s is resolved only at provision, such as
 // {env.LOGIN_URL}: it is checked then.
 func hasPlaceholder(s string) bool { return strings.Contains(s, "{") }
-
-func (e *EmailConfig) unmarshal(d *caddyfile.Dispenser) error {
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch d.Val() {
-		case "from":
-			if err := oneArg(d, &e.From); err != nil {
-				return err
-			}
-		case "subject":
-			if err := oneArg(d, &e.Subject); err != nil {
-				return err
-			}
-		case "log":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			e.Log = true
-		case "text_template":
-			if err := oneArg(d, &e.TextTemplate); err != nil {
-				return err
-			}
-		case "html_template":
-			if err := oneArg(d, &e.HTMLTemplate); err != nil {
-				return err
-			}
-		case "link_base":
-			if err := oneArg(d, &e.LinkBase); err != nil {
-				return err
-			}
-		case "smtp":
-			s := new(SMTPConfig)
-			if err := oneArg(d, &s.Address); err != nil {
-				return err
-			}
-			for nesting := d.Nesting(); d.NextBlock(nesting); {
-				switch d.Val() {
-				case "username":
-					if err := oneArg(d, &s.Username); err != nil {
-						return err
-					}
-				case "password":
-					if err := oneArg(d, &s.Password); err != nil {
-						return err
-					}
-				case "tls":
-					if err := oneArg(d, &s.TLS); err != nil {
-						return err
-					}
-					switch s.TLS {
-					case "starttls", "implicit", "none":
-					default:
-						return d.Errf("smtp tls must be starttls, implicit or none, not %q", s.TLS)
-					}
-				case "timeout":
-					dur, err := durationArg(d)
-					if err != nil {
-						return err
-					}
-					s.Timeout = caddy.Duration(dur)
-				default:
-					return d.Errf("unrecognized smtp subdirective %q", d.Val())
-				}
-			}
-			e.SMTP = s
-		default:
-			return d.Errf("unrecognized email subdirective %q", d.Val())
-		}
-	}
-	if e.Log && e.SMTP != nil {
-		return d.Err("email: choose smtp or log, not both")
-	}
-	if e.SMTP != nil && e.From == "" {
-		return d.Err("email: smtp needs a from address")
-	}
-	return nil
-}
-
-func (c *SMSConfig) unmarshal(d *caddyfile.Dispenser) error {
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch d.Val() {
-		case "log":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			c.Log = true
-		case "message":
-			if err := oneArg(d, &c.Message); err != nil {
-				return err
-			}
-		case "allowed_country_codes":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
-			}
-			for _, a := range args {
-				if !callingCode.MatchString(a) {
-					return d.Errf("allowed_country_codes: %q is not a calling code like +1 or +44", a)
-				}
-			}
-			c.AllowedCountryCodes = append(c.AllowedCountryCodes, args...)
-		case "twilio":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			tc := new(TwilioConfig)
-			for nesting := d.Nesting(); d.NextBlock(nesting); {
-				var dst *string
-				switch d.Val() {
-				case "account_sid":
-					dst = &tc.AccountSID
-				case "auth_token":
-					dst = &tc.AuthToken
-				case "from":
-					dst = &tc.From
-				case "messaging_service_sid":
-					dst = &tc.MessagingServiceSID
-				case "api_url":
-					dst = &tc.APIURL
-				case "timeout":
-					dur, err := durationArg(d)
-					if err != nil {
-						return err
-					}
-					tc.Timeout = caddy.Duration(dur)
-					continue
-				default:
-					return d.Errf("unrecognized twilio subdirective %q", d.Val())
-				}
-				if err := oneArg(d, dst); err != nil {
-					return err
-				}
-			}
-			if tc.AccountSID == "" || tc.AuthToken == "" {
-				return d.Err("twilio needs account_sid and auth_token")
-			}
-			if (tc.From == "") == (tc.MessagingServiceSID == "") {
-				return d.Err("twilio needs one of from or messaging_service_sid")
-			}
-			c.Twilio = tc
-		default:
-			return d.Errf("unrecognized sms subdirective %q", d.Val())
-		}
-	}
-	if c.Log && c.Twilio != nil {
-		return d.Err("sms: choose twilio or log, not both")
-	}
-	return nil
-}
-
-func (j *JWTConfig) unmarshal(d *caddyfile.Dispenser) error {
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch d.Val() {
-		case "algorithm":
-			if err := oneArg(d, &j.Algorithm); err != nil {
-				return err
-			}
-			switch j.Algorithm {
-			case "EdDSA", "ES256", "RS256", "HS256":
-			default:
-				return d.Errf("jwt algorithm must be EdDSA, ES256, RS256 or HS256, not %q", j.Algorithm)
-			}
-		case "secret":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
-			}
-			j.Secrets = append(j.Secrets, args...)
-		case "key_file":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
-			}
-			j.KeyFiles = append(j.KeyFiles, args...)
-		case "ttl", "refresh_ttl":
-			name := d.Val()
-			dur, err := durationArg(d)
-			if err != nil {
-				return err
-			}
-			if name == "ttl" {
-				j.TTL = caddy.Duration(dur)
-			} else {
-				j.RefreshTTL = caddy.Duration(dur)
-			}
-		case "issuer":
-			if err := oneArg(d, &j.Issuer); err != nil {
-				return err
-			}
-		case "audience":
-			if err := oneArg(d, &j.Audience); err != nil {
-				return err
-			}
-		default:
-			return d.Errf("unrecognized jwt subdirective %q", d.Val())
-		}
-	}
-	return nil
-}
-
-func (rl *RateLimitConfig) unmarshal(d *caddyfile.Dispenser) error {
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch d.Val() {
-		case "send_interval":
-			var v string
-			if err := oneArg(d, &v); err != nil {
-				return err
-			}
-			dur, err := caddy.ParseDuration(v)
-			if err != nil || dur < 0 {
-				return d.Errf("send_interval: %q is not a duration (like 60s; 0s turns the check off)", v)
-			}
-			iv := caddy.Duration(dur)
-			rl.SendInterval = &iv
-		case "per_alias", "per_ip", "failed_per_ip":
-			name := d.Val()
-			args := d.RemainingArgs()
-			if len(args) != 2 {
-				return d.Errf("%s needs a count and a window, like: %s 5 1h", name, name)
-			}
-			n, err := strconv.Atoi(args[0])
-			if err != nil || n < 1 {
-				return d.Errf("%s: the count must be a whole number of at least 1, not %q", name, args[0])
-			}
-			w, err := caddy.ParseDuration(args[1])
-			if err != nil || w <= 0 {
-				return d.Errf("%s: the window must be a positive duration (like 1h), not %q", name, args[1])
-			}
-			l := &Limit{Count: n, Window: caddy.Duration(w)}
-			switch name {
-			case "per_alias":
-				rl.PerAlias = l
-			case "per_ip":
-				rl.PerIP = l
-			default:
-				rl.FailedPerIP = l
-			}
-		default:
-			return d.Errf("unrecognized rate_limit subdirective %q", d.Val())
-		}
-	}
-	return nil
-}
 
 // oneArg reads exactly one argument into dst.
 func oneArg(d *caddyfile.Dispenser, dst *string) error {

@@ -95,7 +95,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 }
 
 func TestUnmarshalCaddyfileErrors(t *testing.T) {
-	for _, tc := range []struct{ name, input, want string }{
+	expectCaddyfileErrors(t, []caddyfileError{
 		{"code_length too short", "passwordless {\n code_length 3\n}", "code_length must be between 6 and 10"},
 		{"code_length not a number", "passwordless {\n code_length six\n}", "whole number"},
 		{"unknown subdirective", "passwordless {\n bogus 1\n}", `unrecognized passwordless subdirective "bogus"`},
@@ -119,18 +119,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"rate limit window", "passwordless {\n rate_limit {\n per_alias 5\n }\n}", "a count and a window"},
 		{"rate limit interval", "passwordless {\n rate_limit {\n send_interval often\n }\n}", "not a duration"},
 		{"max_attempts zero", "passwordless {\n max_attempts 0\n}", "between 1 and 100"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var p Passwordless
-			err := p.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("error %v, want one containing %q", err, tc.want)
-			}
-			if !strings.Contains(err.Error(), "Testfile:") {
-				t.Errorf("error %q does not name the line", err)
-			}
-		})
-	}
+	})
 }
 
 // TestAdaptErrorsNameTheLine runs the whole Caddyfile adapter, as
@@ -185,6 +174,28 @@ func TestProvisionErrors(t *testing.T) {
 			defer p.Cleanup()
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// caddyfileError is a passwordless block and a part of the error it must
+// get.
+type caddyfileError struct{ name, input, want string }
+
+// expectCaddyfileErrors parses each input and checks that it fails with
+// its error, naming the line.
+func expectCaddyfileErrors(t *testing.T, cases []caddyfileError) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var p Passwordless
+			err := p.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			}
+			if !strings.Contains(err.Error(), "Testfile:") {
+				t.Errorf("error %q does not name the line", err)
 			}
 		})
 	}

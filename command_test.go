@@ -14,8 +14,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
 // caddyMainEnv makes the test binary run as caddy (see TestMain).
@@ -363,7 +361,7 @@ func TestCommandManagesUsers(t *testing.T) {
 
 		// A lost phone: every session of Alice ends.
 		expectContains(t, c.ok("sessions", "revoke", "alice@example.com"), "ended 2 sessions of "+id)
-		if active, _ := s.SessionActive(ctx, sid, now()); active {
+		if active, _ := storeSQL(s).SessionActive(ctx, sid, now()); active {
 			t.Fatal("a revoked session is active")
 		}
 		expectContains(t, c.ok("sessions", "list", id), "CLIENT IP")
@@ -378,7 +376,7 @@ func TestCommandManagesUsers(t *testing.T) {
 			t.Fatal(err)
 		}
 		expectContains(t, c.ok("users", "disable", "alice@example.com"), "disabled "+id, "1 session ended")
-		if active, _ := s.SessionActive(ctx, sid, now()); active {
+		if active, _ := storeSQL(s).SessionActive(ctx, sid, now()); active {
 			t.Fatal("a disabled user's session is active")
 		}
 		if _, _, err := s.Login(ctx, defaultRealm, alice, true, now()); !errors.Is(err, ErrNotFound) {
@@ -587,39 +585,10 @@ func TestCommandTakesIdsThatLookLikeFlags(t *testing.T) {
 func TestCommandReachesEveryInstance(t *testing.T) {
 	dsn := postgresDSN(t)
 	mail := startSMTP(t)
-	up := startUpstream(t)
-	site := func(port int) string {
-		return fmt.Sprintf(`http://localhost:%d {
-	passwordless {
-		storage postgres "%s&application_name=i%d"
-		email {
-			from login@example.com
-			smtp %s {
-				tls none
-			}
-		}
-	}
-	reverse_proxy %s
-}
-`, port, dsn, port, mail.addr, strings.TrimPrefix(up.URL, "http://"))
-	}
-	tester := caddytest.NewTester(t)
-	tester.InitServer("{\n\tadmin localhost:2999\n\thttp_port 9080\n\thttps_port 9443\n\tauto_https off\n\tskip_install_trust\n\tgrace_period 1ms\n}\n"+
-		site(9080)+site(9081), "caddyfile")
-	if t.Failed() {
-		t.FailNow()
-	}
+	cl := twoInstances(t, dsn, mail, "", "reverse_proxy "+strings.TrimPrefix(startUpstream(t).URL, "http://"))
 	c := &cli{t: t, config: cliSite(t, fmt.Sprintf("storage postgres %q", dsn), "")}
-	form := func(base, path string, v url.Values) response {
-		req, _ := http.NewRequest(http.MethodPost, base+path, strings.NewReader(v.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		return doRequest(t, req)
-	}
-	get := func(base, tok string) response {
-		req, _ := http.NewRequest(http.MethodGet, base+"/app", nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		return doRequest(t, req)
-	}
+	form := func(base, path string, v url.Values) response { return cl.post(base, path, v, "") }
+	get := func(base, tok string) response { return cl.get(base, "/app", tok) }
 	a, b := "http://localhost:9080", "http://localhost:9081"
 
 	id := strings.TrimSpace(c.ok("users", "add", "both@example.com"))

@@ -2,10 +2,7 @@ package passwordless
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -58,8 +55,7 @@ func (p *Passwordless) serveHealth(w http.ResponseWriter, r *http.Request) *apiE
 // with a probe that does: without probes a load balancer that took the
 // instance out on a 503 would never send it the request that ends it.
 func (p *Passwordless) channelFailing(ctx context.Context, k AliasKind) bool {
-	t := p.outbox.health[k]
-	if !t.failing() {
+	if !p.outbox.failing(k) {
 		return false
 	}
 	pr, ok := p.senders[k].(prober)
@@ -72,18 +68,12 @@ func (p *Passwordless) channelFailing(ctx context.Context, k AliasKind) bool {
 		p.logger.Warn("health: provider still failing", zap.String("channel", string(k)), zap.Error(err))
 		return true
 	}
-	t.succeeded()
+	p.outbox.succeeded(k)
 	return false
 }
 
 // probeEvery is the least time between two probes of one channel.
 const probeEvery = 10 * time.Second
-
-// prober is a Sender that can check that its provider answers without
-// sending anything.
-type prober interface {
-	Probe(ctx context.Context) error
-}
 
 // probeThrottle spaces the probes of each channel.
 type probeThrottle struct {
@@ -103,48 +93,4 @@ func (pt *probeThrottle) due(k AliasKind, t time.Time) bool {
 	}
 	pt.last[k] = t
 	return true
-}
-
-// Probe connects to the SMTP server and goes as far as a send would
-// before the message: greeting, TLS and authentication.
-func (e *emailSender) Probe(ctx context.Context) error {
-	if e.smtp == nil {
-		return nil
-	}
-	client, err := e.client()
-	if err != nil {
-		return err
-	}
-	if err := client.DialWithContext(ctx); err != nil {
-		return fmt.Errorf("connecting to %s: %w", e.smtp.Address, err)
-	}
-	return client.Close()
-}
-
-// Probe reads the Twilio account resource: Twilio answers it only for
-// working credentials, and nothing is sent or charged.
-func (s *twilioSender) Probe(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	u := *s.apiURL
-	u.Path = strings.TrimSuffix(u.Path, "/") + "/2010-04-01/Accounts/" + s.accountSID + ".json"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return err
-	}
-	req.SetBasicAuth(s.accountSID, s.authToken)
-	client := &http.Client{
-		Transport:     s.transport,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	res, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("twilio: no answer from %s: %w", s.apiURL.Host, scrubURLError(err))
-	}
-	defer res.Body.Close()
-	io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
-	if res.StatusCode != http.StatusOK {
-		return fmt.Errorf("twilio: the account check answered %s", describeTwilioResponse(res.StatusCode, res.Header.Get("Twilio-Request-Id")))
-	}
-	return nil
 }

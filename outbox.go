@@ -51,9 +51,22 @@ var (
 	errNotTried = errors.New("not tried")
 )
 
+// outboxStore is what the workers need of the Store.
+type outboxStore interface {
+	ClaimOutbox(ctx context.Context, queue string, n int, now time.Time, lease time.Duration) ([]OutboxMessage, error)
+	LiveCodes(ctx context.Context, ids []string, now time.Time) (map[string]bool, error)
+	RetryOutbox(ctx context.Context, id string, next time.Time) error
+	FinishOutbox(ctx context.Context, ids []string) error
+	DeleteCode(ctx context.Context, id string) error
+	PendingMessages(ctx context.Context) (map[AliasKind]int, error)
+}
+
 // outbox runs the delivery workers of one handler.
 type outbox struct {
-	p       *Passwordless
+	store   outboxStore
+	senders map[AliasKind]Sender
+	logger  *zap.Logger
+	message func(OutboxMessage) Message // what the sender gets for a queued message
 	queues  map[AliasKind]string
 	wake    map[AliasKind]chan struct{}
 	health  map[AliasKind]*channelHealth
@@ -62,18 +75,20 @@ type outbox struct {
 	workers sync.WaitGroup
 }
 
-// newOutbox starts the workers for p's channels.
-func newOutbox(p *Passwordless) *outbox {
+// newOutbox starts the workers for the senders' channels; queue names the
+// queue of a channel.
+func newOutbox(store outboxStore, senders map[AliasKind]Sender, logger *zap.Logger, queue func(AliasKind) string, message func(OutboxMessage) Message) *outbox {
 	ctx, stop := context.WithCancel(context.Background())
-	o := &outbox{p: p, queues: map[AliasKind]string{}, wake: map[AliasKind]chan struct{}{},
+	o := &outbox{store: store, senders: senders, logger: logger, message: message,
+		queues: map[AliasKind]string{}, wake: map[AliasKind]chan struct{}{},
 		health: map[AliasKind]*channelHealth{}, ctx: ctx, stop: stop}
-	for kind := range p.senders {
-		o.queues[kind] = p.outboxQueue(kind)
+	for kind := range senders {
+		o.queues[kind] = queue(kind)
 		o.wake[kind] = make(chan struct{}, 1)
 		o.health[kind] = new(channelHealth)
 	}
 	// The maps are complete before any worker reads them.
-	for kind := range p.senders {
+	for kind := range senders {
 		for range outboxWorkers {
 			o.workers.Add(1)
 			go o.run(kind)
@@ -83,6 +98,12 @@ func newOutbox(p *Passwordless) *outbox {
 	go o.gauge()
 	return o
 }
+
+// failing reports whether kind's recent deliveries fail.
+func (o *outbox) failing(kind AliasKind) bool { return o.health[kind].failing() }
+
+// succeeded notes that kind's provider answers again (a probe found it so).
+func (o *outbox) succeeded(kind AliasKind) { o.health[kind].succeeded() }
 
 // close stops the workers; a message in flight is released for the next
 // worker, here after a restart or on another instance.
@@ -126,10 +147,10 @@ func (o *outbox) gauge() {
 			return
 		case <-t.C:
 		}
-		n, err := o.p.store.PendingMessages(o.ctx)
+		n, err := o.store.PendingMessages(o.ctx)
 		if err != nil {
 			if o.ctx.Err() == nil {
-				o.p.logger.Warn("counting queued messages", zap.Error(err))
+				o.logger.Warn("counting queued messages", zap.Error(err))
 			}
 			continue
 		}
@@ -168,11 +189,11 @@ func (o *outbox) run(kind AliasKind) {
 // deliverDue claims the due messages of kind and delivers or drops each;
 // it returns how many it claimed.
 func (o *outbox) deliverDue(kind AliasKind) int {
-	store := o.p.store
+	store := o.store
 	msgs, err := store.ClaimOutbox(o.ctx, o.queues[kind], outboxBatch, now(), outboxLease)
 	if err != nil {
 		if o.ctx.Err() == nil {
-			o.p.logger.Error("claiming queued messages", zap.String("channel", string(kind)), zap.Error(err))
+			o.logger.Error("claiming queued messages", zap.String("channel", string(kind)), zap.Error(err))
 		}
 		return 0
 	}
@@ -200,7 +221,7 @@ func (o *outbox) deliverDue(kind AliasKind) int {
 	}
 	live, err := store.LiveCodes(ctx, ids, t)
 	if err != nil {
-		o.p.logger.Error("reading codes of queued messages", zap.Error(err))
+		o.logger.Error("reading codes of queued messages", zap.Error(err))
 		live = nil // retried below, as if the provider had failed
 	}
 	var toSend []OutboxMessage
@@ -222,7 +243,7 @@ func (o *outbox) deliverDue(kind AliasKind) int {
 	}
 	finished = append(finished, o.send(ctx, kind, toSend)...)
 	if err := store.FinishOutbox(ctx, finished); err != nil {
-		o.p.logger.Error("deleting delivered messages", zap.Error(err))
+		o.logger.Error("deleting delivered messages", zap.Error(err))
 	}
 	return len(msgs)
 }
@@ -238,7 +259,7 @@ func (o *outbox) send(ctx context.Context, kind AliasKind, msgs []OutboxMessage)
 	// a message that is still being sent.
 	sendCtx, cancel := context.WithTimeout(o.ctx, outboxLease/2)
 	defer cancel()
-	b := openBurst(o.p.senders[kind])
+	b := openBurst(o.senders[kind])
 	defer b.Close()
 	var stopped error
 	for _, m := range msgs {
@@ -253,7 +274,7 @@ func (o *outbox) send(ctx context.Context, kind AliasKind, msgs []OutboxMessage)
 			continue
 		}
 		start := time.Now()
-		err := b.Send(sendCtx, o.p.message(m))
+		err := b.Send(sendCtx, o.message(m))
 		switch {
 		case err == nil:
 			o.sent(m, time.Since(start))
@@ -273,8 +294,8 @@ func (o *outbox) send(ctx context.Context, kind AliasKind, msgs []OutboxMessage)
 		default:
 			// Permanent: the provider refused this message for good. Its
 			// code can never arrive, so nobody may redeem it.
-			if err := o.p.store.DeleteCode(ctx, m.ID); err != nil {
-				o.p.logger.Error("voiding undelivered code", zap.Error(err))
+			if err := o.store.DeleteCode(ctx, m.ID); err != nil {
+				o.logger.Error("voiding undelivered code", zap.Error(err))
 			}
 			o.failed(m, err, time.Since(start))
 			o.dropped(m, "refused")
@@ -296,8 +317,8 @@ func (o *outbox) retry(ctx context.Context, m OutboxMessage, why error) bool {
 			return false
 		}
 	}
-	if err := o.p.store.RetryOutbox(ctx, m.ID, next); err != nil {
-		o.p.logger.Error("rescheduling a queued message", zap.Error(err))
+	if err := o.store.RetryOutbox(ctx, m.ID, next); err != nil {
+		o.logger.Error("rescheduling a queued message", zap.Error(err))
 	}
 	return true
 }
@@ -309,7 +330,7 @@ func (o *outbox) retry(ctx context.Context, m OutboxMessage, why error) bool {
 func (o *outbox) sent(m OutboxMessage, took time.Duration) {
 	o.health[m.Channel].succeeded()
 	countDelivery(m.Channel, m.Purpose, took, nil)
-	o.p.logger.Debug("code delivered", zap.String("channel", string(m.Channel)), zap.String("purpose", m.Purpose),
+	o.logger.Debug("code delivered", zap.String("channel", string(m.Channel)), zap.String("purpose", m.Purpose),
 		zap.Int("attempt", m.Attempts), zap.Duration("took", took))
 }
 
@@ -324,14 +345,14 @@ func (o *outbox) failed(m OutboxMessage, err error, took time.Duration) {
 	} else {
 		o.health[m.Channel].failed()
 	}
-	o.p.logger.Log(level, "delivery failed", zap.String("channel", string(m.Channel)), zap.String("purpose", m.Purpose),
+	o.logger.Log(level, "delivery failed", zap.String("channel", string(m.Channel)), zap.String("purpose", m.Purpose),
 		zap.Int("attempt", m.Attempts), zap.Bool("transient", errors.Is(err, errTransient)),
 		zap.Duration("took", took), zap.Error(err))
 }
 
 // dropped records a message removed unsent, for reason.
 func (o *outbox) dropped(m OutboxMessage, reason string) {
-	o.p.logger.Debug("queued message dropped", zap.String("channel", string(m.Channel)), zap.String("reason", reason),
+	o.logger.Debug("queued message dropped", zap.String("channel", string(m.Channel)), zap.String("reason", reason),
 		zap.Int("attempts", m.Attempts))
 }
 
@@ -379,28 +400,3 @@ func (h *channelHealth) failing() bool {
 // deliveries are failing, known alias or not, so an outage tells nobody
 // which accounts exist. It names no server and no secret.
 var deliveryFailing = &apiError{status: http.StatusServiceUnavailable, detail: "The code could not be sent. Please try again later.", retryAfter: failingFor}
-
-// burst is one sender session for several messages in a row.
-type burst interface {
-	Send(ctx context.Context, m Message) error
-	Close() error
-}
-
-// burstSender is a Sender that can keep one connection for a burst.
-type burstSender interface {
-	Sender
-	openBurst() burst
-}
-
-func openBurst(s Sender) burst {
-	if bs, ok := s.(burstSender); ok {
-		return bs.openBurst()
-	}
-	return oneByOne{s}
-}
-
-// oneByOne is the burst of a sender that has nothing to keep between
-// messages (Twilio keeps its HTTP connections alive by itself).
-type oneByOne struct{ Sender }
-
-func (oneByOne) Close() error { return nil }

@@ -2,16 +2,12 @@ package passwordless
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
 // TestInstancesShareState runs two handlers with their own connection pools
@@ -21,49 +17,9 @@ import (
 func TestInstancesShareState(t *testing.T) {
 	dsn := postgresDSN(t)
 	mail := startSMTP(t)
-	up := startUpstream(t)
-	site := func(port int, app string) string {
-		return fmt.Sprintf(`http://localhost:%d {
-	passwordless {
-		storage postgres "%s&application_name=%s"
-		email {
-			from login@example.com
-			smtp %s {
-				tls none
-			}
-		}
-	}
-	reverse_proxy %s
-}
-`, port, dsn, app, mail.addr, strings.TrimPrefix(up.URL, "http://"))
-	}
-	tester := caddytest.NewTester(t)
-	tester.InitServer(`{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	auto_https off
-	skip_install_trust
-	grace_period 1ms
-}
-`+site(9080, "a")+site(9081, "b"), "caddyfile")
-	if t.Failed() {
-		t.FailNow()
-	}
+	c := twoInstances(t, dsn, mail, "", "reverse_proxy "+strings.TrimPrefix(startUpstream(t).URL, "http://"))
+	post, get := c.post, c.get
 	a, b := "http://localhost:9080", "http://localhost:9081"
-	post := func(base, path string, form url.Values, tok string) response {
-		req, _ := http.NewRequest(http.MethodPost, base+path, strings.NewReader(form.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		if tok != "" {
-			req.Header.Set("Authorization", "Bearer "+tok)
-		}
-		return doRequest(t, req)
-	}
-	get := func(base, path, tok string) response {
-		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		return doRequest(t, req)
-	}
 
 	expectStatus(t, post(a, "/auth/email/", url.Values{"email": {"multi@example.com"}}, ""), http.StatusOK)
 	// The send interval holds across instances.
@@ -82,19 +38,6 @@ func TestInstancesShareState(t *testing.T) {
 	expectStatus(t, post(a, "/auth/refresh", url.Values{"refresh_token": {r.str("refresh_token")}}, ""), http.StatusUnauthorized)
 }
 
-func doRequest(t *testing.T, req *http.Request) response {
-	t.Helper()
-	res, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	body, _ := io.ReadAll(res.Body)
-	r := response{status: res.StatusCode, header: res.Header, body: body}
-	_ = json.Unmarshal(body, &r.json)
-	return r
-}
-
 // TestInstancesSendEachMessageOnce runs two instances on one PostgreSQL,
 // with the same email settings, so their workers compete for one queue:
 // every message queued at either is sent, and sent once.
@@ -104,37 +47,7 @@ func TestInstancesSendEachMessageOnce(t *testing.T) {
 	mail.mu.Lock()
 	mail.delay = func() time.Duration { return 20 * time.Millisecond } // so that workers overlap
 	mail.mu.Unlock()
-	site := func(port int, app string) string {
-		return fmt.Sprintf(`http://localhost:%d {
-	passwordless {
-		storage postgres "%s&application_name=%s"
-		email {
-			from login@example.com
-			smtp %s {
-				tls none
-			}
-		}
-		rate_limit {
-			per_ip 1000 1h
-		}
-	}
-	respond "ok"
-}
-`, port, dsn, app, mail.addr)
-	}
-	tester := caddytest.NewTester(t)
-	tester.InitServer(`{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	auto_https off
-	skip_install_trust
-	grace_period 1ms
-}
-`+site(9080, "a")+site(9081, "b"), "caddyfile")
-	if t.Failed() {
-		t.FailNow()
-	}
+	twoInstances(t, dsn, mail, "rate_limit {\n\t\t\tper_ip 1000 1h\n\t\t}", `respond "ok"`)
 	const n = 40
 	for i := range n {
 		base := "http://localhost:9080"
@@ -169,4 +82,25 @@ func TestInstancesSendEachMessageOnce(t *testing.T) {
 	if len(got) != n {
 		t.Errorf("mails went to %d addresses, want %d", len(got), n)
 	}
+}
+
+// twoInstances starts two sites on dsn, on ports 9080 and 9081, each with
+// a connection pool and caches of its own as two instances would have.
+// They send codes to mail and have extra passwordless options, in front
+// of handler.
+func twoInstances(t *testing.T, dsn string, mail *smtpServer, extra, handler string) *cluster {
+	return newCluster(t, postgresSite(9080, dsn+"&application_name=a", mail, extra, handler),
+		postgresSite(9081, dsn+"&application_name=b", mail, extra, handler))
+}
+
+func postgresSite(port int, dsn string, mail *smtpServer, extra, handler string) string {
+	return fmt.Sprintf(`http://localhost:%d {
+	passwordless {
+		storage postgres "%s"
+		%s
+		%s
+	}
+	%s
+}
+`, port, dsn, mail.emailBlock(), extra, handler)
 }

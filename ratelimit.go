@@ -6,10 +6,12 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 )
@@ -217,4 +219,51 @@ func (p *Passwordless) failed(ctx context.Context, ip string, a Alias) *apiError
 	}
 	p.exchangeFailed(ctx, a, false)
 	return invalidCode
+}
+
+func (rl *RateLimitConfig) unmarshal(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "send_interval":
+			var v string
+			if err := oneArg(d, &v); err != nil {
+				return err
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur < 0 {
+				return d.Errf("send_interval: %q is not a duration (like 60s; 0s turns the check off)", v)
+			}
+			iv := caddy.Duration(dur)
+			rl.SendInterval = &iv
+		case "per_alias", "per_ip", "failed_per_ip":
+			name := d.Val()
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("%s needs a count and a window, like: %s 5 1h", name, name)
+			}
+			n, err := strconv.Atoi(args[0])
+			if err != nil || n < 1 {
+				return d.Errf("%s: the count must be a whole number of at least 1, not %q", name, args[0])
+			}
+			w, err := caddy.ParseDuration(args[1])
+			if err != nil || w <= 0 {
+				return d.Errf("%s: the window must be a positive duration (like 1h), not %q", name, args[1])
+			}
+			l := &Limit{Count: n, Window: caddy.Duration(w)}
+			switch name {
+			case "per_alias":
+				rl.PerAlias = l
+			case "per_ip":
+				rl.PerIP = l
+			default:
+				rl.FailedPerIP = l
+			}
+		default:
+			return d.Errf("unrecognized rate_limit subdirective %q", d.Val())
+		}
+	}
+	return nil
 }

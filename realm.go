@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -146,4 +147,20 @@ func (p *Passwordless) leaveRealm() {
 	if len(realms.m[e.key]) == 0 {
 		delete(realms.m, e.key)
 	}
+}
+
+// defaultRealm is the realm of blocks that name none, and of every user
+// that existed before realms did.
+const defaultRealm = "default"
+
+var realmName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+// aliasKey is the key of a's codes, limits and failures in this realm.
+func (p *Passwordless) aliasKey(a Alias) string { return realmKey(p.Realm, a.Key()) }
+
+func checkRealm(name string) error {
+	if !realmName.MatchString(name) {
+		return fmt.Errorf("realm %q: use letters, digits, and _ . - inside (at most 64)", name)
+	}
+	return nil
 }

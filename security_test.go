@@ -70,7 +70,7 @@ func testAttemptsClaimedBeforeCompare(t *testing.T, s Store) {
 	t0 := now().Truncate(time.Millisecond)
 	for round := range 3 {
 		alias := fmt.Sprintf("email:burst%d@example.com", round)
-		if err := s.SaveCode(ctx, Code{ID: fmt.Sprintf("burst%d", round), Alias: alias, Purpose: purposeLogin, Hash: []byte("right"), ExpiresAt: t0.Add(time.Minute), CreatedAt: t0}); err != nil {
+		if err := storeSQL(s).SaveCode(ctx, Code{ID: fmt.Sprintf("burst%d", round), Alias: alias, Purpose: purposeLogin, Hash: []byte("right"), ExpiresAt: t0.Add(time.Minute), CreatedAt: t0}); err != nil {
 			t.Fatal(err)
 		}
 		var compared, won int

@@ -7,13 +7,20 @@ import (
 	"fmt"
 	htmltemplate "html/template"
 	"net"
+	netmail "net/mail"
 	"net/textproto"
+	"net/url"
+	"os"
 	"strconv"
+	"strings"
 	"text/template"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/wneessen/go-mail"
 	"github.com/wneessen/go-mail/smtp"
+	"go.uber.org/zap"
 )
 
 // emailSender renders the text and HTML parts and hands them to SMTP, or
@@ -182,3 +189,251 @@ func (e *emailSender) client() (*mail.Client, error) {
 	}
 	return client, nil
 }
+
+// EmailConfig configures login by email.
+type EmailConfig struct {
+	// The From header, e.g. `Example <noreply@example.com>`. Required with smtp.
+	From string `json:"from,omitempty"`
+	// The Subject header. Default: `Your login code`.
+	Subject string `json:"subject,omitempty"`
+	// The SMTP server that sends the mail. Without it, messages are
+	// written to Caddy's log (for development only).
+	SMTP *SMTPConfig `json:"smtp,omitempty"`
+	// Write messages to Caddy's log instead of sending them. For
+	// development: codes appear in the log.
+	Log bool `json:"log,omitempty"`
+	// A Go text/template file for the text part; `{code}` or `{{.Code}}`
+	// stands for the code, `{{.Minutes}}` for its lifetime, `{{.Purpose}}`
+	// is `login` or `verify`. Default: a built-in message.
+	TextTemplate string `json:"text_template,omitempty"`
+	// A Go html/template file for the HTML part, with the same fields.
+	// Default: a built-in message.
+	HTMLTemplate string `json:"html_template,omitempty"`
+	// The site's address as users reach it, such as
+	// `https://example.com`. When set, login emails also carry a sign-in
+	// link to the browser sign-in page, `{{.Link}}` in templates. It is
+	// configured rather than taken from the request's Host header, which a
+	// client chooses: a forged Host would send codes to another site.
+	LinkBase string `json:"link_base,omitempty"`
+}
+
+// SMTPConfig is an SMTP submission server.
+type SMTPConfig struct {
+	// host:port of the server.
+	Address string `json:"address"`
+	// Username for SMTP AUTH; none when empty. Use `{env.SMTP_USER}`.
+	Username string `json:"username,omitempty"`
+	// Password for SMTP AUTH. Use `{env.SMTP_PASSWORD}`.
+	Password string `json:"password,omitempty"`
+	// `starttls` (required, the default), `implicit` (TLS from the first
+	// byte, usually port 465) or `none` (only for a relay on localhost).
+	TLS string `json:"tls,omitempty"`
+	// How long connecting and sending may take. Default: 10s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+}
+
+func (e *EmailConfig) provision(env func(*string), logger *zap.Logger) (*emailSender, error) {
+	for _, s := range []*string{&e.From, &e.Subject, &e.TextTemplate, &e.HTMLTemplate, &e.LinkBase} {
+		env(s)
+	}
+	if e.LinkBase != "" {
+		u, err := url.Parse(e.LinkBase)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return nil, fmt.Errorf("link_base must be the site's address, like https://example.com, not %q", e.LinkBase)
+		}
+		e.LinkBase = strings.TrimSuffix(e.LinkBase, "/")
+	}
+	if e.Subject == "" {
+		e.Subject = "Your login code"
+	}
+	if strings.ContainsAny(e.Subject, "\r\n") {
+		return nil, errors.New("subject must be one line")
+	}
+	s := &emailSender{from: e.From, subject: e.Subject}
+	if e.From != "" {
+		if _, err := netmail.ParseAddress(e.From); err != nil {
+			return nil, fmt.Errorf("from %q: %v", e.From, err)
+		}
+	}
+	textSrc, htmlSrc := defaultTextTemplate, defaultHTMLTemplate
+	if e.TextTemplate != "" {
+		b, err := os.ReadFile(e.TextTemplate)
+		if err != nil {
+			return nil, fmt.Errorf("text_template: %w", err)
+		}
+		textSrc = string(b)
+	}
+	if e.HTMLTemplate != "" {
+		b, err := os.ReadFile(e.HTMLTemplate)
+		if err != nil {
+			return nil, fmt.Errorf("html_template: %w", err)
+		}
+		htmlSrc = string(b)
+	}
+	var err error
+	if s.text, err = parseTextTemplate("text", textSrc); err != nil {
+		return nil, fmt.Errorf("text_template: %w", err)
+	}
+	if s.html, err = parseHTMLTemplate("html", htmlSrc); err != nil {
+		return nil, fmt.Errorf("html_template: %w", err)
+	}
+	// A template that cannot render a code is found now, not at the first login.
+	probe := Message{To: "user@example.com", Code: "000000", Purpose: purposeLogin, TTL: time.Minute, Link: "https://example.com/auth/login"}
+	if _, err := render(s.text, newTemplateData(probe)); err != nil {
+		return nil, fmt.Errorf("text_template: %w", err)
+	}
+	if _, err := render(s.html, newTemplateData(probe)); err != nil {
+		return nil, fmt.Errorf("html_template: %w", err)
+	}
+	s.log = &logSender{logger: logger, channel: "email", render: s.renderText}
+	if e.SMTP != nil && !e.Log {
+		c := *e.SMTP
+		for _, f := range []*string{&c.Address, &c.Username, &c.Password} {
+			env(f)
+		}
+		if c.TLS == "none" && c.Username != "" && !isLoopback(c.Address) {
+			// A password, and then every code, would cross the network in clear.
+			return nil, fmt.Errorf("smtp %s: username and password need tls starttls or implicit (tls none is for a relay on localhost)", c.Address)
+		}
+		s.smtp = &c
+	}
+	return s, nil
+}
+
+func isLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (e *EmailConfig) unmarshal(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "from":
+			if err := oneArg(d, &e.From); err != nil {
+				return err
+			}
+		case "subject":
+			if err := oneArg(d, &e.Subject); err != nil {
+				return err
+			}
+		case "log":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			e.Log = true
+		case "text_template":
+			if err := oneArg(d, &e.TextTemplate); err != nil {
+				return err
+			}
+		case "html_template":
+			if err := oneArg(d, &e.HTMLTemplate); err != nil {
+				return err
+			}
+		case "link_base":
+			if err := oneArg(d, &e.LinkBase); err != nil {
+				return err
+			}
+		case "smtp":
+			s := new(SMTPConfig)
+			if err := oneArg(d, &s.Address); err != nil {
+				return err
+			}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				switch d.Val() {
+				case "username":
+					if err := oneArg(d, &s.Username); err != nil {
+						return err
+					}
+				case "password":
+					if err := oneArg(d, &s.Password); err != nil {
+						return err
+					}
+				case "tls":
+					if err := oneArg(d, &s.TLS); err != nil {
+						return err
+					}
+					if err := checkSMTPTLS(s.TLS); err != nil {
+						return d.Err(err.Error())
+					}
+				case "timeout":
+					dur, err := durationArg(d)
+					if err != nil {
+						return err
+					}
+					s.Timeout = caddy.Duration(dur)
+				default:
+					return d.Errf("unrecognized smtp subdirective %q", d.Val())
+				}
+			}
+			e.SMTP = s
+		default:
+			return d.Errf("unrecognized email subdirective %q", d.Val())
+		}
+	}
+	if e.Log && e.SMTP != nil {
+		return d.Err("email: choose smtp or log, not both")
+	}
+	if err := checkSMTPFrom(e); err != nil {
+		return d.Err("email: " + err.Error())
+	}
+	return nil
+}
+
+// Probe connects to the SMTP server and goes as far as a send would
+// before the message: greeting, TLS and authentication.
+func (e *emailSender) Probe(ctx context.Context) error {
+	if e.smtp == nil {
+		return nil
+	}
+	client, err := e.client()
+	if err != nil {
+		return err
+	}
+	if err := client.DialWithContext(ctx); err != nil {
+		return fmt.Errorf("connecting to %s: %w", e.smtp.Address, err)
+	}
+	return client.Close()
+}
+
+// validate checks what the Caddyfile parser checks too, for JSON configs.
+func (e *EmailConfig) validate() error {
+	if e.SMTP == nil {
+		return nil
+	}
+	if err := checkSMTPFrom(e); err != nil {
+		return err
+	}
+	return checkSMTPTLS(e.SMTP.TLS)
+}
+
+func checkSMTPFrom(e *EmailConfig) error {
+	if e.SMTP != nil && e.From == "" {
+		return errors.New("smtp needs a from address")
+	}
+	return nil
+}
+
+func checkSMTPTLS(mode string) error {
+	switch mode {
+	case "", "starttls", "implicit", "none":
+		return nil
+	}
+	return fmt.Errorf("smtp tls must be starttls, implicit or none, not %q", mode)
+}
+
+// Interface guards: the outbox and health find these by type assertion, so
+// a renamed method would silently turn batching or probing off.
+var (
+	_ burstSender = (*emailSender)(nil)
+	_ prober      = (*emailSender)(nil)
+)

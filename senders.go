@@ -103,3 +103,37 @@ func (s *logSender) Send(_ context.Context, m Message) error {
 		zap.String("code", m.Code), zap.String("message", body))
 	return nil
 }
+
+// burst is one sender session for several messages in a row.
+type burst interface {
+	Send(ctx context.Context, m Message) error
+	Close() error
+}
+
+// burstSender is a Sender that can keep one connection for a burst.
+type burstSender interface {
+	Sender
+	openBurst() burst
+}
+
+func openBurst(s Sender) burst {
+	if bs, ok := s.(burstSender); ok {
+		return bs.openBurst()
+	}
+	return oneByOne{s}
+}
+
+// oneByOne is the burst of a sender that has nothing to keep between
+// messages (Twilio keeps its HTTP connections alive by itself).
+type oneByOne struct{ Sender }
+
+func (oneByOne) Close() error { return nil }
+
+// prober is a Sender that can check that its provider answers without
+// sending anything.
+type prober interface {
+	Probe(ctx context.Context) error
+}
+
+// Interface guards
+var _ Sender = (*logSender)(nil)

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 )
 
@@ -57,15 +58,6 @@ func (p *Passwordless) serveRefresh(w http.ResponseWriter, r *http.Request) *api
 	return nil
 }
 
-// bearer authenticates an endpoint request by its bearer token.
-func (p *Passwordless) bearer(r *http.Request) (*Claims, *apiError) {
-	c, _, reason := p.authenticate(r)
-	if c == nil {
-		return nil, authFailure(reason)
-	}
-	return c, nil
-}
-
 // serveLogout is POST {prefix}/logout: end the session of the bearer, or
 // of the cookie sent from a page of this site or of a host of
 // return_hosts (an app's sign-out button), and clear the cookie under
@@ -107,6 +99,13 @@ type meResponse struct {
 	MobileVerified bool    `json:"mobile_verified"`
 }
 
+// newMeResponse is the user as /me shows it; the command line's view
+// starts from it.
+func newMeResponse(u User) meResponse {
+	return meResponse{ID: u.ID, Email: orNull(u.Email), Mobile: orNull(u.Mobile),
+		EmailVerified: u.EmailVerified, MobileVerified: u.MobileVerified}
+}
+
 func orNull(s string) *string {
 	if s == "" {
 		return nil
@@ -127,77 +126,99 @@ func (p *Passwordless) serveMe(w http.ResponseWriter, r *http.Request) *apiError
 	if err != nil {
 		return p.internal("reading user", err)
 	}
-	writeJSON(w, http.StatusOK, meResponse{ID: u.ID, Email: orNull(u.Email), Mobile: orNull(u.Mobile),
-		EmailVerified: u.EmailVerified, MobileVerified: u.MobileVerified})
+	writeJSON(w, http.StatusOK, newMeResponse(u))
 	return nil
 }
 
-// serveJWKS is GET {prefix}/jwks.json: the public keys, for services that
-// verify tokens themselves.
-func (p *Passwordless) serveJWKS(w http.ResponseWriter, r *http.Request) *apiError {
-	body, err := p.keys.jwks()
+type tokenResponse struct {
+	Token        string `json:"token"`
+	RefreshToken string `json:"refresh_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+}
+
+// newSession starts a session for u and issues its first tokens.
+// It answers the session's id too.
+func (p *Passwordless) newSession(ctx context.Context, r *http.Request, u User) (tokenResponse, string, *apiError) {
+	s, refresh, e := p.startSession(ctx, r, u)
+	if e != nil {
+		return tokenResponse{}, "", e
+	}
+	resp, e := p.tokens(u, s.ID, refresh)
+	return resp, s.ID, e
+}
+
+// startSession stores a new session for u that lives refresh_ttl, with
+// its first refresh token. The client's address is kept for the operator.
+func (p *Passwordless) startSession(ctx context.Context, r *http.Request, u User) (Session, string, *apiError) {
+	sid, err := randomID()
 	if err != nil {
-		return p.internal("building JWK set", err)
+		return Session{}, "", p.internal("generating session id", err)
 	}
-	w.Header().Set("Content-Type", "application/jwk-set+json")
-	w.Header().Set("Cache-Control", "public, max-age=300")
-	w.Write(body)
-	return nil
+	refresh, err := randomToken()
+	if err != nil {
+		return Session{}, "", p.internal("generating refresh token", err)
+	}
+	t := now()
+	refreshExp := t.Add(time.Duration(p.JWT.RefreshTTL))
+	s := Session{ID: sid, UserID: u.ID, CreatedAt: t, ExpiresAt: refreshExp, ClientIP: clientIP(r)}
+	if err := p.store.CreateSession(ctx, s, opaqueHash(refresh), refreshExp); err != nil {
+		return Session{}, "", p.internal("creating session", err)
+	}
+	return s, refresh, nil
 }
 
-// serveSendVerify is POST {prefix}/verify/email and /verify/mobile: send a
-// code that proves an alias to add to the signed-in account.
-func (p *Passwordless) serveSendVerify(kind AliasKind) func(http.ResponseWriter, *http.Request) *apiError {
-	return func(w http.ResponseWriter, r *http.Request) *apiError {
-		c, e := p.bearer(r)
-		if e != nil {
-			return e
-		}
-		a, e := p.sendTarget(w, r, kind)
-		if e != nil {
-			return e
-		}
-		if e := p.queueCode(r, a, purposeVerify, c.Subject, true); e != nil {
-			return e
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"detail": "A verification code has been sent to your " + string(kind) + "."})
-		return nil
+// tokens issues an access token for u in session sid, next to refresh.
+func (p *Passwordless) tokens(u User, sid, refresh string) (tokenResponse, *apiError) {
+	ttl := time.Duration(p.JWT.TTL)
+	tok, e := p.accessToken(u, sid, ttl)
+	if e != nil {
+		return tokenResponse{}, e
 	}
+	return tokenResponse{Token: tok, RefreshToken: refresh, TokenType: "Bearer", ExpiresIn: int64(ttl / time.Second)}, nil
 }
 
-// serveVerify is POST {prefix}/verify: redeem a verification code and link
-// the alias to the signed-in account.
-func (p *Passwordless) serveVerify(w http.ResponseWriter, r *http.Request) *apiError {
+// accessToken signs a token for u in session sid that lives ttl.
+func (p *Passwordless) accessToken(u User, sid string, ttl time.Duration) (string, *apiError) {
+	jti, err := randomID()
+	if err != nil {
+		return "", p.internal("generating token id", err)
+	}
+	t := now()
+	c := &Claims{
+		Email: u.Email, Mobile: u.Mobile, SessionID: sid, Roles: p.access.roles(u),
+		RegisteredClaims: jwt.RegisteredClaims{
+			Subject: u.ID, ID: jti, Issuer: p.JWT.Issuer,
+			IssuedAt: jwt.NewNumericDate(t), ExpiresAt: jwt.NewNumericDate(t.Add(ttl)),
+		},
+	}
+	if p.JWT.Audience != "" {
+		c.Audience = jwt.ClaimStrings{p.JWT.Audience}
+	}
+	tok, err := p.keys.sign(c)
+	if err != nil {
+		return "", p.internal("signing token", err)
+	}
+	return tok, nil
+}
+
+// serveLogoutAll is POST {prefix}/logout/all: end every session of the
+// bearer's user, on every instance within sessionRecheck.
+func (p *Passwordless) serveLogoutAll(w http.ResponseWriter, r *http.Request) *apiError {
 	c, e := p.bearer(r)
 	if e != nil {
 		return e
 	}
-	a, code, e := p.exchangeFields(w, r)
-	if e != nil {
-		return e
+	t := now()
+	if _, err := p.store.RevokeSessions(context.WithoutCancel(r.Context()), c.Subject, t); err != nil {
+		return p.internal("revoking sessions", err)
 	}
-	ctx := context.WithoutCancel(r.Context())
-	stored, e := p.redeem(ctx, clientIP(r), a, purposeVerify, code)
-	if e != nil {
-		return e
+	p.verified.endUser(c.Subject, t)
+	p.audit(r.Context(), auditSessionsRevoked, auditEvent{UserID: c.Subject, SessionID: c.SessionID})
+	if p.cookieToken(r) != "" {
+		p.clearSessionCookies(w, r)
 	}
-	// The code proves the alias to the account that asked for it, not to
-	// whoever presents it.
-	if stored.UserID != c.Subject {
-		return p.failed(ctx, clientIP(r), a)
-	}
-	u, err := p.store.LinkAlias(ctx, c.Subject, a)
-	if errors.Is(err, ErrAliasTaken) {
-		return &apiError{status: http.StatusConflict, detail: "This " + string(a.Kind) + " belongs to another account.", field: string(a.Kind)}
-	}
-	if err != nil {
-		return p.internal("linking alias", err)
-	}
-	if err := p.store.ResetFailures(ctx, p.aliasKey(a)); err != nil {
-		return p.internal("resetting failures", err)
-	}
-	p.audit(ctx, auditAliasLinked, auditEvent{UserID: u.ID, Channel: a.Kind, SessionID: c.SessionID})
-	writeJSON(w, http.StatusOK, meResponse{ID: u.ID, Email: orNull(u.Email), Mobile: orNull(u.Mobile),
-		EmailVerified: u.EmailVerified, MobileVerified: u.MobileVerified})
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -3,6 +3,7 @@ package passwordless
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -231,3 +232,8 @@ func (ss *smtpSession) Data(r io.Reader) error {
 
 func (ss *smtpSession) Reset()        { ss.from, ss.to = "", nil }
 func (ss *smtpSession) Logout() error { return nil }
+
+// emailBlock is a passwordless email block that sends to this server.
+func (s *smtpServer) emailBlock() string {
+	return fmt.Sprintf("email {\n\t\t\tfrom login@example.com\n\t\t\tsmtp %s {\n\t\t\t\ttls none\n\t\t\t}\n\t\t}", s.addr)
+}

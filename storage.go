@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
 // Store keeps everything that must outlive a request: codes, users,
@@ -20,9 +22,6 @@ type Store interface {
 	// the value that was stored first.
 	Secret(ctx context.Context, name string, generate func() ([]byte, error)) ([]byte, error)
 
-	// SaveCode stores c as the only live code for its alias and purpose:
-	// older codes of that pair die.
-	SaveCode(ctx context.Context, c Code) error
 	// RedeemCode claims one of the live code's attempts for alias and
 	// purpose, then asks match whether the presented code fits its hash.
 	// Of any number of concurrent callers at most maxAttempts are ever
@@ -72,8 +71,6 @@ type Store interface {
 	RotateRefresh(ctx context.Context, oldHash, newHash []byte, newExpires, now time.Time) (Session, error)
 	// RevokeSession ends a session: its tokens stop working.
 	RevokeSession(ctx context.Context, id string) error
-	// SessionActive reports whether the session exists and is not revoked.
-	SessionActive(ctx context.Context, id string, now time.Time) (bool, error)
 	// SessionUser reads a session with the current state of its user in one
 	// query, ErrNotFound if the session does not exist. It records now as
 	// the session's last use when the recorded one is older than
@@ -92,8 +89,8 @@ type Store interface {
 	Hit(ctx context.Context, l RateLimit, now time.Time) (retryAfter time.Duration, err error)
 
 	// QueueCode is a code request in one transaction: it stores c as the
-	// only live code for its alias and purpose (as SaveCode) and m in the
-	// outbox, and counts each limit in order. When a limit refuses, nothing
+	// only live code for its alias and purpose (older codes of that pair
+	// die) and m in the outbox, and counts each limit in order. When a limit refuses, nothing
 	// is stored or counted, and it answers the wait and that limit's key.
 	// Callers pass the limit most requests share last: its row is then
 	// locked the shortest.
@@ -156,8 +153,8 @@ func (c *StorageConfig) open() (Store, func() error, error) {
 		}
 		return s, func() error { return releaseSQLite(s) }, nil
 	case "postgres":
-		if c.DSN == "" {
-			return nil, nil, errors.New("storage: postgres needs a connection string")
+		if err := c.checkDSN(); err != nil {
+			return nil, nil, err
 		}
 		s, err := openPostgres(c.DSN)
 		if err != nil {
@@ -166,6 +163,66 @@ func (c *StorageConfig) open() (Store, func() error, error) {
 		return s, func() error { return releasePostgres(s) }, nil
 	default:
 		return nil, nil, fmt.Errorf("storage: unknown driver %q", c.Driver)
+	}
+}
+
+// unmarshal reads `storage sqlite <file>` or `storage postgres <dsn>`.
+func (c *StorageConfig) unmarshal(d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	if len(args) != 2 {
+		return d.Errf("storage needs a driver and its argument: storage sqlite <file> or storage postgres <connection string>")
+	}
+	if args[0] != "sqlite" && args[0] != "postgres" {
+		return d.Errf("unknown storage driver %q (sqlite or postgres)", args[0])
+	}
+	c.Driver, c.DSN = args[0], args[1]
+	return nil
+}
+
+// checkDSN refuses a postgres store without a connection string, which
+// would otherwise reach libpq's defaults.
+func (c StorageConfig) checkDSN() error {
+	if c.Driver == "postgres" && c.DSN == "" {
+		return errors.New("storage: postgres needs a connection string")
+	}
+	return nil
+}
+
+// exists checks that the store is there without creating it: a typo
+// in --config must not make an empty store that a later `users add`
+// fills. It answers where it looked.
+func (c StorageConfig) exists(ctx context.Context) (string, error) {
+	switch c.Driver {
+	case "sqlite":
+		abs, err := filepath.Abs(c.DSN)
+		if err != nil {
+			return "", fmt.Errorf("sqlite path %q: %w", c.DSN, err)
+		}
+		fi, err := os.Stat(abs)
+		if errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("no database at %s: Caddy creates it when it first runs with this config (is --config right?)", abs)
+		}
+		if err != nil {
+			return "", fmt.Errorf("database %s: %w", abs, err)
+		}
+		if !fi.Mode().IsRegular() {
+			return "", fmt.Errorf("database %s is not a file", abs)
+		}
+		return abs, nil
+	case "postgres":
+		if err := c.checkDSN(); err != nil {
+			return "", err
+		}
+		ok, name, err := postgresStoreExists(ctx, c.DSN)
+		if err != nil {
+			return "", err
+		}
+		if !ok {
+			return "", fmt.Errorf("no passwordless store in %s: Caddy creates it when it first runs with this config (is --config right?)", name)
+		}
+		return name, nil
+	default:
+		return "", fmt.Errorf("storage: unknown driver %q", c.Driver)
 	}
 }
 
@@ -309,4 +366,27 @@ type SessionUser struct {
 	// Active is false for a revoked or expired session.
 	Active bool
 	User   User
+}
+
+// realmKey scopes a key of codes, limits, failures or secrets to a realm.
+// The default realm keeps the bare key, so what was stored before realms
+// existed stays valid; other realms' keys start with "realm:", which no
+// bare key does.
+func realmKey(realm, key string) string {
+	if realm == defaultRealm || realm == "" {
+		return key
+	}
+	return "realm:" + realm + "/" + key
+}
+
+// StorageConfig chooses the store.
+type StorageConfig struct {
+	// The store: `sqlite` (one instance) or `postgres` (several instances
+	// sharing one state). Default: sqlite.
+	Driver string `json:"driver,omitempty"`
+	// For sqlite, the database file. Default: `passwordless.db` in Caddy's
+	// data directory. For postgres, the connection string (URL or
+	// key=value form); use `{env.DATABASE_URL}`. Tables go into the schema
+	// `passwordless` unless the string sets a search_path.
+	DSN string `json:"dsn,omitempty"`
 }

@@ -2,88 +2,10 @@ package passwordless
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 )
-
-// hit applies one GCRA limit inside tx. The state is the key's theoretical
-// arrival time (TAT): each event pushes it on by Window/Count, and an
-// event is refused when that would put it more than Window ahead of now.
-// One upsert does it; its row lock makes concurrent hits on one key, on
-// any instance, take turns, so the count is exact.
-func (s *sqlStore) hit(ctx context.Context, tx sqlTx, l RateLimit, now time.Time) (time.Duration, error) {
-	interval, err := l.interval()
-	if err != nil {
-		return 0, err
-	}
-	t, window := now.UnixMicro(), l.Window.Microseconds()
-	var tat int64
-	err = tx.QueryRowContext(ctx, `INSERT INTO rate_limits (key, tat) VALUES (?, ?)
-		ON CONFLICT(key) DO UPDATE SET tat = `+s.greatest+`(rate_limits.tat, ?) + ?
-		WHERE `+s.greatest+`(rate_limits.tat, ?) + ? - ? <= ?
-		RETURNING tat`, l.Key, t+interval, t, interval, t, interval, t, window).Scan(&tat)
-	if err == nil {
-		return 0, nil
-	}
-	if !errors.Is(err, sql.ErrNoRows) {
-		return 0, fmt.Errorf("rate limit: %w", err)
-	}
-	// Refused: the next event fits once the TAT is within one window.
-	if err := tx.QueryRowContext(ctx, `SELECT tat FROM rate_limits WHERE key = ?`, l.Key).Scan(&tat); err != nil {
-		return 0, fmt.Errorf("rate limit: %w", err)
-	}
-	return max(l.wait(tat, now), time.Millisecond), nil
-}
-
-// interval is the share of the window one event takes, in microseconds.
-func (l RateLimit) interval() (int64, error) {
-	if l.Count < 1 || l.Window <= 0 {
-		return 0, fmt.Errorf("rate limit %q: count and window must be positive", l.Key)
-	}
-	return max(l.Window.Microseconds()/int64(l.Count), 1), nil
-}
-
-// wait is how long until one more event fits, for a key whose theoretical
-// arrival time is tat (Unix microseconds); zero or less: it fits now.
-func (l RateLimit) wait(tat int64, now time.Time) time.Duration {
-	interval, _ := l.interval()
-	return time.Duration(tat+interval-l.Window.Microseconds()-now.UnixMicro()) * time.Microsecond
-}
-
-func (s *sqlStore) Hit(ctx context.Context, l RateLimit, now time.Time) (time.Duration, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, fmt.Errorf("rate limit: %w", err)
-	}
-	defer tx.Rollback()
-	wait, err := s.hit(ctx, tx, l, now)
-	if err != nil || wait > 0 {
-		return wait, err
-	}
-	return 0, tx.Commit()
-}
-
-func (s *sqlStore) Peek(ctx context.Context, l RateLimit, now time.Time) (time.Duration, error) {
-	if _, err := l.interval(); err != nil {
-		return 0, err
-	}
-	var tat int64
-	err := s.rdb.QueryRowContext(ctx, `SELECT tat FROM rate_limits WHERE key = ?`, l.Key).Scan(&tat)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("rate limit: %w", err)
-	}
-	wait := l.wait(tat, now)
-	if wait <= 0 {
-		return 0, nil
-	}
-	return max(wait, time.Millisecond), nil
-}
 
 func (s *sqlStore) QueueCode(ctx context.Context, limits []RateLimit, c Code, m OutboxMessage, now time.Time) (time.Duration, string, error) {
 	tx, err := s.db.BeginTx(ctx, nil)

@@ -110,7 +110,7 @@ func testCodes(t *testing.T, s Store) {
 	t0 := now().Truncate(time.Millisecond) // stores keep milliseconds
 	eq := func(want []byte) func([]byte) bool { return func(h []byte) bool { return bytes.Equal(h, want) } }
 	save := func(id string, hash []byte) {
-		if err := s.SaveCode(ctx, Code{ID: id, Alias: "email:a@example.com", Purpose: purposeLogin, Hash: hash, ExpiresAt: t0.Add(time.Minute), CreatedAt: t0}); err != nil {
+		if err := storeSQL(s).SaveCode(ctx, Code{ID: id, Alias: "email:a@example.com", Purpose: purposeLogin, Hash: hash, ExpiresAt: t0.Add(time.Minute), CreatedAt: t0}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -164,7 +164,7 @@ func testConcurrentRedeem(t *testing.T, s Store) {
 	ctx := context.Background()
 	t0 := now().Truncate(time.Millisecond) // stores keep milliseconds
 	for round := range 5 {
-		if err := s.SaveCode(ctx, Code{ID: "c" + string(rune('a'+round)), Alias: "email:r@example.com", Purpose: purposeLogin, Hash: []byte("h"), ExpiresAt: t0.Add(time.Minute), CreatedAt: t0}); err != nil {
+		if err := storeSQL(s).SaveCode(ctx, Code{ID: "c" + string(rune('a'+round)), Alias: "email:r@example.com", Purpose: purposeLogin, Hash: []byte("h"), ExpiresAt: t0.Add(time.Minute), CreatedAt: t0}); err != nil {
 			t.Fatal(err)
 		}
 		var ok atomic.Int32
@@ -234,7 +234,7 @@ func testSessions(t *testing.T, s Store) {
 	if err := s.CreateSession(ctx, sess, []byte("r1"), t0.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := s.SessionActive(ctx, "s1", t0); !ok {
+	if ok, _ := storeSQL(s).SessionActive(ctx, "s1", t0); !ok {
 		t.Fatal("new session inactive")
 	}
 	if _, err := s.RotateRefresh(ctx, []byte("r1"), opaqueHash("r2"), t0.Add(time.Hour), t0); err != nil {
@@ -243,7 +243,7 @@ func testSessions(t *testing.T, s Store) {
 	if _, err := s.RotateRefresh(ctx, []byte("r1"), []byte("r3"), t0.Add(time.Hour), t0); !errors.Is(err, ErrRefreshReused) {
 		t.Fatalf("reuse: %v", err)
 	}
-	if ok, _ := s.SessionActive(ctx, "s1", t0); ok {
+	if ok, _ := storeSQL(s).SessionActive(ctx, "s1", t0); ok {
 		t.Fatal("reuse did not revoke the session")
 	}
 	if _, err := s.RotateRefresh(ctx, opaqueHash("r2"), []byte("r4"), t0.Add(time.Hour), t0); !errors.Is(err, ErrNotFound) {
@@ -258,13 +258,13 @@ func testSessions(t *testing.T, s Store) {
 	if sess, err := s.RotateRefresh(ctx, opaqueHash("p1"), opaqueHash("p2"), t0.Add(3*time.Hour), t0.Add(30*time.Minute)); err != nil || !sess.ExpiresAt.Equal(t0.Add(3*time.Hour)) {
 		t.Fatalf("rotation: %+v %v", sess, err)
 	}
-	if ok, _ := s.SessionActive(ctx, "s3", t0.Add(2*time.Hour)); !ok {
+	if ok, _ := storeSQL(s).SessionActive(ctx, "s3", t0.Add(2*time.Hour)); !ok {
 		t.Fatal("a rotated session ended at its first expiry")
 	}
 	if err := s.RevokeSession(ctx, "s2"); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := s.SessionActive(ctx, "s2", t0); ok {
+	if ok, _ := storeSQL(s).SessionActive(ctx, "s2", t0); ok {
 		t.Fatal("revoked session active")
 	}
 }
@@ -374,8 +374,8 @@ func testPurge(t *testing.T, s Store) {
 	ctx := context.Background()
 	t0 := now().Truncate(time.Millisecond)
 	match := func(h []byte) bool { return bytes.Equal(h, []byte("h")) }
-	s.SaveCode(ctx, Code{ID: "old", Alias: "email:old@example.com", Purpose: purposeLogin, Hash: []byte("h"), ExpiresAt: t0.Add(time.Minute), CreatedAt: t0})
-	s.SaveCode(ctx, Code{ID: "new", Alias: "email:new@example.com", Purpose: purposeLogin, Hash: []byte("h"), ExpiresAt: t0.Add(time.Hour), CreatedAt: t0})
+	storeSQL(s).SaveCode(ctx, Code{ID: "old", Alias: "email:old@example.com", Purpose: purposeLogin, Hash: []byte("h"), ExpiresAt: t0.Add(time.Minute), CreatedAt: t0})
+	storeSQL(s).SaveCode(ctx, Code{ID: "new", Alias: "email:new@example.com", Purpose: purposeLogin, Hash: []byte("h"), ExpiresAt: t0.Add(time.Hour), CreatedAt: t0})
 	u, _, _ := s.Login(ctx, defaultRealm, Alias{Kind: KindEmail, Value: "p@example.com"}, true, t0)
 	s.CreateSession(ctx, Session{ID: "live", UserID: u.ID, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, []byte("r-live"), t0.Add(time.Hour))
 	s.CreateSession(ctx, Session{ID: "gone", UserID: u.ID, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, []byte("r-gone"), t0.Add(time.Hour))
@@ -391,7 +391,7 @@ func testPurge(t *testing.T, s Store) {
 	if _, res, _ := s.RedeemCode(ctx, "email:new@example.com", purposeLogin, match, 5, t0); res != CodeOK {
 		t.Fatalf("live code purged: %v", res)
 	}
-	if ok, _ := s.SessionActive(ctx, "live", t0); !ok {
+	if ok, _ := storeSQL(s).SessionActive(ctx, "live", t0); !ok {
 		t.Fatal("live session purged")
 	}
 	if _, err := s.RotateRefresh(ctx, []byte("r-live"), []byte("r2"), t0.Add(time.Hour), t0); err != nil {

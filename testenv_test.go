@@ -174,16 +174,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 			%s
 		}`, e.smtp.addr, cfg.mailCfg)
 	}
-	caddyfile := fmt.Sprintf(`{
-	admin localhost:2999
-	http_port %d
-	https_port 9443
-	auto_https off
-	skip_install_trust
-	grace_period 1ms
-	%s
-}
-%s {
+	caddyfile := global(cfg.global) + fmt.Sprintf(`%s {
 	passwordless {
 		storage sqlite %s
 		%s
@@ -192,7 +183,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	%s
 	reverse_proxy %s
 }
-`, testPort, cfg.global, cfg.address, e.db, cfg.email, cfg.extra, cfg.site, strings.TrimPrefix(e.upstream.URL, "http://"))
+`, cfg.address, e.db, cfg.email, cfg.extra, cfg.site, strings.TrimPrefix(e.upstream.URL, "http://"))
 	e.tester = caddytest.NewTester(t)
 	e.tester.InitServer(caddyfile, "caddyfile")
 	if t.Failed() {
@@ -335,4 +326,54 @@ func concurrently(n int, f func(i int) int) []int {
 	close(start)
 	wg.Wait()
 	return out
+}
+
+// global is the tests' Caddy global options block, with extra options.
+func global(extra ...string) string {
+	opts := append([]string{"admin localhost:2999", fmt.Sprintf("http_port %d", testPort), "https_port 9443",
+		"auto_https off", "skip_install_trust", "grace_period 1ms"}, extra...)
+	return "{\n\t" + strings.Join(opts, "\n\t") + "\n}\n"
+}
+
+func doRequest(t *testing.T, req *http.Request) response {
+	t.Helper()
+	res, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	r := response{status: res.StatusCode, header: res.Header, body: body}
+	_ = json.Unmarshal(body, &r.json)
+	return r
+}
+
+// cluster is one Caddy serving several sites, each standing for an
+// instance or a block of its own; a client reaches each by its base URL.
+type cluster struct{ t *testing.T }
+
+// newCluster starts Caddy with the tests' global options and sites.
+func newCluster(t *testing.T, sites ...string) *cluster {
+	t.Helper()
+	newTester(t, global()+strings.Join(sites, ""))
+	return &cluster{t: t}
+}
+
+// post sends a form to base+path, with a bearer token when tok is set.
+func (c *cluster) post(base, path string, form url.Values, tok string) response {
+	c.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, base+path, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	return doRequest(c.t, req)
+}
+
+// get fetches base+path with a bearer token.
+func (c *cluster) get(base, path, tok string) response {
+	c.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	return doRequest(c.t, req)
 }

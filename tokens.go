@@ -17,10 +17,12 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net/http"
 	"os"
-	"strings"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -331,12 +333,145 @@ func (ks *keySet) jwks() ([]byte, error) {
 	return json.Marshal(set)
 }
 
-// bearerToken takes the token from "Authorization: Bearer x" or the DRF
-// form "Authorization: Token x".
-func bearerToken(h string) string {
-	scheme, tok, ok := strings.Cut(strings.TrimSpace(h), " ")
-	if !ok || !(strings.EqualFold(scheme, "Bearer") || strings.EqualFold(scheme, "Token")) {
-		return ""
+// serveJWKS is GET {prefix}/jwks.json: the public keys, for services that
+// verify tokens themselves.
+func (p *Passwordless) serveJWKS(w http.ResponseWriter, r *http.Request) *apiError {
+	body, err := p.keys.jwks()
+	if err != nil {
+		return p.internal("building JWK set", err)
 	}
-	return strings.TrimSpace(tok)
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	w.Write(body)
+	return nil
+}
+
+// JWTConfig configures the access tokens.
+type JWTConfig struct {
+	// `EdDSA` (default), `ES256`, `RS256` or `HS256`.
+	Algorithm string `json:"algorithm,omitempty"`
+	// HS256 secrets, each at least 32 bytes; the first signs, all verify.
+	// Use `{env.JWT_SECRET}`.
+	Secrets []string `json:"secrets,omitempty"`
+	// PEM private key files for EdDSA, ES256 or RS256; the first signs,
+	// all verify (by kid). Default: a key generated once and kept in
+	// storage.
+	KeyFiles []string `json:"key_files,omitempty"`
+	// Access token lifetime. Default: 15m.
+	TTL caddy.Duration `json:"ttl,omitempty"`
+	// Refresh token lifetime. Default: 720h (30 days).
+	RefreshTTL caddy.Duration `json:"refresh_ttl,omitempty"`
+	// The `iss` claim, checked on every request when set.
+	Issuer string `json:"issuer,omitempty"`
+	// The `aud` claim, checked on every request when set.
+	Audience string `json:"audience,omitempty"`
+}
+
+func (j *JWTConfig) unmarshal(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "algorithm":
+			if err := oneArg(d, &j.Algorithm); err != nil {
+				return err
+			}
+			if err := checkJWTAlgorithm(j.Algorithm); err != nil {
+				return d.Err(err.Error())
+			}
+		case "secret":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			j.Secrets = append(j.Secrets, args...)
+		case "key_file":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			j.KeyFiles = append(j.KeyFiles, args...)
+		case "ttl", "refresh_ttl":
+			name := d.Val()
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			if name == "ttl" {
+				j.TTL = caddy.Duration(dur)
+			} else {
+				j.RefreshTTL = caddy.Duration(dur)
+			}
+		case "issuer":
+			if err := oneArg(d, &j.Issuer); err != nil {
+				return err
+			}
+		case "audience":
+			if err := oneArg(d, &j.Audience); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("unrecognized jwt subdirective %q", d.Val())
+		}
+	}
+	return nil
+}
+
+// provision fills in the defaults and resolves placeholders.
+func (j *JWTConfig) provision(env func(*string)) {
+	if j.Algorithm == "" {
+		j.Algorithm = "EdDSA"
+	}
+	if j.TTL == 0 {
+		j.TTL = caddy.Duration(defaultTokenTTL)
+	}
+	if j.RefreshTTL == 0 {
+		j.RefreshTTL = caddy.Duration(defaultRefreshTTL)
+	}
+	for i := range j.Secrets {
+		env(&j.Secrets[i])
+	}
+	for i := range j.KeyFiles {
+		env(&j.KeyFiles[i])
+	}
+	env(&j.Issuer)
+	env(&j.Audience)
+}
+
+func (j *JWTConfig) validate() error {
+	if err := checkJWTAlgorithm(j.Algorithm); err != nil {
+		return err
+	}
+	switch j.Algorithm {
+	case "HS256":
+		if len(j.Secrets) == 0 {
+			return errors.New("jwt: HS256 needs a secret")
+		}
+		if len(j.KeyFiles) > 0 {
+			return errors.New("jwt: key_file is not for HS256; use secret")
+		}
+		for _, s := range j.Secrets {
+			// Shorter HMAC keys can be brute-forced offline from any token.
+			if len(s) < minHMACSecretLen {
+				return fmt.Errorf("jwt: an HS256 secret must be at least %d bytes (one is %d)", minHMACSecretLen, len(s))
+			}
+		}
+	default:
+		if len(j.Secrets) > 0 {
+			return fmt.Errorf("jwt: secret is for HS256 only; %s uses key_file or a generated key", j.Algorithm)
+		}
+	}
+	if j.TTL < 0 || j.RefreshTTL < 0 {
+		return errors.New("jwt: ttl and refresh_ttl must be positive")
+	}
+	return nil
+}
+
+func checkJWTAlgorithm(alg string) error {
+	switch alg {
+	case "EdDSA", "ES256", "RS256", "HS256":
+		return nil
+	}
+	return fmt.Errorf("jwt algorithm must be EdDSA, ES256, RS256 or HS256, not %q", alg)
 }

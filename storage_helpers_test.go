@@ -1,0 +1,42 @@
+package passwordless
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// storeSQL is the SQL machinery under either store, for tests that write
+// or read rows the API has no method for.
+func storeSQL(s Store) *sqlStore {
+	switch s := s.(type) {
+	case *sqliteStore:
+		return s.sqlStore
+	case *postgresStore:
+		return s.sqlStore
+	case *sqlStore:
+		return s
+	case cliStore:
+		return storeSQL(s.Store)
+	}
+	panic("storeSQL: not a SQL store")
+}
+
+func (s *sqlStore) SaveCode(ctx context.Context, c Code) error {
+	return saveCode(ctx, s.db, c)
+}
+
+func (s *sqlStore) SessionActive(ctx context.Context, id string, now time.Time) (bool, error) {
+	var revoked bool
+	var exp int64
+	err := s.rdb.QueryRowContext(ctx, `SELECT revoked, expires_at FROM sessions WHERE id = ?`, id).Scan(&revoked, &exp)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading session: %w", err)
+	}
+	return !revoked && now.UnixMilli() < exp, nil
+}
