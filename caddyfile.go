@@ -1,7 +1,6 @@
 package passwordless
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -100,43 +99,13 @@ func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	var protects []ProtectRule
 	defer func() { p.Protect, p.ProtectRules = protectConfig(protects) }()
-	// Where options that are checked against each other were given, for
-	// the error.
-	var loginAt, assertionAt string
+	var ssoAt ssoPlaces
 	for d.NextBlock(0) {
 		switch d.Val() {
-		case "login_url":
-			loginAt = where(d)
-			if err := oneArg(d, &p.LoginURL); err != nil {
+		case "login_url", "cookie_domain", "return_hosts", "assertion":
+			if err := p.unmarshalSSO(d, &ssoAt); err != nil {
 				return err
 			}
-			if _, err := checkLoginURL(p.LoginURL); err != nil && !hasPlaceholder(p.LoginURL) {
-				return d.WrapErr(err)
-			}
-		case "cookie_domain":
-			if err := oneArg(d, &p.CookieDomain); err != nil {
-				return err
-			}
-			if err := checkDomainName(p.CookieDomain); err != nil && !hasPlaceholder(p.CookieDomain) {
-				return d.Errf("cookie_domain: %v", err)
-			}
-		case "return_hosts":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
-			}
-			for _, a := range args {
-				if _, err := parseHostPattern(a); err != nil && !hasPlaceholder(a) {
-					return d.Errf("return_hosts: %v", err)
-				}
-			}
-			p.ReturnHosts = append(p.ReturnHosts, args...)
-		case "assertion":
-			assertionAt = where(d)
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			p.Assertion = true
 		case "prefix":
 			if err := oneArg(d, &p.Prefix); err != nil {
 				return err
@@ -265,25 +234,11 @@ func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("unrecognized passwordless subdirective %q", d.Val())
 		}
 	}
-	if u, err := checkLoginURL(p.LoginURL); err == nil && !hasPlaceholder(p.CookieDomain) {
-		if err := checkLoginInDomain(u, strings.ToLower(p.CookieDomain)); err != nil {
-			return fmt.Errorf("%w, at %s", err, loginAt)
-		}
-	}
-	if p.Assertion && p.JWT != nil && p.JWT.Algorithm == "HS256" {
-		return fmt.Errorf("%w, at %s", errAssertionHS256, assertionAt)
+	if err := p.checkSSO(ssoAt); err != nil {
+		return err
 	}
 	return nil
 }
-
-// where names the current token's place as caddyfile errors do.
-func where(d *caddyfile.Dispenser) string {
-	return d.File() + ":" + strconv.Itoa(d.Line())
-}
-
-// hasPlaceholder reports whether s is resolved only at provision, such as
-// {env.LOGIN_URL}: it is checked then.
-func hasPlaceholder(s string) bool { return strings.Contains(s, "{") }
 
 // oneArg reads exactly one argument into dst.
 func oneArg(d *caddyfile.Dispenser, dst *string) error {

@@ -142,7 +142,7 @@ func (p *Passwordless) describedRequest(r *http.Request) (*http.Request, checkSt
 		pathURI += "?" + r.URL.RawQuery
 	}
 
-	uri, ok := agree(fwdURI, origURI, urlURI, pathURI)
+	uri, ok := agree(false, fwdURI, origURI, urlURI, pathURI)
 	switch {
 	case !ok:
 		return nil, 0, badRequest("The request's URI is given in several ways that differ.")
@@ -160,7 +160,7 @@ func (p *Passwordless) describedRequest(r *http.Request) (*http.Request, checkSt
 		return nil, 0, badRequest("The request's URI is malformed.")
 	}
 
-	method, ok := agree(fwdMethod, origMethod)
+	method, ok := agree(false, fwdMethod, origMethod)
 	if !ok {
 		return nil, 0, badRequest("The request's method is given in several ways that differ.")
 	}
@@ -170,7 +170,7 @@ func (p *Passwordless) describedRequest(r *http.Request) (*http.Request, checkSt
 		return nil, 0, badRequest("The request's method is malformed.")
 	}
 
-	host, ok := agreeFold(fwdHost, urlHost)
+	host, ok := agree(true, fwdHost, urlHost)
 	if !ok {
 		return nil, 0, badRequest("The request's host is given in several ways that differ.")
 	}
@@ -180,7 +180,7 @@ func (p *Passwordless) describedRequest(r *http.Request) (*http.Request, checkSt
 		return nil, 0, badRequest("The request's host is malformed.")
 	}
 
-	scheme, ok := agreeFold(fwdProto, urlScheme)
+	scheme, ok := agree(true, fwdProto, urlScheme)
 	switch scheme = strings.ToLower(scheme); {
 	case !ok || scheme != "" && scheme != "http" && scheme != "https":
 		return nil, 0, badRequest("The request's scheme is given in several ways that differ, or is not http or https.")
@@ -198,30 +198,15 @@ func (p *Passwordless) describedRequest(r *http.Request) (*http.Request, checkSt
 }
 
 // agree returns the first of the values given, and whether every value
-// given is the same.
-func agree(vals ...string) (string, bool) {
+// given is the same (ignoring case with fold).
+func agree(fold bool, vals ...string) (string, bool) {
 	first := ""
 	for _, v := range vals {
 		switch {
 		case v == "":
 		case first == "":
 			first = v
-		case v != first:
-			return "", false
-		}
-	}
-	return first, true
-}
-
-// agreeFold is agree for case-insensitive values.
-func agreeFold(vals ...string) (string, bool) {
-	first := ""
-	for _, v := range vals {
-		switch {
-		case v == "":
-		case first == "":
-			first = v
-		case !strings.EqualFold(v, first):
+		case v != first && !(fold && strings.EqualFold(v, first)):
 			return "", false
 		}
 	}

@@ -1,8 +1,11 @@
 package passwordless
 
 import (
+	"strconv"
+
 	"errors"
 	"fmt"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"net"
 	"net/http"
 	"net/url"
@@ -310,3 +313,70 @@ func (p *Passwordless) fromAllowedPage(r *http.Request) bool {
 	u, err := url.Parse(o)
 	return err == nil && u.Host != "" && (u.Scheme == "https" || !isHTTPS(r)) && p.returnHosts.allows(u.Host)
 }
+
+// ssoPlaces are where options that are checked against each other were
+// given in a Caddyfile, for the error.
+type ssoPlaces struct{ login, assertion string }
+
+// unmarshalSSO reads login_url, cookie_domain, return_hosts or assertion.
+// A value with a placeholder is checked once it is resolved, at provision.
+func (p *Passwordless) unmarshalSSO(d *caddyfile.Dispenser, at *ssoPlaces) error {
+	switch d.Val() {
+	case "login_url":
+		at.login = where(d)
+		if err := oneArg(d, &p.LoginURL); err != nil {
+			return err
+		}
+		if _, err := checkLoginURL(p.LoginURL); err != nil && !hasPlaceholder(p.LoginURL) {
+			return d.WrapErr(err)
+		}
+	case "cookie_domain":
+		if err := oneArg(d, &p.CookieDomain); err != nil {
+			return err
+		}
+		if err := checkDomainName(p.CookieDomain); err != nil && !hasPlaceholder(p.CookieDomain) {
+			return d.Errf("cookie_domain: %v", err)
+		}
+	case "return_hosts":
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return d.ArgErr()
+		}
+		for _, a := range args {
+			if _, err := parseHostPattern(a); err != nil && !hasPlaceholder(a) {
+				return d.Errf("return_hosts: %v", err)
+			}
+		}
+		p.ReturnHosts = append(p.ReturnHosts, args...)
+	case "assertion":
+		at.assertion = where(d)
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		p.Assertion = true
+	}
+	return nil
+}
+
+// checkSSO checks the options that depend on each other once the whole
+// block is read, naming the line of the one at fault.
+func (p *Passwordless) checkSSO(at ssoPlaces) error {
+	if u, err := checkLoginURL(p.LoginURL); err == nil && !hasPlaceholder(p.CookieDomain) {
+		if err := checkLoginInDomain(u, strings.ToLower(p.CookieDomain)); err != nil {
+			return fmt.Errorf("%w, at %s", err, at.login)
+		}
+	}
+	if p.Assertion && p.JWT != nil && p.JWT.Algorithm == "HS256" {
+		return fmt.Errorf("%w, at %s", errAssertionHS256, at.assertion)
+	}
+	return nil
+}
+
+// where names the current token's place as Caddyfile errors do.
+func where(d *caddyfile.Dispenser) string {
+	return d.File() + ":" + strconv.Itoa(d.Line())
+}
+
+// hasPlaceholder reports whether s is resolved only at provision, such as
+// {env.LOGIN_URL}.
+func hasPlaceholder(s string) bool { return strings.Contains(s, "{") }
