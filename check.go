@@ -141,6 +141,9 @@ func (p *Passwordless) describedRequest(r *http.Request) (*http.Request, checkSt
 	if pathURI != "" && (r.URL.ForceQuery || r.URL.RawQuery != "") {
 		pathURI += "?" + r.URL.RawQuery
 	}
+	if pathURI == "/" && (fwdURI != "" || origURI != "" || urlURI != "") {
+		pathURI = "" // a trailing slash, as drfpasswordless clients write paths
+	}
 
 	uri, ok := agree(false, fwdURI, origURI, urlURI, pathURI)
 	switch {

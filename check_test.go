@@ -50,7 +50,8 @@ func expectIdentity(t *testing.T, r response, id, email string) {
 }
 
 func TestCheckAnswersOnlyTrustedProxies(t *testing.T) {
-	e := newEnv(t, withGlobal("servers {\n trusted_proxies static 10.0.0.0/8\n}"))
+	logOpt, logPath := captureLog(t)
+	e := newEnv(t, logOpt, withGlobal("servers {\n trusted_proxies static 10.0.0.0/8\n}"))
 	tok := e.login("far@example.com").str("token")
 	r := e.check("X-Forwarded-Uri", "/public", "Authorization", "Bearer "+tok)
 	expectStatus(t, r, http.StatusForbidden)
@@ -60,6 +61,34 @@ func TestCheckAnswersOnlyTrustedProxies(t *testing.T) {
 	if r.header.Get("X-Auth-User-Id") != "" {
 		t.Fatal("an untrusted peer learnt who the token is")
 	}
+	text, entries := readLog(t, logPath)
+	warned := false
+	for _, l := range entries {
+		if l.str("level") == "warn" && strings.Contains(l.str("msg"), "trusted_proxies") && strings.HasPrefix(l.str("peer"), "127.0.0.1:") {
+			warned = true
+		}
+	}
+	if !warned || strings.Contains(text, tok) {
+		t.Fatalf("no warning naming the peer, or the token in the log:\n%s", text)
+	}
+}
+
+func TestCheckCountsDecisions(t *testing.T) {
+	e := newEnv(t, trustLoopback, withConfig(`protect /admin/* {
+			role admin
+		}
+		protect /*`))
+	tok := e.login("count@example.com").str("token")
+	before := scrape(t)
+	expectStatus(t, e.check("X-Forwarded-Uri", "/app", "Authorization", "Bearer "+tok), http.StatusOK)
+	expectStatus(t, e.check("X-Forwarded-Uri", "/app"), http.StatusUnauthorized)
+	expectStatus(t, e.check("X-Forwarded-Uri", "/admin/x", "Authorization", "Bearer "+tok), http.StatusForbidden)
+	expectStatus(t, e.check("X-Forwarded-Uri", "app"), http.StatusBadRequest)
+	expectDeltas(t, deltas(before, scrape(t)), map[string]float64{
+		`caddy_passwordless_protected_requests_total{result="allowed"}`:         1,
+		`caddy_passwordless_protected_requests_total{result="unauthenticated"}`: 1,
+		`caddy_passwordless_protected_requests_total{result="forbidden"}`:       1,
+	})
 }
 
 func TestCheckJudgesLikeProtection(t *testing.T) {
@@ -225,6 +254,8 @@ func TestCheckFailsClosed(t *testing.T) {
 			}
 		})
 	}
+	// A trailing slash on the check's path is no URI of its own.
+	expectStatus(t, e.check(append(auth, "path", "/auth/check/", "X-Forwarded-Uri", "/app")...), http.StatusOK)
 	// Sources that agree are fine.
 	expectStatus(t, e.check(append(auth, "X-Original-URI", "/app", "X-Original-URL", "https://a.example.com/app",
 		"X-Forwarded-Host", "A.example.com", "X-Forwarded-Proto", "https")...), http.StatusOK)

@@ -72,23 +72,25 @@ func (p *Passwordless) cookieToken(r *http.Request) string {
 // without parsing the other cookies: a browser sends every cookie of the
 // domain, often kilobytes of other apps' ones, on every request.
 
-// sessionCookieNames are the names the session cookie may have; each
-// ends in cookieName.
-var sessionCookieNames = [...]string{cookieName, secureCookieName, domainCookieName}
-
-// findCookie finds the first pair named name in a Cookie header line at
-// or after from: the pair spans line[start:end], its value begins at
-// value. A name inside another pair's value is no match.
-func findCookie(line, name string, from int) (start, value, end int, ok bool) {
+// findSessionCookie finds the first pair at or after from whose name is
+// one of the session cookie's names, all of which end in cookieName, in
+// one scan of a Cookie header line: the pair spans line[start:end], its
+// value begins at value. A name inside another pair's name or value is no
+// match.
+func findSessionCookie(line string, from int) (name string, start, value, end int, ok bool) {
+	const suffix = cookieName + "="
 	for from < len(line) {
-		i := strings.Index(line[from:], name)
+		i := strings.Index(line[from:], suffix)
 		if i < 0 {
-			return 0, 0, 0, false
+			return "", 0, 0, 0, false
 		}
-		start, value = from+i, from+i+len(name)
+		start, value = from+i, from+i+len(suffix)
 		from = value
-		if value >= len(line) || line[value] != '=' {
-			continue
+		name = cookieName
+		for _, n := range [...]string{secureCookieName, domainCookieName} {
+			if prefix := n[:len(n)-len(cookieName)]; strings.HasSuffix(line[:start], prefix) {
+				name, start = n, start-len(prefix)
+			}
 		}
 		j := start
 		for j > 0 && (line[j-1] == ' ' || line[j-1] == '\t') {
@@ -103,20 +105,21 @@ func findCookie(line, name string, from int) (start, value, end int, ok bool) {
 		} else {
 			end += value
 		}
-		return start, value + 1, end, true
+		return name, start, value, end, true
 	}
-	return 0, 0, 0, false
+	return "", 0, 0, 0, false
 }
 
-// cookieValue is the value of the first cookie named name with a value.
+// cookieValue is the value of the first session cookie named name with a
+// value.
 func cookieValue(lines []string, name string) string {
 	for _, line := range lines {
 		for from := 0; ; {
-			_, value, end, ok := findCookie(line, name, from)
+			n, _, value, end, ok := findSessionCookie(line, from)
 			if !ok {
 				break
 			}
-			if v := strings.Trim(strings.TrimRight(line[value:end], " \t"), `"`); v != "" {
+			if v := strings.Trim(strings.TrimRight(line[value:end], " \t"), `"`); n == name && v != "" {
 				return v
 			}
 			from = end
@@ -134,14 +137,12 @@ func dropSessionCookie(h http.Header) {
 	kept := lines[:0]
 	changed := false
 	for _, line := range lines {
-		if strings.Contains(line, cookieName) {
-			for _, name := range sessionCookieNames {
-				line = withoutCookie(line, name)
-			}
+		if l := withoutSessionCookies(line); l != line {
 			changed = true
-			if strings.TrimSpace(line) == "" {
+			if strings.TrimSpace(l) == "" {
 				continue
 			}
+			line = l
 		}
 		kept = append(kept, line)
 	}
@@ -154,10 +155,10 @@ func dropSessionCookie(h http.Header) {
 	}
 }
 
-// withoutCookie is line without its pairs named name.
-func withoutCookie(line, name string) string {
-	for {
-		start, _, end, ok := findCookie(line, name, 0)
+// withoutSessionCookies is line without its session cookie pairs.
+func withoutSessionCookies(line string) string {
+	for from := 0; ; {
+		_, start, _, end, ok := findSessionCookie(line, from)
 		if !ok {
 			return line
 		}
@@ -173,6 +174,6 @@ func withoutCookie(line, name string) string {
 				start--
 			}
 		}
-		line = line[:start] + line[end:]
+		line, from = line[:start]+line[end:], start
 	}
 }

@@ -237,3 +237,18 @@ func TestProtectionRedirectsToLoginURL(t *testing.T) {
 		t.Fatalf("%d to %q, want %q", r.status, loc, want)
 	}
 }
+
+// TestReadmeAuthHostConfig: the sign-in host's config in the README
+// adapts, with the check on a site of no host that trusts loopback.
+func TestReadmeAuthHostConfig(t *testing.T) {
+	cfg := readmeBlock(t, "caddyfile", "trusted_proxies")
+	out, _, err := caddyfile.Adapter{ServerType: httpcaddyfile.ServerType{}}.Adapt([]byte(cfg), map[string]any{"filename": "Caddyfile"})
+	if err != nil {
+		t.Fatalf("the README's config: %v", err)
+	}
+	for _, want := range []string{`":9000"`, `"127.0.0.1/32"`, `"login_url":"https://auth.example.com/auth/login"`, `"cookie_domain":"example.com"`, `"assertion":true`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("adapted config lacks %s: %s", want, out)
+		}
+	}
+}
