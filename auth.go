@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -184,6 +185,18 @@ func bearerToken(h string) string {
 		return ""
 	}
 	return strings.TrimSpace(tok)
+}
+
+// sameOrigin reports whether a browser request comes from a page of this
+// site: by Origin, or by Sec-Fetch-Site where a browser sends no Origin.
+func sameOrigin(r *http.Request) bool {
+	// "null" is what browsers send from privacy-sensitive contexts; the
+	// fetch metadata then decides.
+	if o := r.Header.Get("Origin"); o != "" && o != "null" {
+		u, err := url.Parse(o)
+		return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
+	}
+	return r.Header.Get("Sec-Fetch-Site") == "same-origin"
 }
 
 // bearer authenticates an endpoint request by its bearer token.

@@ -288,18 +288,6 @@ func formAction(next string) string {
 	return "'self' " + u.Scheme + "://" + u.Host
 }
 
-// sameOrigin reports whether a browser request comes from a page of this
-// site: by Origin, or by Sec-Fetch-Site where a browser sends no Origin.
-func sameOrigin(r *http.Request) bool {
-	// "null" is what browsers send from privacy-sensitive contexts; the
-	// fetch metadata then decides.
-	if o := r.Header.Get("Origin"); o != "" && o != "null" {
-		u, err := url.Parse(o)
-		return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
-	}
-	return r.Header.Get("Sec-Fetch-Site") == "same-origin"
-}
-
 // fromAllowedPage reports whether a browser request comes from a page of
 // this site or of a host of return_hosts (sign-out buttons of the apps).
 func (p *Passwordless) fromAllowedPage(r *http.Request) bool {
