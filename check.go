@@ -60,13 +60,11 @@ func (p *Passwordless) serveCheck(w http.ResponseWriter, r *http.Request) {
 		// Without login_url the sign-in page is this block's, on the
 		// host the browser is on; with it, only a host it may return to
 		// gets a redirect: any other would be an open one.
-		if v.reason != reasonCrossSite && wantsLoginPage(d) {
-			if loc, ok := p.signInURL(d, p.loginURL == nil); ok {
-				h.Set("Location", loc)
-				if style == styleForwarded {
-					w.WriteHeader(http.StatusFound)
-					return
-				}
+		if loc, ok := p.signInURL(d, v.reason, p.loginURL == nil); ok {
+			h.Set("Location", loc)
+			if style == styleForwarded {
+				w.WriteHeader(http.StatusFound)
+				return
 			}
 		}
 		writeError(w, authFailure(v.reason))

@@ -81,11 +81,9 @@ func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	v := p.judge(r)
 	switch v.kind {
 	case signedOut:
-		if v.reason != reasonCrossSite && wantsLoginPage(r) {
-			if loc, ok := p.signInURL(r, true); ok {
-				http.Redirect(w, r, loc, http.StatusFound)
-				return nil
-			}
+		if loc, ok := p.signInURL(r, v.reason, true); ok {
+			http.Redirect(w, r, loc, http.StatusFound)
+			return nil
 		}
 		writeError(w, authFailure(v.reason))
 		return nil

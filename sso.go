@@ -183,17 +183,27 @@ func absoluteURL(r *http.Request) string {
 	return scheme + "://" + r.Host + r.URL.RequestURI()
 }
 
-// signInURL is where a signed-out browser navigation to r goes: login_url
-// with r's absolute URL as `next` when r's host may be returned to, else,
-// with local set, this block's own sign-in page with r's path.
-func (p *Passwordless) signInURL(r *http.Request, local bool) (string, bool) {
-	if p.loginURL != nil && p.returnHosts.allows(r.Host) {
+// signInURL is where a request refused for reason goes, if it is a
+// browser navigation: login_url with r's absolute URL as `next` when r's
+// host may be returned to, else, with local set, this block's own sign-in
+// page with r's path. A cookie sent cross-site gets its 403, never a page.
+func (p *Passwordless) signInURL(r *http.Request, reason string, local bool) (string, bool) {
+	if reason == reasonCrossSite || !wantsLoginPage(r) {
+		return "", false
+	}
+	if p.viaLoginURL(r) {
 		return p.signInPage(absoluteURL(r)), true
 	}
 	if local && len(p.senders) > 0 {
 		return p.Prefix + "/login?next=" + url.QueryEscape(r.URL.RequestURI()), true
 	}
 	return "", false
+}
+
+// viaLoginURL reports whether r's sign-in is login_url's: r's host is one
+// it may return to.
+func (p *Passwordless) viaLoginURL(r *http.Request) bool {
+	return p.loginURL != nil && p.returnHosts.allows(r.Host)
 }
 
 // signInPage is the sign-in page, login_url or this block's, leading on
@@ -213,7 +223,7 @@ func (p *Passwordless) signInPage(next string) string {
 // `next` it carries: the sign-in host's logout and r's absolute URL when
 // r's host may be returned to, else this block's logout and r's path.
 func (p *Passwordless) signOutForm(r *http.Request) (action, next string) {
-	if p.loginURL != nil && p.returnHosts.allows(r.Host) {
+	if p.viaLoginURL(r) {
 		u := *p.loginURL
 		u.RawQuery, u.Path, u.RawPath = "", p.Prefix+"/logout", ""
 		if base, ok := strings.CutSuffix(p.loginURL.Path, "/login"); ok {
