@@ -1,6 +1,7 @@
 package passwordless
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
@@ -13,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 )
 
@@ -138,6 +141,17 @@ http://:%[1]d {
 	signIn(app1 + "/page")
 	if who := body(); !strings.Contains(who, "demo@example.test") {
 		t.Fatalf("app1 after sign-in: %q", who)
+	}
+	// The browser holds one cookie for the domain, out of scripts' reach.
+	cookies := read(t, ctx, chromedp.Action[[]*network.Cookie](func(ctx context.Context, tg *chromedp.Target) ([]*network.Cookie, error) {
+		res, err := cdp.Call(ctx, tg, network.GetCookies, network.GetCookiesParams{URLs: []string{auth, app1, app2}})
+		return res.Cookies, err
+	}))
+	if len(cookies) != 1 {
+		t.Fatalf("cookies %+v", cookies)
+	}
+	if c := cookies[0]; c.Name != domainCookieName || c.Domain != ".example.test" || !c.Secure || !c.HTTPOnly || c.Path != "/" || c.SameSite != network.CookieSameSiteLax {
+		t.Fatalf("cookie %+v", c)
 	}
 	// ... lets the browser into app2 without another.
 	browse(t, ctx, chromedp.Navigate(app2+"/page"))
