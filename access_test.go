@@ -172,6 +172,18 @@ func writeFile(t *testing.T, path, content string) {
 
 func tokenRoles(t *testing.T, tok string) []string {
 	t.Helper()
+	return tokenClaims(t, tok).Roles
+}
+
+// tokenSubject is the user id a token names.
+func tokenSubject(t *testing.T, tok string) string {
+	t.Helper()
+	return tokenClaims(t, tok).Subject
+}
+
+// tokenClaims reads a token's claims without verifying it.
+func tokenClaims(t *testing.T, tok string) Claims {
+	t.Helper()
 	parts := strings.Split(tok, ".")
 	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil {
@@ -181,7 +193,7 @@ func tokenRoles(t *testing.T, tok string) []string {
 	if err := json.Unmarshal(payload, &c); err != nil {
 		t.Fatal(err)
 	}
-	return c.Roles
+	return c
 }
 
 func TestAllowFileRolesHotReloadAndOffboarding(t *testing.T) {

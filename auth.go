@@ -30,16 +30,22 @@ var crossSiteError = &apiError{status: http.StatusForbidden, detail: "Cross-site
 // Authorization header or else the session cookie, with the current state
 // of its user, or nil and why not.
 func (p *Passwordless) authenticate(r *http.Request) (*Claims, *userState, string) {
+	return p.authenticateFrom(r, sameOrigin)
+}
+
+// authenticateFrom is authenticate where an unsafe request by cookie must
+// come from a page that fromPage accepts.
+func (p *Passwordless) authenticateFrom(r *http.Request, fromPage func(*http.Request) bool) (*Claims, *userState, string) {
 	tok := bearerToken(r.Header.Get("Authorization"))
 	if tok == "" {
-		tok = cookieToken(r)
+		tok = p.cookieToken(r)
 		if tok == "" {
 			return nil, nil, reasonMissing
 		}
 		// A browser attaches the cookie to requests other sites make it
 		// send (SameSite=Lax still lets top-level POSTs of some kinds
 		// through older browsers): unsafe methods must come from here.
-		if !safeMethod(r.Method) && !sameOrigin(r) {
+		if !safeMethod(r.Method) && !fromPage(r) {
 			return nil, nil, reasonCrossSite
 		}
 	}
@@ -200,24 +206,10 @@ func sameOrigin(r *http.Request) bool {
 
 // requestScheme is the scheme the client used to reach Caddy.
 func requestScheme(r *http.Request) string {
-	if r.TLS != nil {
+	if isHTTPS(r) {
 		return "https"
 	}
 	return "http"
-}
-
-// cookieToken returns the session cookie's token, if any. Over TLS only
-// the __Host- cookie counts: a sibling subdomain or a plain-HTTP attacker
-// can plant the unprefixed one, and would sign the victim in as themselves.
-func cookieToken(r *http.Request) string {
-	name := cookieName
-	if r.TLS != nil {
-		name = secureCookieName
-	}
-	if c, err := r.Cookie(name); err == nil && c.Value != "" {
-		return c.Value
-	}
-	return ""
 }
 
 // bearer authenticates an endpoint request by its bearer token.
@@ -279,34 +271,6 @@ func (p *Passwordless) endRefused(ctx context.Context, sid string, st *userState
 		return
 	}
 	st.final = true
-}
-
-// dropSessionCookie removes the plugin's own cookie from what goes to the
-// next handler: the upstream has no use for the token, and a backend that
-// logs or reflects cookies must not be able to leak it.
-func dropSessionCookie(r *http.Request) {
-	vals := r.Header["Cookie"]
-	found := false
-	for _, v := range vals {
-		if strings.Contains(v, cookieName) {
-			found = true
-			break
-		}
-	}
-	if !found {
-		return
-	}
-	var keep []string
-	for _, c := range r.Cookies() {
-		if c.Name != cookieName && c.Name != secureCookieName {
-			keep = append(keep, c.Name+"="+c.Value)
-		}
-	}
-	if len(keep) == 0 {
-		delete(r.Header, "Cookie")
-		return
-	}
-	r.Header["Cookie"] = []string{strings.Join(keep, "; ")}
 }
 
 const (

@@ -119,22 +119,65 @@ func BenchmarkValidateToken(b *testing.B) {
 	}
 }
 
+// browserCookies is the Cookie header a browser sends an app of a domain:
+// analytics, a consent record and another app's 2 KB session around ours,
+// about 2.7 KB in all.
+func browserCookies(session string) string {
+	return "_ga=GA1.1.1234567890.1700000000; _ga_ABCDEF1234=GS1.1.1700000000.12.1.1700000100.0.0.0; " +
+		"consent=%7B%22necessary%22%3Atrue%2C%22analytics%22%3Atrue%7D; other_app_session=" + strings.Repeat("Zm9v", 500) +
+		"; " + session + "; theme=dark; lang=en-GB; _gid=GA1.2.987654321.1700000000; csrftoken=" + strings.Repeat("x", 64)
+}
+
 // BenchmarkProtectedRequest is the whole handler on a protected route
-// with a valid token, the next handler doing nothing.
+// with a valid token, by bearer or in a browser's cookies, the next
+// handler doing nothing.
 func BenchmarkProtectedRequest(b *testing.B) {
+	for alg, cfg := range benchAlgorithms {
+		for _, creds := range []string{"bearer", "cookie"} {
+			b.Run(alg+"/"+creds, func(b *testing.B) {
+				p := benchHandler(b, "demo_user bench@example.com 246810\n"+cfg)
+				tok := benchToken(b, p)
+				next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
+				cookies := browserCookies(cookieName + "=" + tok)
+				for b.Loop() {
+					r := httptest.NewRequest(http.MethodGet, "/api/things", nil)
+					if creds == "bearer" {
+						r.Header.Set("Authorization", "Bearer "+tok)
+					} else {
+						r.Header.Set("Cookie", cookies)
+					}
+					repl := caddy.NewReplacer()
+					r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl))
+					w := httptest.NewRecorder()
+					if err := p.ServeHTTP(w, r, next); err != nil || w.Code != http.StatusOK {
+						b.Fatalf("%v %d", err, w.Code)
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkCheck is {prefix}/check asked by a trusted proxy about a
+// browser's request with its cookies, as Caddy's forward_auth asks.
+func BenchmarkCheck(b *testing.B) {
 	for alg, cfg := range benchAlgorithms {
 		b.Run(alg, func(b *testing.B) {
 			p := benchHandler(b, "demo_user bench@example.com 246810\n"+cfg)
 			tok := benchToken(b, p)
-			next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
+			cookies := browserCookies(cookieName + "=" + tok)
 			for b.Loop() {
-				r := httptest.NewRequest(http.MethodGet, "/api/things", nil)
-				r.Header.Set("Authorization", "Bearer "+tok)
-				repl := caddy.NewReplacer()
-				r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl))
+				r := httptest.NewRequest(http.MethodGet, "/auth/check", nil)
+				r.Header.Set("X-Forwarded-Method", "GET")
+				r.Header.Set("X-Forwarded-Uri", "/api/things?page=2")
+				r.Header.Set("X-Forwarded-Host", "app.example.com")
+				r.Header.Set("X-Forwarded-Proto", "http")
+				r.Header.Set("Cookie", cookies)
+				ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer())
+				ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{caddyhttp.TrustedProxyVarKey: true})
 				w := httptest.NewRecorder()
-				if err := p.ServeHTTP(w, r, next); err != nil || w.Code != http.StatusOK {
-					b.Fatalf("%v %d", err, w.Code)
+				if err := p.ServeHTTP(w, r.WithContext(ctx), nil); err != nil || w.Code != http.StatusOK {
+					b.Fatalf("%v %d %s", err, w.Code, w.Body)
 				}
 			}
 		})

@@ -13,7 +13,7 @@ import (
 
 // chromium starts a headless Chromium for the test, or skips saying why.
 // In CI (.ci/run installs Debian's chromium) it must not skip.
-func chromium(t *testing.T) context.Context {
+func chromium(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	path := os.Getenv("CHROMIUM")
 	if path == "" {
@@ -40,6 +40,7 @@ func chromium(t *testing.T) context.Context {
 		chromedp.Flag("disable-sync", true),
 		chromedp.UserDataDir(t.TempDir()),
 	)
+	opts = append(opts, extra...)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancel(); cancelAlloc() })

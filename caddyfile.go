@@ -87,6 +87,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		allow <pattern...>
 //		allow_file <file>
 //		realm <name>
+//		login_url <url>
+//		cookie_domain <domain>
+//		return_hosts <host|*.domain...>
+//		assertion
 //	}
 func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -95,8 +99,13 @@ func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	var protects []ProtectRule
 	defer func() { p.Protect, p.ProtectRules = protectConfig(protects) }()
+	var ssoAt ssoPlaces
 	for d.NextBlock(0) {
 		switch d.Val() {
+		case "login_url", "cookie_domain", "return_hosts", "assertion":
+			if err := p.unmarshalSSO(d, &ssoAt); err != nil {
+				return err
+			}
 		case "prefix":
 			if err := oneArg(d, &p.Prefix); err != nil {
 				return err
@@ -224,6 +233,9 @@ func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("unrecognized passwordless subdirective %q", d.Val())
 		}
+	}
+	if err := p.checkSSO(ssoAt); err != nil {
+		return err
 	}
 	return nil
 }

@@ -3,7 +3,6 @@ package passwordless
 import (
 	"io"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 
@@ -18,9 +17,10 @@ const (
 	headerUserEmail  = "X-Auth-User-Email"
 	headerUserMobile = "X-Auth-User-Mobile"
 	headerUserRoles  = "X-Auth-User-Roles"
+	headerAssertion  = "X-Auth-Assertion"
 )
 
-var identityHeaders = []string{headerUserID, headerUserEmail, headerUserMobile, headerUserRoles}
+var identityHeaders = []string{headerUserID, headerUserEmail, headerUserMobile, headerUserRoles, headerAssertion}
 
 // dropIdentityHeaders removes what a client sent under the identity
 // headers' names, so a backend can trust them. Spellings with underscores
@@ -28,7 +28,7 @@ var identityHeaders = []string{headerUserID, headerUserEmail, headerUserMobile, 
 func dropIdentityHeaders(h http.Header) {
 	for k := range h {
 		switch len(k) {
-		case len(headerUserID), len(headerUserEmail), len(headerUserMobile): // Roles is as long as Email
+		case len(headerUserID), len(headerUserEmail), len(headerUserMobile), len(headerAssertion): // Roles is as long as Email
 			for _, name := range identityHeaders {
 				if sameHeaderName(k, name) {
 					delete(h, k)
@@ -78,12 +78,87 @@ func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		return nil
 	}
 	if rest, ok := p.endpointPath(r.URL.Path); ok {
+		if rest == "check" || strings.HasPrefix(rest, "check/") {
+			p.serveCheck(w, r)
+			return nil
+		}
 		p.serveEndpoint(w, r, rest)
 		return nil
 	}
+	v := p.judge(r)
+	switch v.kind {
+	case signedOut:
+		if loc, ok := p.signInURL(r, v.reason, true); ok {
+			http.Redirect(w, r, loc, http.StatusFound)
+			return nil
+		}
+		writeError(w, authFailure(v.reason))
+		return nil
+	case forbidden:
+		p.forbidden(w, r, v.st)
+		return nil
+	}
+	dropSessionCookie(r.Header)
+	if st := v.st; st != nil {
+		// Who the user is comes from the session's current state, not
+		// from the token's claims, which may be as old as the session.
+		repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		repl.Set("http.auth.user.id", st.userID)
+		repl.Set("http.auth.user.email", st.email)
+		repl.Set("http.auth.user.mobile", st.mobile)
+		repl.Set("http.auth.user.roles", st.rolesHeader)
+		setIdentity(r.Header, st)
+	}
+	if p.Assertion {
+		a, e := p.assertion(r.Host, v.st)
+		if e != nil {
+			writeError(w, e)
+			return nil
+		}
+		r.Header[headerAssertion] = []string{a}
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// setIdentity tells who the user is in h, the request to the upstream or
+// the answer of /check. The names are canonical already: no need for
+// Header.Set's work.
+func setIdentity(h http.Header, st *userState) {
+	h[headerUserID] = []string{st.userID}
+	if st.email != "" {
+		h[headerUserEmail] = []string{st.email}
+	}
+	if st.mobile != "" {
+		h[headerUserMobile] = []string{st.mobile}
+	}
+	if st.rolesHeader != "" {
+		h[headerUserRoles] = []string{st.rolesHeader}
+	}
+}
+
+// verdictKind is what protection decides about a request.
+type verdictKind int
+
+const (
+	open      verdictKind = iota // not protected: public, outside protect, or a preflight
+	allowed                      // signed in and let in by the rules
+	signedOut                    // no valid credentials, or a cookie sent cross-site
+	forbidden                    // signed in, refused by a rule
+)
+
+type verdict struct {
+	kind   verdictKind
+	st     *userState // allowed, forbidden
+	reason string     // signedOut: reasonMissing, reasonInvalid, reasonRevoked or reasonCrossSite
+}
+
+// judge decides about a request as protection does, whether Caddy is to
+// serve it next (ServeHTTP) or another proxy asks about it (/check):
+// public and protect paths under every reading, the rules, and the
+// credentials, by bearer or by the cookie this scheme reads.
+func (p *Passwordless) judge(r *http.Request) verdict {
 	if isPreflight(r) || !p.protects(r) {
-		dropSessionCookie(r)
-		return next.ServeHTTP(w, r)
+		return verdict{kind: open}
 	}
 	claims, st, reason := p.authenticate(r)
 	if claims == nil {
@@ -91,39 +166,15 @@ func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		// flood the log.
 		p.logger.Debug("request not authenticated", zap.String("reason", reason), zap.String("path", r.URL.Path))
 		countProtected(refusedResult(reason))
-		if reason != reasonCrossSite && len(p.senders) > 0 && wantsLoginPage(r) {
-			http.Redirect(w, r, p.Prefix+"/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusFound)
-			return nil
-		}
-		writeError(w, authFailure(reason))
-		return nil
+		return verdict{kind: signedOut, reason: reason}
 	}
 	if !p.permitted(r, st) {
+		p.logger.Debug("request not permitted", zap.String("user", st.userID), zap.String("path", r.URL.Path))
 		countProtected(protectedForbidden)
-		p.forbidden(w, r, st)
-		return nil
-	}
-	dropSessionCookie(r)
-	// Who the user is comes from the session's current state, not from the
-	// token's claims, which may be as old as the session.
-	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	repl.Set("http.auth.user.id", st.userID)
-	repl.Set("http.auth.user.email", st.email)
-	repl.Set("http.auth.user.mobile", st.mobile)
-	repl.Set("http.auth.user.roles", st.rolesHeader)
-	// The names are canonical already: no need for Header.Set's work.
-	r.Header[headerUserID] = []string{st.userID}
-	if st.email != "" {
-		r.Header[headerUserEmail] = []string{st.email}
-	}
-	if st.mobile != "" {
-		r.Header[headerUserMobile] = []string{st.mobile}
-	}
-	if st.rolesHeader != "" {
-		r.Header[headerUserRoles] = []string{st.rolesHeader}
+		return verdict{kind: forbidden, st: st}
 	}
 	countProtected(protectedAllowed)
-	return next.ServeHTTP(w, r)
+	return verdict{kind: allowed, st: st}
 }
 
 // trailerScrubber drops the identity headers from the request's trailers

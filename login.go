@@ -6,10 +6,7 @@ import (
 	_ "embed"
 	"html/template"
 	"net/http"
-	"net/url"
-	"path"
 	"strings"
-	"time"
 )
 
 // The browser sign-in: {prefix}/login asks for an email address or a
@@ -21,13 +18,6 @@ import (
 var loginPageSrc string
 
 var loginPage = template.Must(template.New("login").Parse(loginPageSrc))
-
-// Session cookie names. On HTTPS the __Host- prefix makes browsers insist
-// on Secure, Path=/ and no Domain, so no subdomain can plant or read it.
-const (
-	cookieName       = "pwl_session"
-	secureCookieName = "__Host-pwl_session"
-)
 
 type loginView struct {
 	Step       string // "alias" or "code"
@@ -44,7 +34,7 @@ type loginView struct {
 
 // serveLoginPage is GET {prefix}/login.
 func (p *Passwordless) serveLoginPage(w http.ResponseWriter, r *http.Request) *apiError {
-	v := p.loginView(r.URL.Query().Get("next"))
+	v := p.loginView(r, r.URL.Query().Get("next"))
 	// A sign-in link names the alias; the code stays in the fragment.
 	if alias := r.URL.Query().Get("alias"); alias != "" {
 		if a, e := p.anyAlias(alias); e == nil {
@@ -63,7 +53,7 @@ func (p *Passwordless) serveLoginForm(w http.ResponseWriter, r *http.Request) *a
 		return &apiError{status: http.StatusForbidden, detail: "Cross-site request refused."}
 	}
 	f, e := readFields(w, r, "alias", "code", "next")
-	v := p.loginView(f["next"])
+	v := p.loginView(r, f["next"])
 	if e != nil {
 		v.Error = e.detail
 		p.renderLogin(w, e.status, v)
@@ -127,8 +117,8 @@ func (p *Passwordless) loginError(w http.ResponseWriter, v loginView, e *apiErro
 	return nil
 }
 
-func (p *Passwordless) loginView(next string) loginView {
-	v := loginView{Step: "alias", Action: p.Prefix + "/login", Next: safeNext(next), CodeLength: p.CodeLength}
+func (p *Passwordless) loginView(r *http.Request, next string) loginView {
+	v := loginView{Step: "alias", Action: p.Prefix + "/login", Next: p.safeNext(r, next), CodeLength: p.CodeLength}
 	_, email := p.senders[KindEmail]
 	_, mobile := p.senders[KindMobile]
 	switch {
@@ -157,7 +147,7 @@ func (p *Passwordless) renderLogin(w http.ResponseWriter, status int, v loginVie
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+nonce+"'; script-src 'nonce-"+nonce+"'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+nonce+"'; script-src 'nonce-"+nonce+"'; form-action "+formAction(v.Next)+"; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "same-origin")
@@ -179,49 +169,6 @@ func (p *Passwordless) anyAlias(s string) (Alias, *apiError) {
 		return Alias{}, fieldError("alias", "Enter a valid email address.")
 	}
 	return p.aliasField(map[string]string{string(kind): s}, kind)
-}
-
-// safeNext keeps a redirect target on this site: a path, never a URL
-// (https://evil.example, //evil.example or /\evil.example all become /).
-// http.Redirect cleans the path it is given, so the cleaned form is what
-// is checked and returned; browsers read a backslash as a slash, so none
-// is allowed anywhere.
-func safeNext(next string) string {
-	if next == "" || next[0] != '/' || strings.ContainsAny(next, "\\\r\n\t\x00") {
-		return "/"
-	}
-	u, err := url.Parse(next)
-	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" ||
-		strings.Contains(u.Path, "\\") {
-		return "/"
-	}
-	clean := path.Clean(u.Path)
-	if strings.HasSuffix(u.Path, "/") && clean != "/" {
-		clean += "/"
-	}
-	if !strings.HasPrefix(clean, "/") || strings.HasPrefix(clean, "//") {
-		return "/"
-	}
-	u.Path, u.RawPath = clean, ""
-	out := u.String()
-	if !strings.HasPrefix(out, "/") || strings.HasPrefix(out, "//") || strings.Contains(out, "\\") {
-		return "/"
-	}
-	return out
-}
-
-func (p *Passwordless) sessionCookie(r *http.Request, value string, expires time.Time) *http.Cookie {
-	c := &http.Cookie{Name: cookieName, Value: value, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode}
-	if r.TLS != nil {
-		c.Name, c.Secure = secureCookieName, true
-	}
-	if value == "" {
-		c.MaxAge = -1
-	} else {
-		c.Expires = expires
-		c.MaxAge = int(expires.Sub(now()) / time.Second)
-	}
-	return c
 }
 
 // wantsLoginPage reports whether an unauthenticated request is a browser

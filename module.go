@@ -6,6 +6,7 @@ package passwordless
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -103,6 +104,34 @@ type Passwordless struct {
 	// broken version is logged and the last good one kept.
 	AllowFile string `json:"allow_file,omitempty"`
 
+	// Where browsers are sent to sign in, an absolute URL such as
+	// `https://auth.example.com/auth/login`: the sign-in page of the block
+	// that serves every host of the domain. Protection and {prefix}/check
+	// send a signed-out browser there, with the page it asked for as an
+	// absolute `next`, when its host is one of ReturnHosts. Default: none;
+	// redirects stay on the host (`{prefix}/login?next=<path>`).
+	LoginURL string `json:"login_url,omitempty"`
+
+	// The domain the session cookie is set for, such as `example.com`:
+	// one sign-in then serves every host of the domain. Every one of them
+	// receives the cookie and can plant one, so give only a domain whose
+	// hosts are all yours. On HTTPS the cookie is `__Secure-pwl_session`.
+	// Default: none; the cookie is the host's own (`__Host-pwl_session`).
+	CookieDomain string `json:"cookie_domain,omitempty"`
+
+	// Hosts an absolute `next` may lead to after sign-in and sign-out:
+	// `app.example.com`, or `*.example.com` for its subdomains. Ports are
+	// not compared; login_url's host is always allowed. Any other `next`
+	// becomes `/`. Default: CookieDomain and its subdomains, else none.
+	ReturnHosts []string `json:"return_hosts,omitempty"`
+
+	// Send upstreams, and {prefix}/check's answers, `X-Auth-Assertion`: a
+	// JWT of at most 60 seconds signed with the current key, whose `aud`
+	// is the host the client asked for, so a backend can verify who the
+	// user is with {prefix}/jwks.json instead of trusting the network. It
+	// is never accepted as a credential. Not with HS256.
+	Assertion bool `json:"assertion,omitempty"`
+
 	store   Store
 	release func() error
 	hmacKey []byte
@@ -111,15 +140,18 @@ type Passwordless struct {
 	outbox  *outbox
 	protect caddyhttp.MatchPath
 	// protectAll is true for the default `protect /*`.
-	protectAll bool
-	public     caddyhttp.MatchPath
-	logger     *zap.Logger
-	verified   *tokenCache
-	routes     map[string]endpoint // built once at provision
-	auditor    auditor
-	probes     *probeThrottle
-	access     *accessControl
-	realmEntry *realmEntry
+	protectAll  bool
+	public      caddyhttp.MatchPath
+	logger      *zap.Logger
+	verified    *tokenCache
+	routes      map[string]endpoint // built once at provision
+	auditor     auditor
+	probes      *probeThrottle
+	access      *accessControl
+	realmEntry  *realmEntry
+	loginURL    *url.URL
+	returnHosts returnHosts
+	assertions  *assertionCache
 }
 
 // CaddyModule returns the Caddy module information.
@@ -184,6 +216,9 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 	if err := p.Validate(); err != nil {
 		return err
 	}
+	if err := p.provisionSSO(env); err != nil {
+		return err
+	}
 	env(&p.AllowFile)
 	var err error
 	if p.access, err = newAccessControl(p.Allow, p.AllowFile, p.DemoUsers, p.logger); err != nil {
@@ -208,6 +243,7 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("jwt: %w", err)
 	}
 	p.verified = newTokenCache(tokenCacheSize)
+	p.assertions = newAssertionCache(tokenCacheSize)
 	p.routes = p.endpoints()
 	p.outbox = newOutbox(p.store, p.senders, p.logger, p.outboxQueue, p.message)
 	return nil

@@ -178,6 +178,21 @@ type caddyProcess struct {
 
 func startCaddyProcess(t *testing.T, caddyfile, base string) *caddyProcess {
 	t.Helper()
+	p := runCaddyProcess(t, caddyfile)
+	eventually(t, "caddy to answer", func() bool {
+		res, err := http.Get(base + "/auth/jwks.json")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == http.StatusOK
+	})
+	return p
+}
+
+// runCaddyProcess starts the process and returns at once.
+func runCaddyProcess(t *testing.T, caddyfile string) *caddyProcess {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(cfg, []byte(caddyfile), 0o600); err != nil {
@@ -199,14 +214,6 @@ func startCaddyProcess(t *testing.T, caddyfile, base string) *caddyProcess {
 		if t.Failed() {
 			t.Logf("caddy's output:\n%s", p.out)
 		}
-	})
-	eventually(t, "caddy to answer", func() bool {
-		res, err := http.Get(base + "/auth/jwks.json")
-		if err != nil {
-			return false
-		}
-		res.Body.Close()
-		return res.StatusCode == http.StatusOK
 	})
 	return p
 }

@@ -311,15 +311,16 @@ func (p *Passwordless) forbidden(w http.ResponseWriter, r *http.Request, st *use
 	if who == "" {
 		who = st.mobile
 	}
+	action, next := p.signOutForm(r)
 	var b bytes.Buffer
-	if err := forbiddenPage.Execute(&b, map[string]string{"Nonce": nonce, "Who": who, "Action": p.Prefix + "/logout", "Next": safeNext(r.URL.RequestURI())}); err != nil {
+	if err := forbiddenPage.Execute(&b, map[string]string{"Nonce": nonce, "Who": who, "Action": action, "Next": next}); err != nil {
 		writeError(w, p.internal("rendering forbidden page", err))
 		return
 	}
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+nonce+"'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+nonce+"'; form-action "+formAction(action)+"; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusForbidden)

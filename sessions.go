@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -59,29 +58,35 @@ func (p *Passwordless) serveRefresh(w http.ResponseWriter, r *http.Request) *api
 	return nil
 }
 
-// serveLogout is POST {prefix}/logout: end the bearer's session.
+// serveLogout is POST {prefix}/logout: end the session of the bearer, or
+// of the cookie sent from a page of this site or of a host of
+// return_hosts (an app's sign-out button), and clear the cookie under
+// every name and Domain, so that no host of the domain stays signed in.
 func (p *Passwordless) serveLogout(w http.ResponseWriter, r *http.Request) *apiError {
-	c, e := p.bearer(r)
-	if e != nil {
-		return e
+	c, _, reason := p.authenticateFrom(r, p.fromAllowedPage)
+	byCookie := bearerToken(r.Header.Get("Authorization")) == "" && p.cookieToken(r) != ""
+	// A browser whose session already ended elsewhere still gets its
+	// cookie cleared and goes on.
+	if c == nil && (!byCookie || reason == reasonCrossSite) {
+		return authFailure(reason)
 	}
-	if err := p.store.RevokeSession(context.WithoutCancel(r.Context()), c.SessionID); err != nil {
-		return p.internal("revoking session", err)
+	if c != nil {
+		if err := p.store.RevokeSession(context.WithoutCancel(r.Context()), c.SessionID); err != nil {
+			return p.internal("revoking session", err)
+		}
+		p.verified.endSession(c.SessionID, now())
+		p.audit(r.Context(), auditLogout, auditEvent{UserID: c.Subject, SessionID: c.SessionID})
 	}
-	p.verified.endSession(c.SessionID, now())
-	p.audit(r.Context(), auditLogout, auditEvent{UserID: c.Subject, SessionID: c.SessionID})
-	// A browser session ends with its cookie.
-	if cookieToken(r) != "" {
-		http.SetCookie(w, p.sessionCookie(r, "", time.Time{}))
+	w.Header().Set("Cache-Control", "no-store")
+	if byCookie {
+		p.clearSessionCookies(w, r)
 		// The sign-out button of the 403 page leads on to the sign-in.
 		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
-		if next := r.PostFormValue("next"); next != "" && len(p.senders) > 0 {
-			w.Header().Set("Cache-Control", "no-store")
-			http.Redirect(w, r, p.Prefix+"/login?next="+url.QueryEscape(safeNext(next)), http.StatusSeeOther)
+		if next := r.PostFormValue("next"); next != "" && (p.loginURL != nil || len(p.senders) > 0) {
+			http.Redirect(w, r, p.signInPage(p.safeNext(r, next)), http.StatusSeeOther)
 			return nil
 		}
 	}
-	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -195,8 +200,8 @@ func (p *Passwordless) serveLogoutAll(w http.ResponseWriter, r *http.Request) *a
 	}
 	p.verified.endUser(c.Subject, t)
 	p.audit(r.Context(), auditSessionsRevoked, auditEvent{UserID: c.Subject, SessionID: c.SessionID})
-	if cookieToken(r) != "" {
-		http.SetCookie(w, p.sessionCookie(r, "", time.Time{}))
+	if p.cookieToken(r) != "" {
+		p.clearSessionCookies(w, r)
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)

@@ -136,6 +136,7 @@ type envConfig struct {
 	site    string // more site directives, before reverse_proxy
 	db      string
 	global  string // more global options
+	address string // the site's address; default http://localhost:9080
 	mailCfg string // more subdirectives of the default email block
 	noEmail bool
 	started []func(*env) // run once Caddy runs
@@ -149,10 +150,16 @@ func withEmailOption(s string) envOption { return func(c *envConfig) { c.mailCfg
 func withGlobal(s string) envOption      { return func(c *envConfig) { c.global += "\n" + s } }
 func withoutEmail() envOption            { return func(c *envConfig) { c.noEmail = true } }
 
+// withAnyHost serves the site whatever the Host, as the check site of
+// another proxy must be.
+func withAnyHost() envOption {
+	return func(c *envConfig) { c.address = fmt.Sprintf("http://:%d", testPort) }
+}
+
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
 	e := &env{t: t, smtp: startSMTP(t), upstream: startUpstream(t)}
-	cfg := envConfig{db: filepath.Join(t.TempDir(), "pwl.db")}
+	cfg := envConfig{db: filepath.Join(t.TempDir(), "pwl.db"), address: fmt.Sprintf("http://localhost:%d", testPort)}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -167,7 +174,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 			%s
 		}`, e.smtp.addr, cfg.mailCfg)
 	}
-	caddyfile := global(cfg.global) + fmt.Sprintf(`http://localhost:%d {
+	caddyfile := global(cfg.global) + fmt.Sprintf(`%s {
 	passwordless {
 		storage sqlite %s
 		%s
@@ -176,7 +183,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	%s
 	reverse_proxy %s
 }
-`, testPort, e.db, cfg.email, cfg.extra, cfg.site, strings.TrimPrefix(e.upstream.URL, "http://"))
+`, cfg.address, e.db, cfg.email, cfg.extra, cfg.site, strings.TrimPrefix(e.upstream.URL, "http://"))
 	e.tester = caddytest.NewTester(t)
 	e.tester.InitServer(caddyfile, "caddyfile")
 	if t.Failed() {

@@ -225,8 +225,8 @@ func parsePrivateKey(data []byte, alg string) (jwtKey, error) {
 	return jwtKey{kid: kid, private: priv, public: pub}, nil
 }
 
-// sign issues a token with the first key.
-func (ks *keySet) sign(c *Claims) (string, error) {
+// sign issues a token, or an assertion, with the first key.
+func (ks *keySet) sign(c jwt.Claims) (string, error) {
 	t := jwt.NewWithClaims(ks.method, c)
 	t.Header["kid"] = ks.keys[0].kid
 	s, err := t.SignedString(ks.keys[0].private)

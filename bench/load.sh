@@ -7,11 +7,17 @@
 #      :BASE_PORT+2    the backend: respond "ok" 200
 #   C  :BASE_PORT+3    only with PASSTHROUGH=1: the plugin with `protect /nothing/*`,
 #                      so it runs on every request but checks no token
-# wrk sends GET / with a valid `Authorization: Bearer <jwt>` to each site (the same
-# header to all of them), alternating the order of A and B (A B, B A, A B, …) after a
-# short warm-up of each, and the script prints median(req/s) per site and the ratio
-# median(A) / median(B), once with a JWT signed with EdDSA (the default, key generated
-# and kept in SQLite) and once with HS256. The token comes from the `demo_user`, so no
+#   D  :BASE_PORT+4    the stock `forward_auth` to E, then the same reverse_proxy
+#   E  :BASE_PORT+5    passwordless alone: {prefix}/check for D (127.0.0.1 is a trusted proxy)
+#   F  :BASE_PORT+6    the same forward_auth to G, which allows everything: the hop's own cost
+#   G  :BASE_PORT+7    respond 200
+# wrk sends GET / to each site with the same credentials, in two ways: a valid
+# `Authorization: Bearer <jwt>` (to A and B), and a browser's `Cookie` header of about
+# 2.7 KB that carries another app's cookies around the session cookie (to A, B and D),
+# alternating the order of the runs (A B …, … B A, …) after a short warm-up of each,
+# and the script prints median(req/s) per run and the ratios to the plain proxy B with
+# the same header (D's Caddy CPU against A's plus the forward_auth hop, F - B), once with a JWT signed with EdDSA (the default, key generated and
+# kept in SQLite) and once with HS256. The token comes from the `demo_user`, so no
 # code is ever sent or read from a log. Caddy's own logs are at ERROR, no access logs.
 # It also prints Caddy's CPU time per request for each site (from /proc/<pid>/stat):
 # on a shared machine, where other work steals CPU from some runs, the ratio of those
@@ -55,6 +61,10 @@ PORT_A=$BASE_PORT
 PORT_B=$((BASE_PORT + 1))
 PORT_BACKEND=$((BASE_PORT + 2))
 PORT_C=$((BASE_PORT + 3))
+PORT_D=$((BASE_PORT + 4))
+PORT_E=$((BASE_PORT + 5))
+PORT_F=$((BASE_PORT + 6))
+PORT_G=$((BASE_PORT + 7))
 DEMO_EMAIL=bench@example.com
 DEMO_CODE=246810
 
@@ -79,10 +89,13 @@ for tool in curl python3; do
 	command -v "$tool" >/dev/null 2>&1 || { echo "$tool is required" >&2; exit 1; }
 done
 
-sites="A B"
-[ "$PASSTHROUGH" = 1 ] && sites="A B C"
+sites="A B D F"
+[ "$PASSTHROUGH" = 1 ] && sites="A B C D F"
+# The measured runs, SITE:CREDENTIALS.
+runs="A:bearer B:bearer A:cookie B:cookie D:cookie F:cookie"
+[ "$PASSTHROUGH" = 1 ] && runs="$runs C:bearer"
 ports_in_use() {
-	local p ports="$PORT_A $PORT_B $PORT_BACKEND"
+	local p ports="$PORT_A $PORT_B $PORT_BACKEND $PORT_D $PORT_E $PORT_F $PORT_G"
 	if [ "$PASSTHROUGH" = 1 ]; then ports="$ports $PORT_C"; fi
 	for p in $ports; do
 		if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$p/"; then
@@ -150,6 +163,9 @@ write_config() {
 	log {
 		level ERROR
 	}
+	servers {
+		trusted_proxies static 127.0.0.1/32
+	}
 }
 
 # A: protected
@@ -163,6 +179,37 @@ $(plugin_block "$1" '/*')
 http://:$PORT_B {
 	bind 127.0.0.1
 	reverse_proxy 127.0.0.1:$PORT_BACKEND
+}
+
+# D: another proxy in front, asking E
+http://:$PORT_D {
+	bind 127.0.0.1
+	forward_auth 127.0.0.1:$PORT_E {
+		uri /auth/check
+		copy_headers X-Auth-User-Id X-Auth-User-Email X-Auth-User-Mobile X-Auth-User-Roles
+	}
+	reverse_proxy 127.0.0.1:$PORT_BACKEND
+}
+
+# E: the check D asks (no host: it answers whatever Host D sends)
+http://:$PORT_E {
+	bind 127.0.0.1
+$(plugin_block "$1" '/*')
+}
+
+# F: the same hop to a check that allows everything
+http://:$PORT_F {
+	bind 127.0.0.1
+	forward_auth 127.0.0.1:$PORT_G {
+		uri /auth/check
+		copy_headers X-Auth-User-Id X-Auth-User-Email X-Auth-User-Mobile X-Auth-User-Roles
+	}
+	reverse_proxy 127.0.0.1:$PORT_BACKEND
+}
+
+http://:$PORT_G {
+	bind 127.0.0.1
+	respond 200
 }
 
 # backend
@@ -190,6 +237,8 @@ port_of() {
 	A) echo "$PORT_A" ;;
 	B) echo "$PORT_B" ;;
 	C) echo "$PORT_C" ;;
+	D) echo "$PORT_D" ;;
+	F) echo "$PORT_F" ;;
 	esac
 }
 
@@ -244,19 +293,54 @@ except Exception:
 	}
 }
 
-# sanity TOKEN: A refuses no token, accepts the token; B (and C) answer "ok".
-sanity() {
-	local code body s
-	code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$PORT_A/" || true)
-	if [ "$code" != 401 ]; then
-		echo "sanity: site A without a token answered $code, expected 401" >&2
+# get_cookie: the session cookie of a browser sign-in on A, as NAME=VALUE.
+get_cookie() {
+	local c
+	c=$(curl -s -o /dev/null -D - --max-time 10 -H "Origin: http://127.0.0.1:$PORT_A" \
+		--data-urlencode "alias=$DEMO_EMAIL" --data-urlencode "code=$DEMO_CODE" \
+		"http://127.0.0.1:$PORT_A/auth/login" | sed -n 's/^[Ss]et-[Cc]ookie: \(pwl_session=[^;]*\).*/\1/p' | tr -d '\r')
+	if [ -z "$c" ]; then
+		echo "could not sign in at /auth/login for a cookie" >&2
 		exit 1
 	fi
-	for s in $sites; do
-		body=$(curl -s -w '\n%{http_code}' --max-time 5 -H "Authorization: Bearer $1" \
+	echo "$c"
+}
+
+# browser_cookies SESSION: a Cookie header as a browser sends it to an app of a
+# domain: analytics, a consent record and another app's 2 KB session around ours.
+browser_cookies() {
+	python3 -c 'import base64,sys
+other = base64.urlsafe_b64encode(bytes(range(256)) * 6).decode()[:2000]
+print("_ga=GA1.1.1234567890.1700000000; _ga_ABCDEF1234=GS1.1.1700000000.12.1.1700000100.0.0.0; "
+      "consent=%7B%22necessary%22%3Atrue%2C%22analytics%22%3Atrue%2C%22marketing%22%3Afalse%7D; "
+      "other_app_session=" + other + "; " + sys.argv[1] + "; theme=dark; lang=en-GB; "
+      "_gid=GA1.2.987654321.1700000000; csrftoken=" + "x" * 64)' "$1"
+}
+
+# header_of CREDENTIALS: the request header wrk sends.
+header_of() {
+	case $1 in
+	bearer) echo "Authorization: Bearer $token" ;;
+	cookie) echo "Cookie: $cookies" ;;
+	esac
+}
+
+# sanity: A and D refuse no credentials and accept both kinds; B (and C) answer "ok".
+sanity() {
+	local code body s creds
+	for s in A D; do
+		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$(port_of "$s")/" || true)
+		if [ "$code" != 401 ]; then
+			echo "sanity: site $s without credentials answered $code, expected 401" >&2
+			exit 1
+		fi
+	done
+	for run in $runs A:cookie D:bearer; do
+		s=${run%%:*} creds=${run#*:}
+		body=$(curl -s -w '\n%{http_code}' --max-time 5 -H "$(header_of "$creds")" \
 			"http://127.0.0.1:$(port_of "$s")/" || true)
 		if [ "$body" != $'ok\n200' ]; then
-			echo "sanity: site $s with the token answered $(printf %q "$body"), expected ok / 200" >&2
+			echo "sanity: site $s with the $creds answered $(printf %q "$body"), expected ok / 200" >&2
 			exit 1
 		fi
 	done
@@ -269,13 +353,13 @@ caddy_ticks() {
 }
 CLK_TCK=$(getconf CLK_TCK)
 
-# run_wrk SITE SECONDS TOKEN LABEL: prints "REQ_PER_SEC CADDY_CPU_US_PER_REQUEST";
+# run_wrk SITE SECONDS HEADER LABEL: prints "REQ_PER_SEC CADDY_CPU_US_PER_REQUEST";
 # exits 1 on non-2xx/3xx answers.
 run_wrk() {
 	local out rps non2xx errs reqs t0 t1
 	t0=$(caddy_ticks)
 	out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${2}s" --timeout 5s \
-		-H "Authorization: Bearer $3" "http://127.0.0.1:$(port_of "$1")/" 2>&1) || {
+		-H "$3" "http://127.0.0.1:$(port_of "$1")/" 2>&1) || {
 		echo "wrk failed ($4, site $1):" >&2
 		echo "$out" >&2
 		exit 1
@@ -322,49 +406,52 @@ for alg in $ALGORITHMS; do
 	write_config "$alg" "$tmp/Caddyfile"
 	start_caddy "$tmp/Caddyfile"
 	token=$(get_token)
-	sanity "$token"
-	echo "  sanity ok (401 without a token, 200 \"ok\" with it)"
+	cookies=$(browser_cookies "$(get_cookie)")
+	sanity
+	echo "  sanity ok (401 without credentials, 200 \"ok\" with a token or a $(printf %s "$cookies" | wc -c)-byte Cookie header)"
 
-	for s in $sites; do
-		run_wrk "$s" "$WARMUP" "$token" "$alg warm-up" >/dev/null
+	for run in $runs; do
+		run_wrk "${run%%:*}" "$WARMUP" "$(header_of "${run#*:}")" "$alg warm-up" >/dev/null
 	done
 
 	declare -A rps_of=() cpu_of=()
-	for s in $sites; do rps_of[$s]=""; cpu_of[$s]=""; done
+	for run in $runs; do rps_of[$run]=""; cpu_of[$run]=""; done
 	for r in $(seq 1 "$ROUNDS"); do
-		# A B (C) in odd rounds, reversed in even ones, so drift hits both alike.
-		order=$sites
-		[ $((r % 2)) -eq 0 ] && order=$(tr ' ' '\n' <<<"$sites" | tac | tr '\n' ' ')
+		# In order in odd rounds, reversed in even ones, so drift hits all alike.
+		order=$runs
+		[ $((r % 2)) -eq 0 ] && order=$(tr ' ' '\n' <<<"$runs" | tac | tr '\n' ' ')
 		line="  round $r:"
-		for s in $order; do
-			res=$(run_wrk "$s" "$DURATION" "$token" "$alg round $r")
+		for run in $order; do
+			res=$(run_wrk "${run%%:*}" "$DURATION" "$(header_of "${run#*:}")" "$alg round $r")
 			read -r rps cpu <<<"$res"
-			rps_of[$s]="${rps_of[$s]} $rps"
-			cpu_of[$s]="${cpu_of[$s]} $cpu"
-			line="$line  $s $(printf '%.0f' "$rps") req/s (caddy ${cpu} us CPU/req)"
+			rps_of[$run]="${rps_of[$run]} $rps"
+			cpu_of[$run]="${cpu_of[$run]} $cpu"
+			line="$line  $run $(printf '%.0f' "$rps")/s ${cpu}us"
 		done
 		echo "$line"
 	done
 
-	# shellcheck disable=SC2086
-	{
-		med_a=$(median ${rps_of[A]})
-		med_b=$(median ${rps_of[B]})
-		cpu_a=$(median1 ${cpu_of[A]})
-		cpu_b=$(median1 ${cpu_of[B]})
-	}
-	line="$alg: protected $med_a req/s, unprotected $med_b req/s, ratio $(div "$med_a" "$med_b")"
-	line="$line  [caddy CPU/request: $cpu_a us vs $cpu_b us, CPU ratio $(div "$cpu_b" "$cpu_a")]"
-	if [ "$PASSTHROUGH" = 1 ]; then
+	declare -A med=() cpu=()
+	for run in $runs; do
 		# shellcheck disable=SC2086
-		{
-			med_c=$(median ${rps_of[C]})
-			cpu_c=$(median1 ${cpu_of[C]})
-		}
-		line="$line; plugin pass-through (C): $med_c req/s, ratio $(div "$med_c" "$med_b") [$cpu_c us, CPU ratio $(div "$cpu_b" "$cpu_c")]"
-	fi
+		med[$run]=$(median ${rps_of[$run]})
+		# shellcheck disable=SC2086
+		cpu[$run]=$(median1 ${cpu_of[$run]})
+	done
+	for creds in bearer cookie; do
+		line="$alg $creds: protected ${med[A:$creds]} req/s, unprotected ${med[B:$creds]} req/s, ratio $(div "${med[A:$creds]}" "${med[B:$creds]}")"
+		line="$line  [caddy CPU/request: ${cpu[A:$creds]} us vs ${cpu[B:$creds]} us, CPU ratio $(div "${cpu[B:$creds]}" "${cpu[A:$creds]}")]"
+		summary+=("$line")
+	done
+	hop=$(python3 -c 'import sys; print("%.1f" % (float(sys.argv[1]) + float(sys.argv[2]) - float(sys.argv[3])))' "${cpu[A:cookie]}" "${cpu[F:cookie]}" "${cpu[B:cookie]}")
+	line="$alg cookie, forward_auth to /check: ${med[D:cookie]} req/s, ratio to unprotected $(div "${med[D:cookie]}" "${med[B:cookie]}"), to protected in Caddy $(div "${med[D:cookie]}" "${med[A:cookie]}"), to forward_auth allowing all $(div "${med[D:cookie]}" "${med[F:cookie]}")"
+	line="$line  [caddy CPU/request: ${cpu[D:cookie]} us vs protected in Caddy + the forward_auth hop ${hop} us, CPU ratio $(div "$hop" "${cpu[D:cookie]}")]"
 	summary+=("$line")
-	unset rps_of cpu_of
+	summary+=("$alg: bearer vs cookie in Caddy: CPU/request ${cpu[A:bearer]} us vs ${cpu[A:cookie]} us, cost over the plain proxy $(div "${cpu[A:bearer]}" "${cpu[B:bearer]}")x vs $(div "${cpu[A:cookie]}" "${cpu[B:cookie]}")x")
+	if [ "$PASSTHROUGH" = 1 ]; then
+		summary+=("$alg: plugin pass-through (C): ${med[C:bearer]} req/s, ratio $(div "${med[C:bearer]}" "${med[B:bearer]}") [${cpu[C:bearer]} us, CPU ratio $(div "${cpu[B:bearer]}" "${cpu[C:bearer]}")]")
+	fi
+	unset rps_of cpu_of med cpu
 	stop_caddy
 done
 
@@ -372,4 +459,6 @@ echo
 echo "== summary (median of $ROUNDS x ${DURATION}s, wrk -t$THREADS -c$CONNECTIONS; target ratio >= 0.97)"
 printf '%s\n' "${summary[@]}"
 echo "(CPU ratio = Caddy CPU per unprotected request / per protected request: what the"
-echo " throughput ratio would be if Caddy alone were CPU-bound; less sensitive to other load.)"
+echo " throughput ratio would be if Caddy alone were CPU-bound; less sensitive to other load."
+echo " For forward_auth, Caddy's CPU counts both hops and the check: it is compared with the"
+echo " protected route plus what the forward_auth hop costs by itself (F - B), target >= 1.)"
