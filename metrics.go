@@ -118,7 +118,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 	}
 	for _, c := range []prometheus.Collector{
 		metrics.codesSent, metrics.deliveryFailures, metrics.logins, metrics.rateLimited,
-		metrics.protected, metrics.outboxPending, metrics.deliverySeconds,
+		metrics.protected, metrics.outboxPending, metrics.deliverySeconds, passkeysRegistered,
 	} {
 		var already prometheus.AlreadyRegisteredError
 		if err := reg.Register(c); err != nil && !errors.As(err, &already) {

@@ -144,8 +144,6 @@ func (c *PasskeysConfig) unmarshal(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-func hasPlaceholder(s string) bool { return strings.Contains(s, "{") }
-
 // checkRPID accepts a domain name: no scheme, port, path or IP address.
 func checkRPID(id string) error {
 	switch {
@@ -679,13 +677,30 @@ func (p *Passwordless) servePasskeyLoginFinish(w http.ResponseWriter, r *http.Re
 	if res.err != nil {
 		return res.err
 	}
-	resp, sid, e := p.newSession(ctx, r, res.user)
+	s, refresh, e := p.passkeySession(ctx, r, res.user)
 	if e != nil {
 		return e
 	}
-	p.passkeyLoggedIn(ctx, res, sid)
+	resp, e := p.tokens(res.user, s.ID, refresh)
+	if e != nil {
+		return e
+	}
+	p.passkeyLoggedIn(ctx, res, s.ID)
 	writeJSON(w, http.StatusOK, resp)
 	return nil
+}
+
+// passkeySession stores a new session of u, as a code's sign-in does,
+// and answers it with its first refresh token.
+func (p *Passwordless) passkeySession(ctx context.Context, r *http.Request, u User) (Session, string, *apiError) {
+	s, refresh, e := p.sessionFor(r, u.ID)
+	if e != nil {
+		return Session{}, "", e
+	}
+	if err := p.store.CreateSession(ctx, s, opaqueHash(refresh), s.ExpiresAt); err != nil {
+		return Session{}, "", p.internal("creating session", err)
+	}
+	return s, refresh, nil
 }
 
 // passkeySignIn is the outcome of a passkey sign-in.
@@ -701,7 +716,7 @@ type passkeySignIn struct {
 // passkeyLogin checks an assertion and answers whose it is. Every failure
 // answers alike and counts against the client's failed_per_ip budget.
 func (p *Passwordless) passkeyLogin(ctx context.Context, r *http.Request, body []byte) passkeySignIn {
-	ip := clientIP(r)
+	ip := p.clientKey(r)
 	wait, err := p.store.Peek(ctx, p.failedIPLimit(ip), now())
 	if err != nil {
 		return passkeySignIn{err: p.internal("rate limit", err)}
@@ -998,7 +1013,7 @@ func (p *Passwordless) passkeyForm(w http.ResponseWriter, r *http.Request, v log
 		v.Passkey.Unknown = res.unknown
 		return p.loginError(w, v, res.err)
 	}
-	s, _, e := p.startSession(ctx, r, res.user)
+	s, _, e := p.passkeySession(ctx, r, res.user)
 	if e != nil {
 		return e
 	}
