@@ -75,8 +75,8 @@ func (c *PasskeysConfig) unmarshal(d *caddyfile.Dispenser) error {
 		return d.ArgErr()
 	}
 	type origin struct {
-		value string
-		line  int
+		value, file string
+		line        int
 	}
 	var origins []origin
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
@@ -98,7 +98,7 @@ func (c *PasskeysConfig) unmarshal(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			for _, a := range args {
-				origins = append(origins, origin{a, d.Line()})
+				origins = append(origins, origin{a, d.File(), d.Line()})
 			}
 			c.Origins = append(c.Origins, args...)
 		case "user_verification":
@@ -138,7 +138,8 @@ func (c *PasskeysConfig) unmarshal(d *caddyfile.Dispenser) error {
 	}
 	for _, o := range origins {
 		if err := checkOrigin(c.RPID, o.value); err != nil && !hasPlaceholder(o.value) {
-			return fmt.Errorf("Caddyfile:%d - passkeys: %v", o.line, err)
+			// rp_id may come after origins: the origin's own line is named.
+			return fmt.Errorf("passkeys: %v, at %s:%d", err, o.file, o.line)
 		}
 	}
 	return nil
