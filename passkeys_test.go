@@ -580,3 +580,62 @@ func TestPasskeysOff(t *testing.T) {
 		t.Fatalf("the sign-in page offers passkeys: %s", page.body)
 	}
 }
+
+// TestPasskeySignInForm: the sign-in page's POST with a `passkey` field
+// gives a code's cookie and 303, or the form again with the error and,
+// for a passkey unknown here, its id for the browser to forget.
+func TestPasskeySignInForm(t *testing.T) {
+	e := newEnv(t, withConfig(passkeysBlock))
+	page := e.get("/auth/login?next=/app")
+	for _, want := range []string{`autocomplete="username webauthn"`, `name="passkey"`, "Sign in with a passkey", `data-prefix="/auth"`, "isConditionalMediationAvailable"} {
+		if !strings.Contains(string(page.body), want) {
+			t.Fatalf("the sign-in page lacks %s", want)
+		}
+	}
+	if csp := page.header.Get("Content-Security-Policy"); !strings.Contains(csp, "connect-src 'self'") || !strings.Contains(csp, "script-src 'nonce-") {
+		t.Fatalf("CSP: %s", csp)
+	}
+	tok := e.login("ada@example.com").str("token")
+	a := newSoftAuthenticator(t)
+	k, r := e.registerPasskey(a, tok)
+	expectStatus(t, r, http.StatusCreated)
+	assertion := func(k *softKey) string {
+		b, _ := json.Marshal(a.get(e.postJSON("/auth/passkeys/login/begin", map[string]any{}).json, k))
+		return string(b)
+	}
+	form := func(passkey string, origin string) response {
+		return e.postForm("/auth/login", map[string]string{"passkey": passkey, "next": "/app/x"}, "Origin", origin)
+	}
+
+	expectStatus(t, form(assertion(k), "https://evil.example"), http.StatusForbidden)
+	r = form(assertion(k), testBase)
+	expectStatus(t, r, http.StatusSeeOther)
+	if r.header.Get("Location") != "/app/x" || !strings.Contains(r.header.Get("Set-Cookie"), cookieName+"=") {
+		t.Fatalf("signed in: %v", r.header)
+	}
+	cookie := strings.SplitN(r.header.Get("Set-Cookie"), ";", 2)[0]
+	if up := e.get("/app/x", "Cookie", cookie); up.status != 200 || up.str("email") != "ada@example.com" {
+		t.Fatalf("upstream with the cookie: %d %s", up.status, up.body)
+	}
+	// The account page lists the passkey to the cookie's user.
+	if acc := e.get("/auth/account", "Cookie", cookie); acc.status != 200 || !strings.Contains(string(acc.body), "Laptop") ||
+		!strings.Contains(string(acc.body), "ada@example.com") || !strings.Contains(string(acc.body), "Add a passkey") {
+		t.Fatalf("account page: %d %s", acc.status, acc.body)
+	}
+	if acc := e.get("/auth/account"); acc.status != http.StatusFound || acc.header.Get("Location") != "/auth/login?next=%2Fauth%2Faccount" {
+		t.Fatalf("account page signed out: %d %v", acc.status, acc.header)
+	}
+
+	// A failure: the form again, with the error, and the unknown id.
+	stranger := &softKey{id: []byte("gone-credential"), userHandle: []byte("x")}
+	stranger.key, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	r = form(assertion(stranger), testBase)
+	if r.status != http.StatusBadRequest || !strings.Contains(string(r.body), "Passkey sign-in failed.") ||
+		!strings.Contains(string(r.body), `data-unknown="`+b64.EncodeToString(stranger.id)+`"`) {
+		t.Fatalf("unknown passkey: %d %s", r.status, r.body)
+	}
+	r = form("{not json", testBase)
+	if r.status != http.StatusBadRequest || !strings.Contains(string(r.body), "Passkey sign-in failed.") || !strings.Contains(string(r.body), `data-unknown=""`) {
+		t.Fatalf("garbage: %d %s", r.status, r.body)
+	}
+}
