@@ -30,7 +30,7 @@ type softKey struct {
 // tests: it makes credentials and assertions as a browser's toJSON()
 // gives them, and each of its settings can be set wrong on purpose.
 type softAuthenticator struct {
-	t      *testing.T
+	t      testing.TB
 	origin string
 	rpID   string // whose hash goes into authenticator data
 	// format is the attestation: "none" or "packed" (self attestation).
@@ -43,7 +43,7 @@ type softAuthenticator struct {
 	keys     map[string]*softKey
 }
 
-func newSoftAuthenticator(t *testing.T) *softAuthenticator {
+func newSoftAuthenticator(t testing.TB) *softAuthenticator {
 	return &softAuthenticator{t: t, origin: testBase, rpID: "localhost", format: "none", uv: true, counting: true, keys: map[string]*softKey{}}
 }
 
@@ -84,6 +84,19 @@ func (a *softAuthenticator) sign(k *softKey, authData, clientData []byte) []byte
 	return sig
 }
 
+// cose is k's public key as a COSE key (EC2, ES256, P-256).
+func (k *softKey) cose(t testing.TB) []byte {
+	em, _ := cbor.CTAP2EncOptions().EncMode()
+	x, y := make([]byte, 32), make([]byte, 32)
+	k.key.PublicKey.X.FillBytes(x)
+	k.key.PublicKey.Y.FillBytes(y)
+	b, err := em.Marshal(map[int]any{1: 2, 3: -7, -1: 1, -2: x, -3: y})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // create answers creation options (the body of register/begin) with a new
 // credential, as navigator.credentials.create() and toJSON() would.
 func (a *softAuthenticator) create(options map[string]any) (map[string]any, *softKey) {
@@ -109,14 +122,7 @@ func (a *softAuthenticator) create(options map[string]any) (map[string]any, *sof
 func (a *softAuthenticator) attest(k *softKey, challenge string) map[string]any {
 	a.t.Helper()
 	em, _ := cbor.CTAP2EncOptions().EncMode()
-	pubKey := k.key.PublicKey
-	x, y := make([]byte, 32), make([]byte, 32)
-	pubKey.X.FillBytes(x)
-	pubKey.Y.FillBytes(y)
-	cose, err := em.Marshal(map[int]any{1: 2, 3: -7, -1: 1, -2: x, -3: y})
-	if err != nil {
-		a.t.Fatal(err)
-	}
+	cose := k.cose(a.t)
 	aaguid := make([]byte, 16)
 	cred := append(append(aaguid, byte(len(k.id)>>8), byte(len(k.id))), k.id...)
 	authData := a.authData(append(cred, cose...), 0, true)
