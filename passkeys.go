@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -281,6 +282,50 @@ func (c *PasskeysConfig) provision(ctx context.Context, env func(*string), store
 	if err != nil {
 		return fmt.Errorf("challenge key: %w", err)
 	}
+	return nil
+}
+
+// provisionPasskeys sets up the passkeys block, if any, and claims its
+// rp_id for the realm: the handlers of one realm share users and so their
+// passkeys, which work for one rp_id only.
+func (p *Passwordless) provisionPasskeys(ctx caddy.Context, env func(*string)) error {
+	if p.Passkeys == nil {
+		return nil
+	}
+	if err := p.Passkeys.provision(ctx, env, p.store, p.Realm); err != nil {
+		return err
+	}
+	return claimRPID(p.realmEntry.key, ctx.Done(), p.Passkeys.RPID, "prefix "+p.Prefix)
+}
+
+// rpIDs holds, per store and realm, the rp_id the handlers of the
+// configuration being loaded gave it.
+var rpIDs = struct {
+	sync.Mutex
+	m map[string]rpClaim
+}{m: make(map[string]rpClaim)}
+
+type rpClaim struct {
+	rpID, where string
+	config      <-chan struct{} // Done of the config load it belongs to
+}
+
+// claimRPID records rpID for the realm (its store and name, key) in the
+// configuration config, and fails if another handler of that
+// configuration gave the realm another. A claim of an older
+// configuration, still running during a reload, is replaced.
+func claimRPID(key string, config <-chan struct{}, rpID, where string) error {
+	rpIDs.Lock()
+	defer rpIDs.Unlock()
+	c, ok := rpIDs.m[key]
+	if ok && c.config == config && c.rpID == rpID {
+		return nil
+	}
+	if ok && c.config == config {
+		return fmt.Errorf("rp_id %s (%s) and rp_id %s (%s) share a realm; a realm's passkeys belong to one rp_id: give the blocks one rp_id, or different realms",
+			c.rpID, c.where, rpID, where)
+	}
+	rpIDs.m[key] = rpClaim{rpID: rpID, where: where, config: config}
 	return nil
 }
 

@@ -101,3 +101,34 @@ func TestProvisionPasskeyErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestRealmHasOneRPID: two handlers of one configuration that share a
+// store and realm must agree on rp_id; in different realms they need not.
+func TestRealmHasOneRPID(t *testing.T) {
+	db := t.TempDir() + "/p.db"
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
+	defer cancel()
+	provision := func(prefix, block string) error {
+		var p Passwordless
+		if err := p.UnmarshalCaddyfile(caddyfile.NewTestDispenser("passwordless {\n prefix " + prefix + "\n " + block + "\n}")); err != nil {
+			t.Fatal(err)
+		}
+		p.Storage = &StorageConfig{Driver: "sqlite", DSN: db}
+		err := p.Provision(ctx)
+		t.Cleanup(func() { p.Cleanup() })
+		return err
+	}
+	if err := provision("/a", "passkeys {\n rp_id example.com\n }"); err != nil {
+		t.Fatal(err)
+	}
+	if err := provision("/b", "passkeys {\n rp_id example.com\n }"); err != nil {
+		t.Fatalf("the same rp_id again: %v", err)
+	}
+	if err := provision("/c", "passkeys {\n rp_id other.example\n }\n realm other"); err != nil {
+		t.Fatalf("another rp_id in another realm: %v", err)
+	}
+	err := provision("/d", "passkeys {\n rp_id example.org\n }")
+	if err == nil || !strings.Contains(err.Error(), "rp_id example.com (prefix /a)") || !strings.Contains(err.Error(), "rp_id example.org (prefix /d)") {
+		t.Fatalf("two rp_ids in one realm: %v", err)
+	}
+}
