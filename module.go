@@ -246,10 +246,8 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("jwt: %w", err)
 	}
-	if p.Passkeys != nil {
-		if err := p.Passkeys.provision(ctx, env, p.store, p.Realm); err != nil {
-			return fmt.Errorf("passkeys: %w", err)
-		}
+	if err := p.provisionPasskeys(ctx, env); err != nil {
+		return fmt.Errorf("passkeys: %w", err)
 	}
 	p.verified = newTokenCache(tokenCacheSize)
 	p.assertions = newAssertionCache(tokenCacheSize)
