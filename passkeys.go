@@ -632,6 +632,9 @@ func (p *Passwordless) registerPasskey(ctx context.Context, c *Claims, body []by
 		return Passkey{}, p.internal("decoding ceremony", err)
 	}
 	u, err := p.store.UserByID(ctx, c.Subject)
+	if errors.Is(err, ErrNotFound) {
+		return Passkey{}, registrationFailed // deleted meanwhile
+	}
 	if err != nil {
 		return Passkey{}, p.internal("reading user", err)
 	}
