@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -644,4 +645,24 @@ func TestPasskeySignInForm(t *testing.T) {
 	if r.status != http.StatusBadRequest || !strings.Contains(string(r.body), "Passkey sign-in failed.") || !strings.Contains(string(r.body), `data-unknown=""`) {
 		t.Fatalf("garbage: %d %s", r.status, r.body)
 	}
+}
+
+// TestPasskeyOfSomeoneNoLongerAllowed: taken off the allow file, a user's
+// passkey is refused as an unknown one within 5 seconds.
+func TestPasskeyOfSomeoneNoLongerAllowed(t *testing.T) {
+	people := filepath.Join(t.TempDir(), "people.txt")
+	writeFile(t, people, "ada@example.com\nbob@example.com\n")
+	e := newEnv(t, withConfig(passkeysBlock), withConfig("allow_file "+people))
+	a := newSoftAuthenticator(t)
+	k, r := e.registerPasskey(a, e.login("ada@example.com").str("token"))
+	expectStatus(t, r, http.StatusCreated)
+	expectStatus(t, e.passkeySignIn(a, k), http.StatusOK)
+	writeFile(t, people, "bob@example.com\n")
+	within5s(t, "ada's passkey refused", func() bool {
+		r := e.passkeySignIn(a, k)
+		if r.status != http.StatusOK && r.str("detail") != "Passkey sign-in failed." {
+			t.Fatalf("refusal: %d %s", r.status, r.body)
+		}
+		return r.status == http.StatusBadRequest
+	})
 }
