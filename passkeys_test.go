@@ -666,3 +666,27 @@ func TestPasskeyOfSomeoneNoLongerAllowed(t *testing.T) {
 		return r.status == http.StatusBadRequest
 	})
 }
+
+// TestPasskeyUserVerificationRequired: with user_verification required,
+// a passkey used without the fingerprint, face or PIN is refused, at
+// registration and at sign-in.
+func TestPasskeyUserVerificationRequired(t *testing.T) {
+	e := newEnv(t, withConfig(strings.Replace(passkeysBlock, "}", "\tuser_verification required\n}", 1)))
+	tok := e.login("ada@example.com").str("token")
+	a := newSoftAuthenticator(t)
+	a.uv = false
+	_, r := e.registerPasskey(a, tok)
+	expectStatus(t, r, http.StatusBadRequest)
+	a.uv = true
+	k, r := e.registerPasskey(a, tok)
+	expectStatus(t, r, http.StatusCreated)
+	a.uv = false
+	if r := e.passkeySignIn(a, k); r.status != http.StatusBadRequest || r.str("detail") != "Passkey sign-in failed." {
+		t.Fatalf("without user verification: %d %s", r.status, r.body)
+	}
+	a.uv = true
+	expectStatus(t, e.passkeySignIn(a, k), http.StatusOK)
+	if r := e.postJSON("/auth/passkeys/login/begin", map[string]any{}); r.json["publicKey"].(map[string]any)["userVerification"] != "required" {
+		t.Fatalf("request options: %s", r.body)
+	}
+}
