@@ -37,6 +37,7 @@ type auditEvent struct {
 	Channel   AliasKind
 	ClientIP  string
 	SessionID string
+	PasskeyID string
 }
 
 // auditor writes audit entries to a logger named
@@ -50,10 +51,10 @@ func (a auditor) record(msg string, ev auditEvent, extra ...zap.Field) {
 	if a.logger == nil {
 		return
 	}
-	fields := make([]zap.Field, 0, 4+len(extra))
+	fields := make([]zap.Field, 0, 5+len(extra))
 	for _, f := range []struct{ key, value string }{
 		{"user_id", ev.UserID}, {"channel", string(ev.Channel)},
-		{"client_ip", ev.ClientIP}, {"session_id", ev.SessionID},
+		{"client_ip", ev.ClientIP}, {"session_id", ev.SessionID}, {"passkey_id", ev.PasskeyID},
 	} {
 		if f.value != "" {
 			fields = append(fields, zap.String(f.key, f.value))

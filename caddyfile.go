@@ -91,6 +91,14 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		cookie_domain <domain>
 //		return_hosts <host|*.domain...>
 //		assertion
+//		passkeys {
+//			rp_id <domain>
+//			rp_name <name>
+//			origins <origin...>
+//			user_verification required|preferred|discouraged
+//			timeout 5m
+//			max_per_user 10
+//		}
 //	}
 func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -183,6 +191,14 @@ func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			p.JWT = new(JWTConfig)
 			if err := p.JWT.unmarshal(d); err != nil {
+				return err
+			}
+		case "passkeys":
+			if p.Passkeys != nil {
+				return d.Err("passkeys is given twice")
+			}
+			p.Passkeys = new(PasskeysConfig)
+			if err := p.Passkeys.unmarshal(d); err != nil {
 				return err
 			}
 		case "rate_limit":

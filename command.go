@@ -30,7 +30,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "passwordless",
-		Usage: "users|sessions|lockouts <command> [--config <path>] [--adapter <name>] [--realm <name>] [--json]",
+		Usage: "users|sessions|passkeys|lockouts <command> [--config <path>] [--adapter <name>] [--realm <name>] [--json]",
 		Short: "Manages the users and sessions of the passwordless handler",
 		Long: `
 Manages the users, sessions and lockouts kept by the passwordless handler,
@@ -39,13 +39,15 @@ in the store that the config names, whether Caddy is running or not.
   users add ALIAS... [--role ROLE]...   create a user (how people are invited
                                         when register_new_users is false)
   users list                            every user of the realm
-  users show ALIAS|ID                   one user and its sessions count
+  users show ALIAS|ID                   one user, its sessions and passkeys count
   users roles ALIAS|ID [ROLE...]        set its roles (none: clear them)
   users disable ALIAS|ID                end its sessions, refuse its sign-ins
   users enable ALIAS|ID                 let it sign in again
   users delete ALIAS|ID                 remove it, its aliases and sessions
   sessions list ALIAS|ID                its sessions
   sessions revoke ALIAS|ID              end every session of the user
+  passkeys list ALIAS|ID                its passkeys
+  passkeys delete ALIAS|ID [PASSKEY_ID] delete one passkey, or all of them
   lockouts clear ALIAS                  lift a lockout after wrong codes
 
 An ALIAS is an email address or an E.164 number (+15551234567); an ID is
@@ -89,7 +91,7 @@ Exit status: 0 on success; 1, with the reason on stderr, otherwise.
 			lockouts.AddCommand(
 				operatorCommand("clear ALIAS", "Lifts the lockout of an alias", cobra.ExactArgs(1), cmdLockoutsClear),
 			)
-			cmd.AddCommand(users, sessions, lockouts)
+			cmd.AddCommand(users, sessions, lockouts, passkeysCommand())
 		},
 	})
 }

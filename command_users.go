@@ -131,6 +131,7 @@ type userView struct {
 	LastLogin   *time.Time `json:"last_login"`
 	Allowed     *bool      `json:"allowed,omitempty"`
 	Sessions    *int       `json:"sessions,omitempty"`
+	Passkeys    *int       `json:"passkeys,omitempty"`
 }
 
 // newUserView shows u; with ac, its roles are the effective ones (stored
@@ -257,6 +258,12 @@ func cmdUsersShow(op *operator, args []string) error {
 	v := newUserView(u, ac)
 	n := len(sessions)
 	v.Sessions = &n
+	passkeys, err := op.store.Passkeys(op.ctx, u.ID)
+	if err != nil {
+		return err
+	}
+	npk := len(passkeys)
+	v.Passkeys = &npk
 	// With allow or allow_file, a user whose aliases no pattern matches
 	// any more cannot sign in, whatever its state.
 	allowed := ac.admitsUser(u)
@@ -285,6 +292,7 @@ func cmdUsersShow(op *operator, args []string) error {
 		{"created", timeText(u.CreatedAt)},
 		{"last login", timeText(u.LastLogin)},
 		{"sessions", fmt.Sprint(n)},
+		{"passkeys", fmt.Sprint(npk)},
 	} {
 		fmt.Fprintf(w, "%s:\t%s\n", kv[0], kv[1])
 	}
@@ -373,7 +381,7 @@ func cmdUsersDelete(op *operator, args []string) error {
 	if op.json {
 		return op.printJSON(map[string]any{"id": u.ID, "deleted": true})
 	}
-	op.printf("deleted %s with its sessions", label(u))
+	op.printf("deleted %s with its sessions and passkeys", label(u))
 	return nil
 }
 

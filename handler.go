@@ -236,6 +236,7 @@ func (p *Passwordless) endpoints() map[string]endpoint {
 	if len(p.senders) > 0 {
 		m["login"] = endpoint{http.MethodGet: p.serveLoginPage, http.MethodHead: p.serveLoginPage, http.MethodPost: p.serveLoginForm}
 	}
+	p.passkeyRoutes(m)
 	return m
 }
 
@@ -251,6 +252,9 @@ func (ep endpoint) allow() string {
 
 func (p *Passwordless) serveEndpoint(w http.ResponseWriter, r *http.Request, name string) {
 	ep, ok := p.routes[name]
+	if !ok {
+		ep, ok = p.passkeyItem(name)
+	}
 	if !ok {
 		writeError(w, &apiError{status: http.StatusNotFound, detail: "Not found."})
 		return

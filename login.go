@@ -30,6 +30,7 @@ type loginView struct {
 	Error      string
 	Info       string
 	Nonce      string
+	Passkey    passkeyPage
 }
 
 // serveLoginPage is GET {prefix}/login.
@@ -52,12 +53,15 @@ func (p *Passwordless) serveLoginForm(w http.ResponseWriter, r *http.Request) *a
 	if !sameOrigin(r) {
 		return &apiError{status: http.StatusForbidden, detail: "Cross-site request refused."}
 	}
-	f, e := readFields(w, r, "alias", "code", "next")
+	f, e := readFields(w, r, "alias", "code", "next", "passkey")
 	v := p.loginView(r, f["next"])
 	if e != nil {
 		v.Error = e.detail
 		p.renderLogin(w, e.status, v)
 		return nil
+	}
+	if f["passkey"] != "" {
+		return p.passkeyForm(w, r, v, f["passkey"])
 	}
 	a, e := p.anyAlias(f["alias"])
 	if e != nil {
@@ -118,7 +122,7 @@ func (p *Passwordless) loginError(w http.ResponseWriter, v loginView, e *apiErro
 }
 
 func (p *Passwordless) loginView(r *http.Request, next string) loginView {
-	v := loginView{Step: "alias", Action: p.Prefix + "/login", Next: p.safeNext(r, next), CodeLength: p.CodeLength}
+	v := loginView{Step: "alias", Action: p.Prefix + "/login", Next: p.safeNext(r, next), CodeLength: p.CodeLength, Passkey: p.passkeyPage()}
 	_, email := p.senders[KindEmail]
 	_, mobile := p.senders[KindMobile]
 	switch {
@@ -147,7 +151,7 @@ func (p *Passwordless) renderLogin(w http.ResponseWriter, status int, v loginVie
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+nonce+"'; script-src 'nonce-"+nonce+"'; form-action "+formAction(v.Next)+"; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+nonce+"'; script-src 'nonce-"+nonce+"'; connect-src 'self'; form-action "+formAction(v.Next)+"; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "same-origin")

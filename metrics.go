@@ -37,7 +37,7 @@ var metrics = struct {
 	}, []string{"channel"}),
 	logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "passwordless", Name: "logins_total",
-		Help: "Code exchanges by channel and result: success, invalid (a wrong, expired or used code) or locked (refused because the alias is locked out).",
+		Help: "Sign-ins by channel (email, mobile, passkey) and result: success, invalid (a wrong, expired or used code; a refused passkey) or locked (refused because the alias is locked out).",
 	}, []string{"channel", "result"}),
 	rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "passwordless", Name: "rate_limited_total",
@@ -118,7 +118,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 	}
 	for _, c := range []prometheus.Collector{
 		metrics.codesSent, metrics.deliveryFailures, metrics.logins, metrics.rateLimited,
-		metrics.protected, metrics.outboxPending, metrics.deliverySeconds,
+		metrics.protected, metrics.outboxPending, metrics.deliverySeconds, passkeysRegistered,
 	} {
 		var already prometheus.AlreadyRegisteredError
 		if err := reg.Register(c); err != nil && !errors.As(err, &already) {

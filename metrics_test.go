@@ -385,7 +385,7 @@ func TestRegisterMetricsTwice(t *testing.T) {
 // one of the closed sets.
 func testutilLabels(reg *prometheus.Registry) error {
 	allowed := map[string]bool{
-		"email": true, "mobile": true, "login": true, "verify": true,
+		"email": true, "mobile": true, "passkey": true, "login": true, "verify": true,
 		"success": true, "invalid": true, "locked": true,
 		"send_interval": true, "per_alias": true, "per_ip": true, "failed_per_ip": true, "other": true,
 		"allowed": true, "unauthenticated": true, "forbidden": true,

@@ -132,6 +132,10 @@ type Passwordless struct {
 	// is never accepted as a credential. Not with HS256.
 	Assertion bool `json:"assertion,omitempty"`
 
+	// Sign-in with passkeys (WebAuthn), beside codes. Without it,
+	// {prefix}/passkeys answers 404.
+	Passkeys *PasskeysConfig `json:"passkeys,omitempty"`
+
 	store   Store
 	release func() error
 	hmacKey []byte
@@ -241,6 +245,9 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 	p.keys, err = loadKeys(ctx, p.JWT, p.store, p.Realm)
 	if err != nil {
 		return fmt.Errorf("jwt: %w", err)
+	}
+	if err := p.provisionPasskeys(ctx, env); err != nil {
+		return fmt.Errorf("passkeys: %w", err)
 	}
 	p.verified = newTokenCache(tokenCacheSize)
 	p.assertions = newAssertionCache(tokenCacheSize)

@@ -17,6 +17,8 @@ import (
 // same contract test (storage_test.go). Times are passed in by the caller so
 // that one clock, which tests can move, rules the whole plugin.
 type Store interface {
+	PasskeyStore
+
 	// Secret returns the value stored under name, storing generate's result
 	// first if there is none. Concurrent callers, on any instance, all get
 	// the value that was stored first.
@@ -58,7 +60,7 @@ type Store interface {
 	SetRoles(ctx context.Context, userID string, roles []string) error
 	// SetDisabled disables or enables a user; ErrNotFound if none.
 	SetDisabled(ctx context.Context, userID string, disabled bool) error
-	// DeleteUser deletes a user with its aliases and sessions; ErrNotFound
+	// DeleteUser deletes a user with its aliases, sessions and passkeys; ErrNotFound
 	// if none.
 	DeleteUser(ctx context.Context, userID string) error
 
@@ -136,7 +138,8 @@ type Store interface {
 
 	// Purge deletes what can no longer matter at now: expired codes and
 	// queued messages, ended sessions with their refresh tokens, expired
-	// refresh tokens, and rate-limit states that are back to empty.
+	// refresh tokens, expired passkey ceremonies, and rate-limit states
+	// that are back to empty.
 	Purge(ctx context.Context, now time.Time) error
 }
 

@@ -198,6 +198,7 @@ func (s *sqlStore) DeleteUser(ctx context.Context, userID string) error {
 	for _, q := range []string{
 		`DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM sessions WHERE user_id = ?)`,
 		`DELETE FROM sessions WHERE user_id = ?`,
+		`DELETE FROM passkeys WHERE user_id = ?`,
 	} {
 		if _, err := tx.ExecContext(ctx, q, userID); err != nil {
 			return fmt.Errorf("deleting user: %w", err)

@@ -102,6 +102,7 @@ var postgresMigrations = []string{
 	schemaV1("BYTEA", "BIGINT"),
 	schemaAccess(true),
 	schemaOutbox("BYTEA", "BIGINT", ""),
+	schemaPasskeys("BYTEA", "BIGINT"),
 }
 
 // migratePostgres brings the schema up to date. Instances starting at the

@@ -240,6 +240,7 @@ func (s *sqlStore) Purge(ctx context.Context, t time.Time) error {
 		{`DELETE FROM sessions WHERE revoked = TRUE OR expires_at <= ?`, ms(t)},
 		{`DELETE FROM refresh_tokens WHERE expires_at <= ?`, ms(t)},
 		{`DELETE FROM outbox WHERE expires_at <= ?`, ms(t)},
+		{`DELETE FROM passkey_ceremonies WHERE expires_at <= ?`, ms(t)},
 		{`DELETE FROM rate_limits WHERE tat <= ?`, t.UnixMicro()},
 	} {
 		if _, err := s.db.ExecContext(ctx, q.sql, q.arg); err != nil {

@@ -163,6 +163,7 @@ var sqliteMigrations = []string{
 	schemaV1("BLOB", "INTEGER"),
 	schemaAccess(false),
 	schemaOutbox("BLOB", "INTEGER", " WITHOUT ROWID"),
+	schemaPasskeys("BLOB", "INTEGER"),
 }
 
 func migrateSQLite(db *sql.DB) (err error) {

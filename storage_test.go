@@ -76,6 +76,8 @@ func TestStoreContract(t *testing.T) {
 			t.Run("session user", func(t *testing.T) { testSessionUser(t, open(t)) })
 			t.Run("admin", func(t *testing.T) { testAdmin(t, open(t)) })
 			t.Run("ping", func(t *testing.T) { testPing(t, open(t)) })
+			t.Run("passkeys", func(t *testing.T) { testPasskeys(t, open(t)) })
+			t.Run("passkey ceremonies", func(t *testing.T) { testCeremonies(t, open(t)) })
 		})
 	}
 }

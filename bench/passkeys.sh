@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# bench/passkeys.sh — does a passkey sign-in cost more than a code's?
+#
+# Runs, with the same SQLite store setup, the handler
+# benchmarks (no network, no Caddy server) of
+#   - a code request   POST /auth/email (limits, code, outbox row)
+#   - a code exchange  POST /auth/token (EdDSA tokens)
+#   - a passkey sign-in POST /auth/passkeys/login/begin then /login/finish
+#                      (EdDSA tokens; the authenticator's signature is made
+#                      outside the timer, as the client makes it)
+# and prints each one's time and two ratios: passkey sign-in against the
+# exchange alone, and against a whole code sign-in (request + exchange).
+# It never fails on the numbers.
+#   BENCHTIME=2000x   iterations of each (go test -benchtime)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bench() { go test -run '^$' -bench "$1" -benchtime "${BENCHTIME:-2000x}" -count 1 .; }
+out="$(bench '^BenchmarkCodeRequest$')
+$(bench '^Benchmark(Exchange|PasskeySignIn)$/^EdDSA$')"
+echo "$out" | grep -E '^Benchmark'
+echo "$out" | awk '
+	/^BenchmarkCodeRequest/          { req = $3 }
+	/^BenchmarkExchange\/EdDSA/      { code = $3 }
+	/^BenchmarkPasskeySignIn\/EdDSA/ { pk = $3 }
+	END {
+		if (req == 0 || code == 0 || pk == 0) { print "benchmarks missing"; exit 1 }
+		printf "passkey sign-in / code exchange:                 %.2f\n", pk / code
+		printf "passkey sign-in / code sign-in (request+exchange): %.2f\n", pk / (req + code)
+	}'
