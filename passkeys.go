@@ -726,11 +726,8 @@ func (p *Passwordless) servePasskeyLoginFinish(w http.ResponseWriter, r *http.Re
 	if res.err != nil {
 		return res.err
 	}
-	s, refresh, e := p.passkeySession(ctx, r, res.user)
-	if e != nil {
-		return e
-	}
-	resp, e := p.tokens(res.user, s.ID, refresh)
+	s := res.session
+	resp, e := p.tokens(res.user, s.ID, res.refresh)
 	if e != nil {
 		return e
 	}
@@ -739,23 +736,13 @@ func (p *Passwordless) servePasskeyLoginFinish(w http.ResponseWriter, r *http.Re
 	return nil
 }
 
-// passkeySession stores a new session of u, as a code's sign-in does,
-// and answers it with its first refresh token.
-func (p *Passwordless) passkeySession(ctx context.Context, r *http.Request, u User) (Session, string, *apiError) {
-	s, refresh, e := p.sessionFor(r, u.ID)
-	if e != nil {
-		return Session{}, "", e
-	}
-	if err := p.store.CreateSession(ctx, s, opaqueHash(refresh), s.ExpiresAt); err != nil {
-		return Session{}, "", p.internal("creating session", err)
-	}
-	return s, refresh, nil
-}
-
 // passkeySignIn is the outcome of a passkey sign-in.
 type passkeySignIn struct {
 	user    User
 	passkey Passkey
+	// session is the session started, with its first refresh token.
+	session Session
+	refresh string
 	// unknown is the credential id of an assertion whose passkey does not
 	// exist here, for the browser to forget it.
 	unknown string
@@ -779,6 +766,16 @@ func (p *Passwordless) passkeyLogin(ctx context.Context, r *http.Request, body [
 		p.logger.Debug("passkey sign-in refused", zap.String("reason", reason))
 		return passkeySignIn{err: p.passkeyFailed(ctx, ip, ev)}
 	}
+	// The challenge is spent by the first finish that presents it,
+	// whatever the outcome: a refusal spends it here, a success in the
+	// sign-in's own transaction below.
+	var ceremony Ceremony
+	refuse := func(reason string) passkeySignIn {
+		if _, err := p.store.SpendChallenge(ctx, ceremony); err != nil {
+			return passkeySignIn{err: p.internal("spending challenge", err)}
+		}
+		return fail(reason)
+	}
 	parsed, err := protocol.ParseCredentialRequestResponseBytes(body)
 	if err != nil {
 		return fail(describe(err))
@@ -793,17 +790,11 @@ func (p *Passwordless) passkeyLogin(ctx context.Context, r *http.Request, body [
 	if !ok {
 		return fail("challenge not this realm's sign-in challenge, or expired")
 	}
-	spent, err := p.store.SpendChallenge(ctx, Ceremony{ChallengeHash: challengeHash(ch), Kind: ceremonyLogin, Realm: p.Realm, ExpiresAt: exp})
-	if err != nil {
-		return passkeySignIn{err: p.internal("spending challenge", err)}
-	}
-	if !spent {
-		return fail("challenge already used")
-	}
+	ceremony = Ceremony{ChallengeHash: challengeHash(ch), Kind: ceremonyLogin, Realm: p.Realm, ExpiresAt: exp}
 	ev.PasskeyID = base64.RawURLEncoding.EncodeToString(parsed.RawID)
 	pk, err := p.store.PasskeyByID(ctx, p.Realm, parsed.RawID)
 	if errors.Is(err, ErrNotFound) {
-		res := fail("unknown passkey")
+		res := refuse("unknown passkey")
 		res.unknown = ev.PasskeyID
 		return res
 	}
@@ -818,7 +809,7 @@ func (p *Passwordless) passkeyLogin(ctx context.Context, r *http.Request, body [
 	// Whoever may not sign in with a code may not with a passkey: the
 	// answer is an unknown passkey's.
 	if err != nil || u.Realm != p.Realm || u.Disabled || !p.access.admitsUser(u) {
-		return fail("user may not sign in")
+		return refuse("user may not sign in")
 	}
 	cred := pk.credential()
 	// The backup-eligible flag may change after registration (iCloud sets
@@ -835,10 +826,17 @@ func (p *Passwordless) passkeyLogin(ctx context.Context, r *http.Request, body [
 	// required, the signature and that the user handle is the owner's.
 	_, _, err = pc.wa.ValidatePasskeyLogin(func(_, _ []byte) (webauthn.User, error) { return owner, nil }, session, parsed)
 	if err != nil {
-		return fail(describe(err))
+		return refuse(describe(err))
+	}
+	s, refresh, e := p.sessionFor(r, u.ID)
+	if e != nil {
+		return passkeySignIn{err: e}
 	}
 	count := parsed.Response.AuthenticatorData.Counter
-	switch err := p.store.UsePasskey(ctx, p.Realm, pk.ID, count, flags.HasBackupEligible(), flags.HasBackupState(), t); {
+	spent, err := p.store.PasskeySignIn(ctx, ceremony, pk.ID, count, flags.HasBackupEligible(), flags.HasBackupState(), s, opaqueHash(refresh), t)
+	switch {
+	case err == nil && !spent:
+		return fail("challenge already used")
 	case errors.Is(err, ErrCounterRegressed):
 		// Two authenticators hold this key, or an assertion was replayed
 		// past its challenge. The stored counter stays as it was, so the
@@ -852,7 +850,7 @@ func (p *Passwordless) passkeyLogin(ctx context.Context, r *http.Request, body [
 	case err != nil:
 		return passkeySignIn{err: p.internal("recording passkey use", err)}
 	}
-	return passkeySignIn{user: u, passkey: pk}
+	return passkeySignIn{user: u, passkey: pk, session: s, refresh: refresh}
 }
 
 // passkeyFailed counts a failed passkey sign-in from ip: against the
@@ -1062,10 +1060,7 @@ func (p *Passwordless) passkeyForm(w http.ResponseWriter, r *http.Request, v log
 		v.Passkey.Unknown = res.unknown
 		return p.loginError(w, v, res.err)
 	}
-	s, _, e := p.passkeySession(ctx, r, res.user)
-	if e != nil {
-		return e
-	}
+	s := res.session
 	// As for a code: the cookie's token lives as long as its session.
 	tok, e := p.accessToken(res.user, s.ID, s.ExpiresAt.Sub(now()))
 	if e != nil {

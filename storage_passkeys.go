@@ -51,6 +51,13 @@ type PasskeyStore interface {
 	// it expires. It answers false if the challenge was spent before: of
 	// concurrent callers exactly one gets true.
 	SpendChallenge(ctx context.Context, c Ceremony) (bool, error)
+	// PasskeySignIn is a passkey sign-in whose assertion checked out, in
+	// one transaction: it spends the challenge (as SpendChallenge; false,
+	// and nothing else, when it was spent before), records the use (as
+	// UsePasskey: on ErrCounterRegressed or ErrNotFound only the challenge
+	// stays spent) and starts sess (as CreateSession, its refresh token
+	// living as long as the session).
+	PasskeySignIn(ctx context.Context, c Ceremony, id []byte, count uint32, backupEligible, backupState bool, sess Session, refreshHash []byte, now time.Time) (bool, error)
 }
 
 // Errors of the passkey store.
@@ -217,9 +224,14 @@ func (s *sqlStore) Passkeys(ctx context.Context, userID string) ([]Passkey, erro
 }
 
 func (s *sqlStore) UsePasskey(ctx context.Context, realm string, id []byte, count uint32, be, bs bool, t time.Time) error {
+	return usePasskeyIn(ctx, s.db, realm, id, count, be, bs, t)
+}
+
+// usePasskeyIn is UsePasskey on the store or inside a transaction.
+func usePasskeyIn(ctx context.Context, q querier, realm string, id []byte, count uint32, be, bs bool, t time.Time) error {
 	// One conditional UPDATE decides: two sign-ins presenting the same
 	// counter cannot both pass, as they could with a read and a write.
-	res, err := s.db.ExecContext(ctx, `UPDATE passkeys SET sign_count = ?, backup_eligible = ?, backup_state = ?, last_used_at = ?
+	res, err := q.ExecContext(ctx, `UPDATE passkeys SET sign_count = ?, backup_eligible = ?, backup_state = ?, last_used_at = ?
 		WHERE realm = ? AND id = ? AND (sign_count < ? OR (sign_count = 0 AND ? = 0))`,
 		int64(count), be, bs, ms(t), realm, id, int64(count), int64(count))
 	if err != nil {
@@ -228,8 +240,13 @@ func (s *sqlStore) UsePasskey(ctx context.Context, realm string, id []byte, coun
 	if n, _ := res.RowsAffected(); n == 1 {
 		return nil
 	}
-	if _, err := s.PasskeyByID(ctx, realm, id); err != nil {
-		return err
+	var one int
+	err = q.QueryRowContext(ctx, `SELECT 1 FROM passkeys WHERE realm = ? AND id = ?`, realm, id).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("reading passkey: %w", err)
 	}
 	return ErrCounterRegressed
 }
@@ -298,11 +315,45 @@ func (s *sqlStore) TakeCeremony(ctx context.Context, hash []byte) (Ceremony, err
 }
 
 func (s *sqlStore) SpendChallenge(ctx context.Context, c Ceremony) (bool, error) {
-	res, err := s.db.ExecContext(ctx, `INSERT INTO passkey_ceremonies (challenge_hash, kind, realm, expires_at)
+	return spendChallengeIn(ctx, s.db, c)
+}
+
+// spendChallengeIn is SpendChallenge on the store or inside a transaction.
+func spendChallengeIn(ctx context.Context, q execer, c Ceremony) (bool, error) {
+	res, err := q.ExecContext(ctx, `INSERT INTO passkey_ceremonies (challenge_hash, kind, realm, expires_at)
 		VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`, c.ChallengeHash, c.Kind, c.Realm, ms(c.ExpiresAt))
 	if err != nil {
 		return false, fmt.Errorf("spending challenge: %w", err)
 	}
 	n, _ := res.RowsAffected()
 	return n == 1, nil
+}
+
+// PasskeySignIn makes a passkey sign-in one write transaction, as a code's
+// exchange is, where it was three (challenge, counter, session).
+func (s *sqlStore) PasskeySignIn(ctx context.Context, c Ceremony, id []byte, count uint32, be, bs bool, sess Session, refreshHash []byte, t time.Time) (bool, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return false, fmt.Errorf("signing in with a passkey: %w", err)
+	}
+	defer tx.Rollback()
+	if spent, err := spendChallengeIn(ctx, tx, c); err != nil || !spent {
+		return false, err
+	}
+	if err := usePasskeyIn(ctx, tx, c.Realm, id, count, be, bs, t); err != nil {
+		if errors.Is(err, ErrCounterRegressed) || errors.Is(err, ErrNotFound) {
+			// The challenge is spent all the same.
+			if cerr := tx.Commit(); cerr != nil {
+				return false, fmt.Errorf("spending challenge: %w", cerr)
+			}
+		}
+		return true, err
+	}
+	if err := createSessionIn(ctx, tx, sess, refreshHash, sess.ExpiresAt); err != nil {
+		return true, err
+	}
+	if err := tx.Commit(); err != nil {
+		return true, fmt.Errorf("signing in with a passkey: %w", err)
+	}
+	return true, nil
 }

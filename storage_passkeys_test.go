@@ -157,6 +157,66 @@ func testPasskeys(t *testing.T, s Store) {
 
 // testCeremonies: a registration ceremony is taken once, a sign-in
 // challenge spent once, and both are purged when they expire.
+// testPasskeySignIn: the challenge, the counter and the session in one
+// transaction; a challenge serves once, and a counter that does not move
+// forward leaves the challenge spent and starts no session.
+func testPasskeySignIn(t *testing.T, s Store) {
+	ctx := context.Background()
+	t0 := now().Truncate(time.Millisecond)
+	u, err := s.CreateUser(ctx, defaultRealm, []Alias{{Kind: KindEmail, Value: "pk@example.com"}}, nil, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk := Passkey{Realm: defaultRealm, ID: []byte("cred-si"), UserID: u.ID, PublicKey: []byte("cose"), SignCount: 5, AAGUID: make([]byte, 16), Name: "Key", CreatedAt: t0}
+	if err := s.AddPasskey(ctx, pk, 10); err != nil {
+		t.Fatal(err)
+	}
+	ceremony := func(ch string) Ceremony {
+		return Ceremony{ChallengeHash: challengeHash([]byte(ch)), Kind: ceremonyLogin, Realm: defaultRealm, ExpiresAt: t0.Add(time.Minute)}
+	}
+	session := func(id string) Session {
+		return Session{ID: id, UserID: u.ID, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}
+	}
+	spent, err := s.PasskeySignIn(ctx, ceremony("one"), pk.ID, 6, true, true, session("pk-s1"), []byte("r1"), t0)
+	if err != nil || !spent {
+		t.Fatalf("sign in: %v %v", spent, err)
+	}
+	if su, err := s.SessionUser(ctx, "pk-s1", t0); err != nil || su.User.ID != u.ID {
+		t.Fatalf("session: %+v %v", su, err)
+	}
+	if got, _ := s.PasskeyByID(ctx, defaultRealm, pk.ID); got.SignCount != 6 || !got.BackupEligible || !got.BackupState {
+		t.Fatalf("passkey after use: %+v", got)
+	}
+	// The same challenge again: nothing happens.
+	if spent, err := s.PasskeySignIn(ctx, ceremony("one"), pk.ID, 7, true, true, session("pk-s2"), []byte("r2"), t0); err != nil || spent {
+		t.Fatalf("second use of a challenge: %v %v", spent, err)
+	}
+	if _, err := s.SessionUser(ctx, "pk-s2", t0); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a spent challenge started a session: %v", err)
+	}
+	// A counter that does not move forward: refused, the stored one kept,
+	// and the challenge is spent all the same.
+	if _, err := s.PasskeySignIn(ctx, ceremony("two"), pk.ID, 6, true, true, session("pk-s3"), []byte("r3"), t0); !errors.Is(err, ErrCounterRegressed) {
+		t.Fatalf("counter not moving forward: %v", err)
+	}
+	if _, err := s.SessionUser(ctx, "pk-s3", t0); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a regressed counter started a session: %v", err)
+	}
+	if again, _ := s.SpendChallenge(ctx, ceremony("two")); again {
+		t.Fatal("the challenge of a refused sign-in was not spent")
+	}
+	if got, _ := s.PasskeyByID(ctx, defaultRealm, pk.ID); got.SignCount != 6 {
+		t.Fatalf("stored counter changed to %d", got.SignCount)
+	}
+	// A passkey deleted meanwhile.
+	if _, err := s.DeletePasskey(ctx, u.ID, pk.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PasskeySignIn(ctx, ceremony("three"), pk.ID, 9, true, true, session("pk-s4"), []byte("r4"), t0); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleted passkey: %v", err)
+	}
+}
+
 func testCeremonies(t *testing.T, s Store) {
 	ctx := context.Background()
 	t0 := now().Truncate(time.Millisecond)

@@ -77,6 +77,7 @@ func TestStoreContract(t *testing.T) {
 			t.Run("admin", func(t *testing.T) { testAdmin(t, open(t)) })
 			t.Run("ping", func(t *testing.T) { testPing(t, open(t)) })
 			t.Run("passkeys", func(t *testing.T) { testPasskeys(t, open(t)) })
+			t.Run("passkey sign in", func(t *testing.T) { testPasskeySignIn(t, open(t)) })
 			t.Run("passkey ceremonies", func(t *testing.T) { testCeremonies(t, open(t)) })
 		})
 	}
