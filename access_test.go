@@ -832,3 +832,45 @@ func TestAllowIndexMatchesPatterns(t *testing.T) {
 		}
 	}
 }
+
+// One store reached by two spellings is one store: a SQLite file through
+// a symlink, a PostgreSQL database through another host name and
+// parameters. Blocks on it that disagree on who may sign in are refused.
+func TestRealmConflictSeesThroughSpellings(t *testing.T) {
+	block := func(port int, storage, extra string) string {
+		return fmt.Sprintf("http://localhost:%d {\n passwordless {\n %s\n email {\n log\n }\n %s\n }\n respond ok\n}\n", port, storage, extra)
+	}
+	t.Run("sqlite symlink", func(t *testing.T) {
+		dir := t.TempDir()
+		db, link := filepath.Join(dir, "pwl.db"), filepath.Join(dir, "link.db")
+		if err := os.Symlink(db, link); err != nil {
+			t.Fatal(err)
+		}
+		err := loadCaddyfile(t, block(9080, "storage sqlite "+db, "")+block(9081, "storage sqlite "+link, "register_new_users false"))
+		if err == nil || !strings.Contains(err.Error(), "disagree on who may sign in") {
+			t.Fatalf("one file through a symlink: %v", err)
+		}
+		// Two files are two stores.
+		if err := loadCaddyfile(t, block(9080, "storage sqlite "+db, "")+block(9081, "storage sqlite "+filepath.Join(dir, "other.db"), "register_new_users false")); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("postgres", func(t *testing.T) {
+		dsn := postgresDSN(t)
+		u, err := url.Parse(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		other := *u
+		if host, port, ok := strings.Cut(u.Host, ":"); ok && host == "127.0.0.1" {
+			other.Host = "localhost:" + port
+		}
+		q := other.Query()
+		q.Set("application_name", "second")
+		other.RawQuery = q.Encode()
+		err = loadCaddyfile(t, block(9080, fmt.Sprintf("storage postgres %q", dsn), "")+block(9081, fmt.Sprintf("storage postgres %q", other.String()), "register_new_users false"))
+		if err == nil || !strings.Contains(err.Error(), "disagree on who may sign in") {
+			t.Fatalf("one database through two connection strings: %v", err)
+		}
+	})
+}

@@ -20,6 +20,9 @@ var postgresHandles = caddy.NewUsagePool()
 type postgresStore struct {
 	*sqlStore
 	dsn string
+	// identity names the database however the DSN reaches it (see
+	// storeIdentity).
+	identity string
 }
 
 // defaultPostgresSchema keeps the plugin's tables apart from the
@@ -85,10 +88,27 @@ func newPostgres(dsn string) (*postgresStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("preparing %s: %w", name, err)
 	}
+	id, err := postgresIdentity(db, schema)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("reading the identity of %s: %w", name, err)
+	}
 	pg := sqlDB{DB: db, dollar: true}
-	s := &postgresStore{sqlStore: newSQLStore(pg, pg, name, postgresLock), dsn: dsn}
+	s := &postgresStore{sqlStore: newSQLStore(pg, pg, name, postgresLock), dsn: dsn, identity: id}
 	s.purgeInBackground()
 	return s, nil
+}
+
+// postgresIdentity names the database the pool reaches: the cluster's
+// system identifier (the same through any host name, address or port),
+// the database and the store's schema.
+func postgresIdentity(db *sql.DB, schema string) (string, error) {
+	var cluster, database string
+	err := db.QueryRow(`SELECT system_identifier::text, current_database() FROM pg_control_system()`).Scan(&cluster, &database)
+	if err != nil {
+		return "", err
+	}
+	return cluster + "/" + database + "/" + schema, nil
 }
 
 // postgresLock serialises read-then-write transactions on one key across
