@@ -506,8 +506,9 @@ func TestDisabledUser(t *testing.T) {
 }
 
 // realmSites starts one Caddy with a site per block on one SQLite file,
-// the first on testPort and the next ones after it.
-func realmSites(t *testing.T, mail *smtpServer, up *upstream, db string, blocks ...string) {
+// the first on testPort and the next ones after it, each with the jwt
+// block.
+func realmSites(t *testing.T, mail *smtpServer, up *upstream, db, jwt string, blocks ...string) {
 	t.Helper()
 	var sites []string
 	for i, b := range blocks {
@@ -515,26 +516,33 @@ func realmSites(t *testing.T, mail *smtpServer, up *upstream, db string, blocks 
 	passwordless {
 		storage sqlite %s
 		%s
-		jwt {
-			algorithm HS256
-			secret %s
-		}
+		%s
 		%s
 	}
 	reverse_proxy %s
 }
-`, testPort+i, db, mail.emailBlock(), strings.Repeat("r", 32), b, strings.TrimPrefix(up.URL, "http://")))
+`, testPort+i, db, mail.emailBlock(), jwt, b, strings.TrimPrefix(up.URL, "http://")))
 	}
 	newCluster(t, sites...)
 }
 
-// Realms on one store and one signing secret: a token of one is refused
-// by the other, and a sign-up on the open one does not open the
-// invite-only one. Blocks of one realm are one sign-in.
+// Realms on one store, with one signing secret or with the keys each
+// realm generates: a token of one is refused by the other, and a sign-up
+// on the open one does not open the invite-only one. Blocks of one realm
+// are one sign-in.
 func TestRealmIsolation(t *testing.T) {
+	for name, jwt := range map[string]string{
+		"HS256 secret":        "jwt {\n\t\t\talgorithm HS256\n\t\t\tsecret " + strings.Repeat("r", 32) + "\n\t\t}",
+		"generated EdDSA key": "jwt {\n\t\t\talgorithm EdDSA\n\t\t}",
+	} {
+		t.Run(name, func(t *testing.T) { testRealmIsolation(t, jwt) })
+	}
+}
+
+func testRealmIsolation(t *testing.T, jwt string) {
 	mail, up := startSMTP(t), startUpstream(t)
 	db := filepath.Join(t.TempDir(), "pwl.db")
-	realmSites(t, mail, up, db, "realm public", "realm team\nregister_new_users false", "realm public")
+	realmSites(t, mail, up, db, jwt, "realm public", "realm team\nregister_new_users false", "realm public")
 	public, team, sso := "http://localhost:9080", "http://localhost:9081", "http://localhost:9082"
 	c := &cluster{t: t}
 	post, get := c.post, c.get
@@ -547,6 +555,18 @@ func TestRealmIsolation(t *testing.T) {
 	expectStatus(t, get(team, "/app", tok), http.StatusUnauthorized)
 	expectStatus(t, get(team, "/auth/me", tok), http.StatusUnauthorized)
 	expectStatus(t, post(team, "/auth/refresh", url.Values{"refresh_token": {r.str("refresh_token")}}, ""), http.StatusUnauthorized)
+	if strings.Contains(jwt, "EdDSA") {
+		// Each realm signs with a key of its own.
+		s, err := openSQLite(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer releaseSQLite(s)
+		var keys int
+		if err := s.db.QueryRowContext(t.Context(), `SELECT COUNT(DISTINCT value) FROM secrets WHERE name LIKE '%jwt_key:EdDSA'`).Scan(&keys); err != nil || keys != 2 {
+			t.Fatalf("%d distinct keys for two realms: %v", keys, err)
+		}
+	}
 
 	// The user made on the open site does not exist on the invite-only one.
 	drain(t, db)
