@@ -238,11 +238,24 @@ func ownerOnly(path string) error {
 		return err
 	}
 	if !exists {
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		// Not O_EXCL: a symlink to a file still to be made is followed,
+		// as SQLite follows it. What was opened must be the new, empty
+		// file; anything another process put there meanwhile is checked
+		// as above before its mode changes.
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 		if err != nil {
 			return fmt.Errorf("creating %s: %w", path, err)
 		}
+		fi, err := f.Stat()
 		f.Close()
+		if err != nil {
+			return fmt.Errorf("creating %s: %w", path, err)
+		}
+		if fi.Size() > 0 || !fi.Mode().IsRegular() {
+			if _, err := isSQLite(path); err != nil {
+				return err
+			}
+		}
 	}
 	for _, name := range []string{path, path + "-wal", path + "-shm"} {
 		if err := os.Chmod(name, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
