@@ -3,11 +3,13 @@ package passwordless
 import (
 	"crypto/sha256"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -95,13 +97,14 @@ type allowLine struct {
 }
 
 // parseAllowFile reads allow_file lines: `PATTERN [ROLE...]`, blank lines
-// and `#` comments (whole lines, or after a space) ignored.
+// and `#` comments ignored. A comment starts at a `#` that begins the line
+// or follows a space or tab, so an address may hold a `#`. A leading UTF-8
+// byte order mark, which some editors write, is not part of the first line.
 func parseAllowFile(name string, data []byte) ([]allowLine, error) {
 	var out []allowLine
-	for i, line := range strings.Split(string(data), "\n") {
-		if j := strings.Index(line, "#"); j == 0 || (j > 0 && (line[j-1] == ' ' || line[j-1] == '\t')) {
-			line = line[:j]
-		}
+	text := strings.TrimPrefix(string(data), "\uFEFF")
+	for i, line := range strings.Split(text, "\n") {
+		line = stripComment(line)
 		fields := strings.Fields(line)
 		if len(fields) == 0 {
 			continue
@@ -119,6 +122,49 @@ func parseAllowFile(name string, data []byte) ([]allowLine, error) {
 	return out, nil
 }
 
+// stripComment cuts line at its first `#` that begins it or follows
+// whitespace.
+func stripComment(line string) string {
+	for j := 0; j < len(line); j++ {
+		if line[j] == '#' && (j == 0 || line[j-1] == ' ' || line[j-1] == '\t') {
+			return line[:j]
+		}
+	}
+	return line
+}
+
+// maxAllowFile bounds what is read of allow_file: a million lines of an
+// ordinary length fit, and a path to an endless file (/dev/zero) cannot
+// take the memory.
+const maxAllowFile = 64 << 20
+
+// readAllowFile reads the allow file if it is a regular file of at most
+// maxAllowFile bytes. The open does not block, and the check is made on
+// the opened file, not on the path: a FIFO renamed over the file would
+// otherwise hold a reload, or the watcher, until someone wrote to it.
+func readAllowFile(name string) ([]byte, error) {
+	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", name)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxAllowFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", name, err)
+	}
+	if len(data) > maxAllowFile {
+		return nil, fmt.Errorf("%s is larger than %d MiB", name, maxAllowFile>>20)
+	}
+	return data, nil
+}
+
 // allowFilePoll is how often allow_file is read again. With the session
 // recheck it bounds how long a removed line keeps working.
 const allowFilePoll = time.Second
@@ -132,8 +178,8 @@ type accessControl struct {
 	static     []allowLine
 	demo       []Alias
 	file       string
-	lines      atomic.Pointer[[]allowLine]
-	sum        [32]byte // of the file's last good version
+	index      atomic.Pointer[allowIndex] // static lines and the file's
+	sum        [32]byte                   // of the file's last good version
 	// gen counts allow file changes; cached user states computed under
 	// an older one are computed again.
 	gen    atomic.Uint64
@@ -159,8 +205,9 @@ func newAccessControl(allow []string, allowFile string, demo []DemoUser, logger 
 			ac.demo = append(ac.demo, a)
 		}
 	}
+	ac.index.Store(newAllowIndex(ac.static, nil))
 	if ac.file != "" {
-		data, err := os.ReadFile(ac.file)
+		data, err := readAllowFile(ac.file)
 		if err != nil {
 			return nil, fmt.Errorf("allow_file: %w", err)
 		}
@@ -168,7 +215,7 @@ func newAccessControl(allow []string, allowFile string, demo []DemoUser, logger 
 		if err != nil {
 			return nil, fmt.Errorf("allow_file: %w", err)
 		}
-		ac.lines.Store(&lines)
+		ac.index.Store(newAllowIndex(ac.static, lines))
 		ac.sum = sha256.Sum256(data)
 		ac.stop, ac.done = make(chan struct{}), make(chan struct{})
 		go ac.watch()
@@ -189,7 +236,7 @@ func (ac *accessControl) watch() {
 			return
 		case <-t.C:
 		}
-		data, err := os.ReadFile(ac.file)
+		data, err := readAllowFile(ac.file)
 		if err != nil {
 			if !unreadable {
 				ac.logger.Error("reading allow_file; keeping its last good version", zap.String("file", ac.file), zap.Error(err))
@@ -208,7 +255,7 @@ func (ac *accessControl) watch() {
 			ac.logger.Error("allow_file is broken; keeping its last good version", zap.Error(err))
 			continue
 		}
-		ac.lines.Store(&lines)
+		ac.index.Store(newAllowIndex(ac.static, lines))
 		ac.gen.Add(1)
 		ac.logger.Info("allow_file reloaded", zap.String("file", ac.file), zap.Int("lines", len(lines)))
 	}
@@ -221,25 +268,12 @@ func (ac *accessControl) close() {
 	}
 }
 
-// each calls f for every allow line, the configured ones first.
-func (ac *accessControl) each(f func(allowLine)) {
-	for _, l := range ac.static {
-		f(l)
-	}
-	if lines := ac.lines.Load(); lines != nil {
-		for _, l := range *lines {
-			f(l)
-		}
-	}
-}
-
 // admits reports whether a may sign in.
 func (ac *accessControl) admits(a Alias) bool {
 	if !ac.restricted || slices.Contains(ac.demo, a) {
 		return true
 	}
-	ok := false
-	ac.each(func(l allowLine) { ok = ok || l.pattern.match(a) })
+	ok, _ := ac.index.Load().lookup(a)
 	return ok
 }
 
@@ -252,15 +286,82 @@ func (ac *accessControl) admitsUser(u User) bool {
 // roles are u's effective roles: those stored, and those of every allow
 // line that matches one of its aliases. Sorted.
 func (ac *accessControl) roles(u User) []string {
-	out := slices.Clone(u.Roles)
-	email, mobile := Alias{Kind: KindEmail, Value: u.Email}, Alias{Kind: KindMobile, Value: u.Mobile}
-	ac.each(func(l allowLine) {
-		if len(l.roles) > 0 && (l.pattern.match(email) || l.pattern.match(mobile)) {
-			out = append(out, l.roles...)
-		}
-	})
+	ix := ac.index.Load()
+	_, email := ix.lookup(Alias{Kind: KindEmail, Value: u.Email})
+	_, mobile := ix.lookup(Alias{Kind: KindMobile, Value: u.Mobile})
+	out := slices.Concat(u.Roles, email, mobile)
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// allowIndex is the allow list as maps from what a pattern names to the
+// roles of its lines. Checking an alias is then a few lookups decided by
+// the alias alone (its domain's labels, its number's length), the same
+// whether it is admitted or not and however long the list: a scan of
+// 100,000 lines stopped sooner for some aliases than for others, and so
+// told who was on the list.
+type allowIndex struct {
+	exact  map[string][]string // Alias.Key()
+	domain map[string][]string // *@domain: "domain"
+	sub    map[string][]string // *@*.domain: ".domain"
+	prefix map[string][]string // +44*: "+44"
+}
+
+func newAllowIndex(groups ...[]allowLine) *allowIndex {
+	ix := &allowIndex{exact: map[string][]string{}, domain: map[string][]string{}, sub: map[string][]string{}, prefix: map[string][]string{}}
+	add := func(m map[string][]string, k string, roles []string) {
+		m[k] = append(m[k], roles...)
+		if m[k] == nil {
+			m[k] = []string{} // present: admits without roles
+		}
+	}
+	for _, lines := range groups {
+		for _, l := range lines {
+			pt := l.pattern
+			switch {
+			case pt.exact != "":
+				add(ix.exact, Alias{Kind: pt.kind, Value: pt.exact}.Key(), l.roles)
+			case pt.prefix != "":
+				add(ix.prefix, pt.prefix, l.roles)
+			case pt.domain != "":
+				add(ix.domain, pt.domain, l.roles)
+			default:
+				add(ix.sub, pt.sub, l.roles)
+			}
+		}
+	}
+	return ix
+}
+
+// lookup reports whether the normalised alias a fits a line, and the
+// roles of every line it fits. It makes every lookup a's shape calls
+// for, without stopping at the first that fits.
+func (ix *allowIndex) lookup(a Alias) (ok bool, roles []string) {
+	if a.Value == "" {
+		return false, nil
+	}
+	find := func(m map[string][]string, k string) {
+		if r, found := m[k]; found {
+			ok = true
+			roles = append(roles, r...)
+		}
+	}
+	find(ix.exact, a.Key())
+	switch a.Kind {
+	case KindEmail:
+		d := a.Value[strings.LastIndexByte(a.Value, '@')+1:]
+		find(ix.domain, d)
+		for i := 0; i < len(d); i++ {
+			if d[i] == '.' {
+				find(ix.sub, d[i:])
+			}
+		}
+	case KindMobile:
+		for i := 2; i <= len(a.Value); i++ {
+			find(ix.prefix, a.Value[:i])
+		}
+	}
+	return ok, roles
 }
 
 // Rules on who may open which paths.

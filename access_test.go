@@ -10,7 +10,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -504,8 +506,9 @@ func TestDisabledUser(t *testing.T) {
 }
 
 // realmSites starts one Caddy with a site per block on one SQLite file,
-// the first on testPort and the next ones after it.
-func realmSites(t *testing.T, mail *smtpServer, up *upstream, db string, blocks ...string) {
+// the first on testPort and the next ones after it, each with the jwt
+// block.
+func realmSites(t *testing.T, mail *smtpServer, up *upstream, db, jwt string, blocks ...string) {
 	t.Helper()
 	var sites []string
 	for i, b := range blocks {
@@ -513,26 +516,33 @@ func realmSites(t *testing.T, mail *smtpServer, up *upstream, db string, blocks 
 	passwordless {
 		storage sqlite %s
 		%s
-		jwt {
-			algorithm HS256
-			secret %s
-		}
+		%s
 		%s
 	}
 	reverse_proxy %s
 }
-`, testPort+i, db, mail.emailBlock(), strings.Repeat("r", 32), b, strings.TrimPrefix(up.URL, "http://")))
+`, testPort+i, db, mail.emailBlock(), jwt, b, strings.TrimPrefix(up.URL, "http://")))
 	}
 	newCluster(t, sites...)
 }
 
-// Realms on one store and one signing secret: a token of one is refused
-// by the other, and a sign-up on the open one does not open the
-// invite-only one. Blocks of one realm are one sign-in.
+// Realms on one store, with one signing secret or with the keys each
+// realm generates: a token of one is refused by the other, and a sign-up
+// on the open one does not open the invite-only one. Blocks of one realm
+// are one sign-in.
 func TestRealmIsolation(t *testing.T) {
+	for name, jwt := range map[string]string{
+		"HS256 secret":        "jwt {\n\t\t\talgorithm HS256\n\t\t\tsecret " + strings.Repeat("r", 32) + "\n\t\t}",
+		"generated EdDSA key": "jwt {\n\t\t\talgorithm EdDSA\n\t\t}",
+	} {
+		t.Run(name, func(t *testing.T) { testRealmIsolation(t, jwt) })
+	}
+}
+
+func testRealmIsolation(t *testing.T, jwt string) {
 	mail, up := startSMTP(t), startUpstream(t)
 	db := filepath.Join(t.TempDir(), "pwl.db")
-	realmSites(t, mail, up, db, "realm public", "realm team\nregister_new_users false", "realm public")
+	realmSites(t, mail, up, db, jwt, "realm public", "realm team\nregister_new_users false", "realm public")
 	public, team, sso := "http://localhost:9080", "http://localhost:9081", "http://localhost:9082"
 	c := &cluster{t: t}
 	post, get := c.post, c.get
@@ -545,6 +555,18 @@ func TestRealmIsolation(t *testing.T) {
 	expectStatus(t, get(team, "/app", tok), http.StatusUnauthorized)
 	expectStatus(t, get(team, "/auth/me", tok), http.StatusUnauthorized)
 	expectStatus(t, post(team, "/auth/refresh", url.Values{"refresh_token": {r.str("refresh_token")}}, ""), http.StatusUnauthorized)
+	if strings.Contains(jwt, "EdDSA") {
+		// Each realm signs with a key of its own.
+		s, err := openSQLite(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer releaseSQLite(s)
+		var keys int
+		if err := s.db.QueryRowContext(t.Context(), `SELECT COUNT(DISTINCT value) FROM secrets WHERE name LIKE '%jwt_key:EdDSA'`).Scan(&keys); err != nil || keys != 2 {
+			t.Fatalf("%d distinct keys for two realms: %v", keys, err)
+		}
+	}
 
 	// The user made on the open site does not exist on the invite-only one.
 	drain(t, db)
@@ -721,4 +743,154 @@ func TestRealmKey(t *testing.T) {
 	if k := realmKey("team", "email:a@example.com"); k != "realm:team/email:a@example.com" {
 		t.Fatalf("team key %q", k)
 	}
+}
+
+// An address may hold a `#`, and a comment may follow it; an editor's byte
+// order mark is not part of the first pattern. Neither refuses the file,
+// so a removal made in the same edit applies.
+func TestAllowFileHashesAndByteOrderMark(t *testing.T) {
+	people := filepath.Join(t.TempDir(), "people.txt")
+	writeFile(t, people, "\uFEFF*@example.com staff\nodd#name@other.test admin # the odd one\nleaver@other.test\n")
+	e := newEnv(t, withConfig("allow_file "+people+"\nrate_limit {\n send_interval 0s\n}"))
+	odd := e.login("odd#name@other.test").str("token")
+	if r := e.get("/app", bearer(odd)...); r.str("roles") != "admin" {
+		t.Fatalf("upstream saw %s", r.body)
+	}
+	if r := e.get("/app", bearer(e.login("w@example.com").str("token"))...); r.str("roles") != "staff" {
+		t.Fatalf("the line after the byte order mark: upstream saw %s", r.body)
+	}
+	leaver := e.login("leaver@other.test").str("token")
+	expectStatus(t, e.get("/app", bearer(leaver)...), http.StatusOK)
+
+	writeFile(t, people, "\uFEFF# the team\n*@example.com staff\nodd#name@other.test admin # the odd one\n")
+	within5s(t, "leaver removed", func() bool { return e.get("/app", bearer(leaver)...).status == http.StatusUnauthorized })
+	expectStatus(t, e.get("/app", bearer(odd)...), http.StatusOK)
+}
+
+// loadWithin loads sites as loadCaddyfile does and fails the test if that
+// takes longer than d: a read that blocks must not hold a reload.
+func loadWithin(t *testing.T, d time.Duration, sites string) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- loadCaddyfile(t, sites) }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+		t.Fatalf("loading the config took more than %s", d)
+		return nil
+	}
+}
+
+// An allow file that is a FIFO, or an endless device, fails the config
+// at once with its name; one that turns into a FIFO later is logged, the
+// last good version stays, and a reload is not held.
+func TestAllowFileMustBeARegularFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.txt")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	zero := filepath.Join(dir, "zero.txt")
+	if err := os.Symlink("/dev/zero", zero); err != nil {
+		t.Fatal(err)
+	}
+	site := func(file string) string {
+		return fmt.Sprintf("http://localhost:9080 {\n passwordless {\n storage sqlite %s\n email {\n log\n }\n allow_file %s\n }\n respond ok\n}\n", filepath.Join(dir, "pwl.db"), file)
+	}
+	for _, file := range []string{fifo, zero} {
+		err := loadWithin(t, 10*time.Second, site(file))
+		if err == nil || !strings.Contains(err.Error(), file+" is not a regular file") {
+			t.Errorf("%s: %v", file, err)
+		}
+	}
+
+	people := filepath.Join(dir, "people.txt")
+	writeFile(t, people, "*@example.com\n")
+	e := newEnv(t, withConfig("allow_file "+people))
+	tok := e.login("a@example.com").str("token")
+	if err := syscall.Mkfifo(people+".new", 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(people+".new", people); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * allowFilePoll)
+	expectStatus(t, e.get("/app", bearer(tok)...), http.StatusOK)
+	if err := loadWithin(t, 10*time.Second, "http://localhost:9080 {\n respond ok\n}\n"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The index answers what the patterns say, for every kind of line, with
+// the roles of every line that fits.
+func TestAllowIndexMatchesPatterns(t *testing.T) {
+	lines, err := parseAllowFile("people.txt", []byte("alice@partner.org a\n*@example.com b\n*@*.example.com c\n+15551234567 d\n+44* e\n+4477* f\nx@sub.example.com g\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix := newAllowIndex(lines)
+	for _, a := range []Alias{
+		{KindEmail, "alice@partner.org"}, {KindEmail, "alice@partner.org.evil.test"}, {KindEmail, "a@example.com"},
+		{KindEmail, "a@sub.example.com"}, {KindEmail, "x@sub.example.com"}, {KindEmail, "a@x.y.example.com"},
+		{KindEmail, "a@notexample.com"}, {KindEmail, "a@subexample.com"}, {KindEmail, "a@example.com.evil.test"},
+		{KindMobile, "+15551234567"}, {KindMobile, "+155512345678"}, {KindMobile, "+447700900123"},
+		{KindMobile, "+44"}, {KindMobile, "+4"}, {KindMobile, "+14470090012"}, {KindEmail, ""}, {KindMobile, "+15551234567@x"},
+	} {
+		var want []string
+		admitted := false
+		for _, l := range lines {
+			if l.pattern.match(a) {
+				admitted = true
+				want = append(want, l.roles...)
+			}
+		}
+		ok, roles := ix.lookup(a)
+		slices.Sort(roles)
+		if ok != admitted || strings.Join(roles, ",") != strings.Join(want, ",") {
+			t.Errorf("%v: index says %t %v, patterns %t %v", a, ok, roles, admitted, want)
+		}
+	}
+}
+
+// One store reached by two spellings is one store: a SQLite file through
+// a symlink, a PostgreSQL database through another host name and
+// parameters. Blocks on it that disagree on who may sign in are refused.
+func TestRealmConflictSeesThroughSpellings(t *testing.T) {
+	block := func(port int, storage, extra string) string {
+		return fmt.Sprintf("http://localhost:%d {\n passwordless {\n %s\n email {\n log\n }\n %s\n }\n respond ok\n}\n", port, storage, extra)
+	}
+	t.Run("sqlite symlink", func(t *testing.T) {
+		dir := t.TempDir()
+		db, link := filepath.Join(dir, "pwl.db"), filepath.Join(dir, "link.db")
+		if err := os.Symlink(db, link); err != nil {
+			t.Fatal(err)
+		}
+		err := loadCaddyfile(t, block(9080, "storage sqlite "+db, "")+block(9081, "storage sqlite "+link, "register_new_users false"))
+		if err == nil || !strings.Contains(err.Error(), "disagree on who may sign in") {
+			t.Fatalf("one file through a symlink: %v", err)
+		}
+		// Two files are two stores.
+		if err := loadCaddyfile(t, block(9080, "storage sqlite "+db, "")+block(9081, "storage sqlite "+filepath.Join(dir, "other.db"), "register_new_users false")); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("postgres", func(t *testing.T) {
+		dsn := postgresDSN(t)
+		u, err := url.Parse(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		other := *u
+		if host, port, ok := strings.Cut(u.Host, ":"); ok && host == "127.0.0.1" {
+			other.Host = "localhost:" + port
+		}
+		q := other.Query()
+		q.Set("application_name", "second")
+		other.RawQuery = q.Encode()
+		err = loadCaddyfile(t, block(9080, fmt.Sprintf("storage postgres %q", dsn), "")+block(9081, fmt.Sprintf("storage postgres %q", other.String()), "register_new_users false"))
+		if err == nil || !strings.Contains(err.Error(), "disagree on who may sign in") {
+			t.Fatalf("one database through two connection strings: %v", err)
+		}
+	})
 }

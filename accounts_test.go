@@ -319,3 +319,30 @@ func TestSeveralKeysNeedKid(t *testing.T) {
 		}
 	}
 }
+
+// A verification code for an alias outside the allow list is answered as
+// any other, and nothing is sent, as for a login code; no code makes the
+// alias the account's.
+func TestVerifyHonoursTheAllowList(t *testing.T) {
+	e := newEnv(t, withConfig("allow *@example.com"))
+	auth := bearer(e.login("acct@example.com").str("token"))
+	inside := e.postForm("/auth/verify/email", map[string]string{"email": "second@example.com"}, auth...)
+	outside := e.postForm("/auth/verify/email", map[string]string{"email": "someone@other.test"}, auth...)
+	expectStatus(t, outside, http.StatusOK)
+	if string(outside.body) != string(inside.body) {
+		t.Fatalf("answers differ: %s and %s", inside.body, outside.body)
+	}
+	e.drain()
+	for _, m := range e.smtp.all() {
+		if m.To == "someone@other.test" {
+			t.Fatal("a verification code was sent outside the allow list")
+		}
+	}
+	e.smtp.code(t, "second@example.com")
+	for _, code := range []string{"000000", "123456"} {
+		expectStatus(t, e.postForm("/auth/verify", map[string]string{"email": "someone@other.test", "token": code}, auth...), http.StatusBadRequest)
+	}
+	if got := e.get("/auth/me", auth...).str("email"); got != "acct@example.com" {
+		t.Fatalf("me: %s", got)
+	}
+}

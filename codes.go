@@ -300,7 +300,9 @@ func (p *Passwordless) serveSendVerify(kind AliasKind) func(http.ResponseWriter,
 		if e != nil {
 			return e
 		}
-		if e := p.queueCode(r, a, purposeVerify, c.Subject, true); e != nil {
+		// An alias outside the allow list gets what a login code
+		// request for it gets: the same answer, and nothing sent.
+		if e := p.queueCode(r, a, purposeVerify, c.Subject, p.access.admits(a)); e != nil {
 			return e
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"detail": "A verification code has been sent to your " + string(kind) + "."})
@@ -326,7 +328,7 @@ func (p *Passwordless) serveVerify(w http.ResponseWriter, r *http.Request) *apiE
 	}
 	// The code proves the alias to the account that asked for it, not to
 	// whoever presents it.
-	if stored.UserID != c.Subject {
+	if stored.UserID != c.Subject || !p.access.admits(a) {
 		return p.failed(ctx, p.clientKey(r), a, true)
 	}
 	u, err := p.store.LinkAlias(ctx, c.Subject, a)

@@ -72,7 +72,9 @@ Exit status: 0 on success; 1, with the reason on stderr, otherwise.
 			cmd.Args, cmd.RunE = cobra.NoArgs, showHelp
 			users := commandGroup("users", "Manages users")
 			add := operatorCommand("add ALIAS... [--role ROLE]...", "Creates a user with those aliases, marked verified, and prints its id", cobra.MinimumNArgs(1), cmdUsersAdd)
-			add.Flags().StringSlice("role", nil, "A role of the new user (repeatable)")
+			// An array, split on commas here: a slice flag reads its value as
+			// CSV, which silently kept "admin" of "admin\nx".
+			add.Flags().StringArray("role", nil, "A role of the new user (repeatable, or comma-separated)")
 			users.AddCommand(
 				add,
 				operatorCommand("list", "Lists the users of the realm", cobra.NoArgs, cmdUsersList),
@@ -136,8 +138,11 @@ func operatorCommand(use, short string, nargs cobra.PositionalArgs, f func(op *o
 }
 
 // parseFlags sets the command's flags (its own and its parents') from raw
-// and returns the arguments. A word that starts with '-' but is no flag of
-// the command is an argument; "--" ends the flags as usual.
+// and returns the arguments. A word is a flag when its name (up to "=") is
+// one of the command's, whatever its value holds (--realm=x@y). Otherwise a
+// word that starts with '-' is an argument (an id, or an alias when it
+// holds '@'), except an unknown --name, which is a typo; "--" ends the
+// flags as usual.
 func parseFlags(cmd *cobra.Command, raw []string) ([]string, error) {
 	cmd.InheritedFlags() // merges the parents' persistent flags into Flags
 	fs := cmd.Flags()
@@ -153,6 +158,12 @@ func parseFlags(cmd *cobra.Command, raw []string) ([]string, error) {
 		case strings.HasPrefix(a, "--"):
 			name, _, hasValue := strings.Cut(a[2:], "=")
 			if f = fs.Lookup(name); f == nil {
+				// An alias may start with "--" (--x=y@example.com is
+				// an address); any other unknown flag is a typo.
+				if strings.Contains(a, "@") {
+					args = append(args, a)
+					continue
+				}
 				return nil, fmt.Errorf("unknown flag: --%s", name)
 			}
 			if hasValue {
@@ -198,14 +209,14 @@ func runOperator(cmd *cobra.Command, args []string, f func(*operator, []string) 
 	defer cancel()
 	op := &operator{ctx: ctx, realm: t.realm, out: cmd.OutOrStdout(), json: asJSON, cmd: cmd,
 		logging: cfg.Logging, handler: t.handler}
-	if op.where, err = t.storage.exists(op.ctx); err != nil {
-		return err
-	}
-	store, release, err := t.storage.open()
+	// A client of the store, as another instance is not: no migration,
+	// no purge, no checkpoints.
+	store, where, release, err := t.storage.openClient(op.ctx)
 	if err != nil {
 		return err
 	}
 	defer release()
+	op.where = where
 	op.store = store
 	return f(op, args)
 }

@@ -3,6 +3,7 @@ package passwordless
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -617,4 +618,129 @@ func TestCommandAddRefusesNumbersTheAPIRefuses(t *testing.T) {
 		}
 		c.ok("users", "add", "+1 555 000 1234")
 	})
+}
+
+// The command never writes to a file that is not a store, and neither
+// does `caddy run`: an empty or a text file is refused and keeps its
+// contents and mode; a SQLite database without the store's schema too.
+func TestCommandRefusesFilesThatAreNotAStore(t *testing.T) {
+	dir := t.TempDir()
+	empty, text, other := filepath.Join(dir, "empty.db"), filepath.Join(dir, "notes.txt"), filepath.Join(dir, "other.db")
+	for path, content := range map[string]string{empty: "", text: "my notes\n"} {
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db, err := sql.Open("sqlite", other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`CREATE TABLE notes (body TEXT)`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	unchanged := func(path, content string) {
+		t.Helper()
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := os.ReadFile(path)
+		if fi.Mode().Perm() != 0o644 || string(got) != content {
+			t.Errorf("%s changed: mode %v, %d bytes", path, fi.Mode().Perm(), len(got))
+		}
+	}
+	for path, content := range map[string]string{empty: "", text: "my notes\n"} {
+		c := &cli{t: t, config: cliSite(t, "storage sqlite "+path, "")}
+		expectContains(t, c.fails("users", "add", "a@example.com"), path+" is not a SQLite database")
+		unchanged(path, content)
+		err := loadCaddyfile(t, fmt.Sprintf("http://localhost:9080 {\n passwordless {\n storage sqlite %s\n email {\n log\n }\n }\n respond ok\n}\n", path))
+		if err == nil || !strings.Contains(err.Error(), "is not a SQLite database") {
+			t.Errorf("caddy run on %s: %v", path, err)
+		}
+		unchanged(path, content)
+	}
+	c := &cli{t: t, config: cliSite(t, "storage sqlite "+other, "")}
+	expectContains(t, c.fails("users", "add", "a@example.com"), other+" is a SQLite database but not a passwordless store")
+}
+
+// The command is a client of the store, as a server is not: a store at
+// another schema version is refused with both versions named and left as
+// it is; nothing is purged and no checkpoint empties the log it shares
+// with the running server.
+func TestCommandIsAClientOfTheStore(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pwl.db")
+	s, err := openSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	u, err := s.CreateUser(ctx, defaultRealm, []Alias{{Kind: KindEmail, Value: "old@example.com"}}, nil, now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	releaseSQLite(s)
+	// An ended session, written while no server runs: a server would
+	// purge it when it opens the store.
+	raw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Exec(`INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ('ended', ?, 1000, 2000)`, u.ID); err != nil {
+		t.Fatal(err)
+	}
+	c := &cli{t: t, config: cliSite(t, "storage sqlite "+path, "")}
+	c.ok("users", "list")
+	var n int
+	if err := raw.QueryRow(`SELECT COUNT(*) FROM sessions WHERE id = 'ended'`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("the command purged the store: %d %v", n, err)
+	}
+
+	// With a server on the file, the command leaves the server's log alone.
+	if s, err = openSQLite(path); err != nil {
+		t.Fatal(err)
+	}
+	defer releaseSQLite(s)
+	if _, err := s.CreateUser(ctx, defaultRealm, []Alias{{Kind: KindEmail, Value: "new@example.com"}}, nil, now()); err != nil {
+		t.Fatal(err)
+	}
+	c.ok("users", "list")
+	if fi, err := os.Stat(path + "-wal"); err != nil || fi.Size() == 0 {
+		t.Fatalf("the command truncated the server's log: %v", err)
+	}
+
+	if _, err := s.db.ExecContext(ctx, `PRAGMA user_version = 2`); err != nil {
+		t.Fatal(err)
+	}
+	line := c.fails("users", "list")
+	expectContains(t, line, "schema version 2", fmt.Sprintf("version %d", len(sqliteMigrations)))
+	var version int
+	if err := s.db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil || version != 2 {
+		t.Fatalf("the command migrated the store: %d %v", version, err)
+	}
+	if _, err := s.db.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, len(sqliteMigrations))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Flags and aliases are told apart as the README says: a word is a flag
+// when its name is one of the command's, whatever its value (--realm=x@y);
+// an unknown --word holding '@' is an alias. A role with a newline is
+// refused, not cut at the newline.
+func TestCommandFlagsAndAliases(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pwl.db")
+	s, err := openSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer releaseSQLite(s)
+	c := &cli{t: t, config: cliSite(t, "storage sqlite "+path, "realm main")}
+	expectContains(t, c.fails("users", "list", "--realm=x@y"), `no realm "x@y"`)
+	c.ok("users", "add", "--x=y@example.com", "--realm=main")
+	expectContains(t, c.ok("users", "show", "--x=y@example.com"), "--x=y@example.com")
+	expectContains(t, c.fails("users", "add", "r@example.com", "--role", "admin\nroot"), "is not a role name")
+	expectContains(t, c.fails("users", "show", "r@example.com"), "no user")
+	c.ok("users", "add", "r@example.com", "--role", "a,b", "--role", "c")
+	expectContains(t, c.ok("users", "show", "r@example.com"), "a,b,c")
 }

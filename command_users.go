@@ -180,8 +180,15 @@ func rolesText(roles []string) string {
 }
 
 func cmdUsersAdd(op *operator, args []string) error {
-	roles, err := op.cmd.Flags().GetStringSlice("role")
+	values, err := op.cmd.Flags().GetStringArray("role")
 	if err != nil {
+		return err
+	}
+	var roles []string
+	for _, v := range values {
+		roles = append(roles, strings.Split(v, ",")...)
+	}
+	if _, err := normalizeRoles(roles); err != nil {
 		return err
 	}
 	var p Passwordless
@@ -327,12 +334,9 @@ func cmdUsersDisable(op *operator, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := op.store.SetDisabled(op.ctx, u.ID, true); err != nil {
-		return fmt.Errorf("disabling user: %w", err)
-	}
 	// Its sessions end as a revocation ends them, so that enabling the
 	// user again does not bring them back.
-	n, err := op.store.RevokeSessions(op.ctx, u.ID, now())
+	n, err := op.store.DisableUser(op.ctx, u.ID, now())
 	if err != nil {
 		return err
 	}

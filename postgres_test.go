@@ -104,3 +104,30 @@ func postgresSite(port int, dsn string, mail *smtpServer, extra, handler string)
 }
 `, port, dsn, mail.emailBlock(), extra, handler)
 }
+
+// TestRoleRemovalAcrossInstances takes a stored role away with the command
+// line while two instances serve: each refuses the role's routes within
+// 5 seconds of real time, without a restart.
+func TestRoleRemovalAcrossInstances(t *testing.T) {
+	dsn := postgresDSN(t)
+	mail := startSMTP(t)
+	c := twoInstances(t, dsn, mail, "protect /admin/* {\n\t\t\trole admin\n\t\t}\n\t\tprotect /*",
+		"reverse_proxy "+strings.TrimPrefix(startUpstream(t).URL, "http://"))
+	a, b := "http://localhost:9080", "http://localhost:9081"
+	op := &cli{t: t, config: cliSite(t, fmt.Sprintf("storage postgres %q", dsn), "")}
+	op.ok("users", "add", "chief@example.com", "--role", "admin")
+	expectStatus(t, c.post(a, "/auth/email", url.Values{"email": {"chief@example.com"}}, ""), http.StatusOK)
+	r := c.post(b, "/auth/token", url.Values{"email": {"chief@example.com"}, "token": {mail.code(t, "chief@example.com")}}, "")
+	expectStatus(t, r, http.StatusOK)
+	tok := r.str("token")
+	for _, base := range []string{a, b} {
+		expectStatus(t, c.get(base, "/admin/panel", tok), http.StatusOK)
+	}
+	op.ok("users", "roles", "chief@example.com")
+	within5s(t, "the admin role taken away on both", func() bool {
+		return c.get(a, "/admin/panel", tok).status == http.StatusForbidden && c.get(b, "/admin/panel", tok).status == http.StatusForbidden
+	})
+	for _, base := range []string{a, b} {
+		expectStatus(t, c.get(base, "/app", tok), http.StatusOK)
+	}
+}

@@ -97,11 +97,31 @@ func difference(a, b string) string {
 
 // realmEntry is one provisioned handler's claim on a realm of a store.
 type realmEntry struct {
-	key    string
+	key    string // the store's identity and the realm
 	desc   string
 	sum    [32]byte
 	where  string
 	config <-chan struct{} // Done of the config load it belongs to
+}
+
+// storeIdentity names the database behind an open store, however it was
+// reached: the file's path with every symlink resolved, or for PostgreSQL
+// the cluster's system identifier, the database and the schema, whatever
+// the host name or parameters of the connection string. Two spellings of
+// one store must not pass for two stores, or an open block would register
+// users whom an invite-only one then accepts.
+func storeIdentity(s Store) (string, error) {
+	switch s := s.(type) {
+	case *sqliteStore:
+		path, err := filepath.EvalSymlinks(s.path)
+		if err != nil {
+			return "", fmt.Errorf("storage: %w", err)
+		}
+		return "sqlite\x00" + path, nil
+	case *postgresStore:
+		return "postgres\x00" + s.identity, nil
+	}
+	return "", fmt.Errorf("storage: a store of type %T", s)
 }
 
 var realms = struct {
@@ -114,13 +134,11 @@ var realms = struct {
 // Handlers of an older configuration, still running during a reload, are
 // not compared: the new configuration replaces them.
 func (p *Passwordless) joinRealm(ctx caddy.Context) error {
-	store := p.Storage.DSN
-	if p.Storage.Driver == "sqlite" {
-		if abs, err := filepath.Abs(store); err == nil {
-			store = abs
-		}
+	store, err := storeIdentity(p.store)
+	if err != nil {
+		return err
 	}
-	e := &realmEntry{key: p.Storage.Driver + "\x00" + store + "\x00" + p.Realm, config: ctx.Done()}
+	e := &realmEntry{key: store + "\x00" + p.Realm, config: ctx.Done()}
 	e.desc, e.sum = signInRules(p.RegisterNewUsers, p.Allow, p.AllowFile, p.DemoUsers)
 	e.where = "prefix " + p.Prefix
 	realms.Lock()

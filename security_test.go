@@ -52,11 +52,23 @@ func TestDatabaseFilesAreOwnerOnly(t *testing.T) {
 	}
 	check(filepath.Join(t.TempDir(), "new.db"))
 
-	// Companions an earlier version left with the umask's mode.
+	// A store, and companions, an earlier version left with the umask's
+	// mode. (Only a SQLite file is a store: an empty one is refused.)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "old.db")
-	for _, name := range []string{path, path + "-wal", path + "-shm"} {
+	s, err := openSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	releaseSQLite(s)
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{path + "-wal", path + "-shm"} {
 		if err := os.WriteFile(name, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(name, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -60,6 +59,10 @@ type Store interface {
 	SetRoles(ctx context.Context, userID string, roles []string) error
 	// SetDisabled disables or enables a user; ErrNotFound if none.
 	SetDisabled(ctx context.Context, userID string, disabled bool) error
+	// DisableUser disables a user and revokes its live sessions in one
+	// transaction, so that no reader sees the one without the other, and
+	// answers how many sessions were live; ErrNotFound if none.
+	DisableUser(ctx context.Context, userID string, now time.Time) (int, error)
 	// DeleteUser deletes a user with its aliases, sessions and passkeys; ErrNotFound
 	// if none.
 	DeleteUser(ctx context.Context, userID string) error
@@ -202,42 +205,28 @@ func (c StorageConfig) checkDSN() error {
 	return nil
 }
 
-// exists checks that the store is there without creating it: a typo
-// in --config must not make an empty store that a later `users add`
-// fills. It answers where it looked.
-func (c StorageConfig) exists(ctx context.Context) (string, error) {
+// openClient opens the store as the command line uses it, without
+// creating it: a typo in --config must not make an empty store that a
+// later `users add` fills. It answers where it looked, for messages.
+func (c StorageConfig) openClient(ctx context.Context) (Store, string, func() error, error) {
+	var s *sqlStore
+	var where string
+	var err error
 	switch c.Driver {
 	case "sqlite":
-		abs, err := filepath.Abs(c.DSN)
-		if err != nil {
-			return "", fmt.Errorf("sqlite path %q: %w", c.DSN, err)
-		}
-		fi, err := os.Stat(abs)
-		if errors.Is(err, os.ErrNotExist) {
-			return "", fmt.Errorf("no database at %s: Caddy creates it when it first runs with this config (is --config right?)", abs)
-		}
-		if err != nil {
-			return "", fmt.Errorf("database %s: %w", abs, err)
-		}
-		if !fi.Mode().IsRegular() {
-			return "", fmt.Errorf("database %s is not a file", abs)
-		}
-		return abs, nil
+		s, where, err = openSQLiteClient(ctx, c.DSN)
 	case "postgres":
 		if err := c.checkDSN(); err != nil {
-			return "", err
+			return nil, "", nil, err
 		}
-		ok, name, err := postgresStoreExists(ctx, c.DSN)
-		if err != nil {
-			return "", err
-		}
-		if !ok {
-			return "", fmt.Errorf("no passwordless store in %s: Caddy creates it when it first runs with this config (is --config right?)", name)
-		}
-		return name, nil
+		s, where, err = openPostgresClient(ctx, c.DSN)
 	default:
-		return "", fmt.Errorf("storage: unknown driver %q", c.Driver)
+		return nil, "", nil, fmt.Errorf("storage: unknown driver %q", c.Driver)
 	}
+	if err != nil {
+		return nil, where, nil, err
+	}
+	return s, where, s.Destruct, nil
 }
 
 // maxRateWindow is the longest rate-limit window; events older than it

@@ -173,6 +173,21 @@ func testAdmin(t *testing.T, s Store) {
 		t.Fatalf("refresh after revoking all: %v", err)
 	}
 
+	// Disabling ends the live sessions in the same transaction.
+	s.CreateSession(ctx, Session{ID: "d1", UserID: u.ID, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, []byte("rd1"), t0.Add(time.Hour))
+	if n, err := s.DisableUser(ctx, u.ID, t0); err != nil || n != 1 {
+		t.Fatalf("disabled with %d sessions ended, %v", n, err)
+	}
+	if su, err := s.SessionUser(ctx, "d1", t0); err != nil || su.Active || !su.User.Disabled {
+		t.Fatalf("after disabling: %+v %v", su, err)
+	}
+	if _, err := s.DisableUser(ctx, "nope", t0); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("disabling an unknown user: %v", err)
+	}
+	if err := s.SetDisabled(ctx, u.ID, false); err != nil {
+		t.Fatal(err)
+	}
+
 	// Delete: the user, its aliases and sessions go.
 	s.CreateSession(ctx, Session{ID: "a4", UserID: u.ID, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, []byte("ra4"), t0.Add(time.Hour))
 	if err := s.DeleteUser(ctx, u.ID); err != nil {

@@ -187,6 +187,30 @@ func (s *sqlStore) SetDisabled(ctx context.Context, userID string, disabled bool
 	return s.updateUser(ctx, "disabling user", `disabled = ?`, disabled, userID)
 }
 
+func (s *sqlStore) DisableUser(ctx context.Context, userID string, now time.Time) (int, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("disabling user: %w", err)
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `UPDATE users SET disabled = TRUE WHERE id = ?`, userID)
+	if err != nil {
+		return 0, fmt.Errorf("disabling user: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return 0, ErrNotFound
+	}
+	res, err = tx.ExecContext(ctx, `UPDATE sessions SET revoked = TRUE WHERE user_id = ? AND revoked = FALSE AND expires_at > ?`, userID, ms(now))
+	if err != nil {
+		return 0, fmt.Errorf("disabling user: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("disabling user: %w", err)
+	}
+	return int(n), nil
+}
+
 func (s *sqlStore) DeleteUser(ctx context.Context, userID string) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {

@@ -20,6 +20,9 @@ var postgresHandles = caddy.NewUsagePool()
 type postgresStore struct {
 	*sqlStore
 	dsn string
+	// identity names the database however the DSN reaches it (see
+	// storeIdentity).
+	identity string
 }
 
 // defaultPostgresSchema keeps the plugin's tables apart from the
@@ -85,17 +88,68 @@ func newPostgres(dsn string) (*postgresStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("preparing %s: %w", name, err)
 	}
-	lock := func(ctx context.Context, tx sqlTx, key string) error {
-		// Serialises read-then-write transactions on one key across
-		// every instance; released at commit or rollback.
-		_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended(?, 0))`, key)
-		if err != nil {
-			return fmt.Errorf("locking %q: %w", strings.SplitN(key, ":", 2)[0], err)
-		}
-		return nil
+	id, err := postgresIdentity(db, schema)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("reading the identity of %s: %w", name, err)
 	}
 	pg := sqlDB{DB: db, dollar: true}
-	return &postgresStore{sqlStore: newSQLStore(pg, pg, name, lock), dsn: dsn}, nil
+	s := &postgresStore{sqlStore: newSQLStore(pg, pg, name, postgresLock), dsn: dsn, identity: id}
+	s.purgeInBackground()
+	return s, nil
+}
+
+// postgresIdentity names the database the pool reaches: the cluster's
+// system identifier (the same through any host name, address or port),
+// the database and the store's schema.
+func postgresIdentity(db *sql.DB, schema string) (string, error) {
+	var cluster, database string
+	err := db.QueryRow(`SELECT system_identifier::text, current_database() FROM pg_control_system()`).Scan(&cluster, &database)
+	if err != nil {
+		return "", err
+	}
+	return cluster + "/" + database + "/" + schema, nil
+}
+
+// postgresLock serialises read-then-write transactions on one key across
+// every instance; released at commit or rollback.
+func postgresLock(ctx context.Context, tx sqlTx, key string) error {
+	_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended(?, 0))`, key)
+	if err != nil {
+		return fmt.Errorf("locking %q: %w", strings.SplitN(key, ":", 2)[0], err)
+	}
+	return nil
+}
+
+// openPostgresClient opens the store in the DSN's database as the command
+// line uses it: it must be there, at the schema version of this build
+// (only a server migrates), and nothing runs in the background. It
+// answers where the store is, for messages.
+func openPostgresClient(ctx context.Context, dsn string) (*sqlStore, string, error) {
+	exists, name, err := postgresStoreExists(ctx, dsn)
+	if err != nil {
+		return nil, "", err
+	}
+	if !exists {
+		return nil, "", fmt.Errorf("no passwordless store in %s: Caddy creates it when it first runs with this config (is --config right?)", name)
+	}
+	cfg, _, _, err := postgresConfig(dsn)
+	if err != nil {
+		return nil, "", err
+	}
+	db := stdlib.OpenDB(*cfg)
+	db.SetMaxOpenConns(2)
+	var version int
+	if err := db.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&version); err != nil {
+		db.Close()
+		return nil, "", fmt.Errorf("reading the schema version of %s: %w", name, err)
+	}
+	if err := sameSchema(name, version, len(postgresMigrations)); err != nil {
+		db.Close()
+		return nil, "", err
+	}
+	pg := sqlDB{DB: db, dollar: true}
+	return newSQLStore(pg, pg, name, postgresLock), name, nil
 }
 
 var postgresMigrations = []string{

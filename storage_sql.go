@@ -33,18 +33,26 @@ type sqlStore struct {
 }
 
 func newSQLStore(db, rdb sqlDB, name string, lock func(context.Context, sqlTx, string) error) *sqlStore {
-	s := &sqlStore{db: db, rdb: rdb, lock: lock, name: name, greatest: "MAX", stop: make(chan struct{}), done: make(chan struct{})}
+	s := &sqlStore{db: db, rdb: rdb, lock: lock, name: name, greatest: "MAX"}
 	if db.dollar {
 		s.greatest, s.skipLocked = "GREATEST", " FOR UPDATE SKIP LOCKED"
 	}
-	go s.purgeLoop()
 	return s
+}
+
+// purgeInBackground starts purgeLoop. A server does; the command line,
+// a client of the store for a moment, does not.
+func (s *sqlStore) purgeInBackground() {
+	s.stop, s.done = make(chan struct{}), make(chan struct{})
+	go s.purgeLoop()
 }
 
 // Destruct closes the database when the usage pool drops the last reference.
 func (s *sqlStore) Destruct() error {
-	close(s.stop)
-	<-s.done
+	if s.stop != nil {
+		close(s.stop)
+		<-s.done
+	}
 	if s.rdb.DB != s.db.DB {
 		s.rdb.Close()
 	}

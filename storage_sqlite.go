@@ -5,10 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
+	"syscall"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -94,8 +96,92 @@ func newSQLite(path string) (*sqliteStore, error) {
 	r := sqlDB{DB: rdb, cache: newStmtCache()}
 	s := &sqliteStore{sqlStore: newSQLStore(w, r, path, noLock), path: path,
 		stopCheckpoints: make(chan struct{}), checkpointsDone: make(chan struct{})}
+	s.purgeInBackground()
 	go s.checkpoints()
 	return s, nil
+}
+
+// openSQLiteClient opens the store at path as the command line uses it,
+// a client beside the server: the file must be a store already, at the
+// schema version of this build (only a server migrates), and nothing runs
+// in the background: no purge, no checkpoints, none at exit either. It
+// answers the absolute path, for messages.
+func openSQLiteClient(ctx context.Context, path string) (*sqlStore, string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("sqlite path %q: %w", path, err)
+	}
+	exists, err := isSQLite(abs)
+	if err != nil {
+		return nil, abs, err
+	}
+	if !exists {
+		return nil, abs, fmt.Errorf("no database at %s: Caddy creates it when it first runs with this config (is --config right?)", abs)
+	}
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "foreign_keys(ON)")
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+abs+"?"+q.Encode())
+	if err != nil {
+		return nil, abs, fmt.Errorf("opening %s: %w", abs, err)
+	}
+	db.SetMaxOpenConns(1)
+	var version int
+	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		db.Close()
+		return nil, abs, fmt.Errorf("reading %s: %w", abs, err)
+	}
+	if version == 0 {
+		db.Close()
+		return nil, abs, fmt.Errorf("%s is a SQLite database but not a passwordless store", abs)
+	}
+	if err := sameSchema(abs, version, len(sqliteMigrations)); err != nil {
+		db.Close()
+		return nil, abs, err
+	}
+	w := sqlDB{DB: db, gate: make(chan struct{}, 1), cache: newStmtCache()}
+	noLock := func(context.Context, sqlTx, string) error { return nil }
+	return newSQLStore(w, w, abs, noLock), abs, nil
+}
+
+// sqliteHeader begins every SQLite database file.
+const sqliteHeader = "SQLite format 3\x00"
+
+// isSQLite reports whether path holds a SQLite database, false if there
+// is no file, and fails for anything else: an empty file, a text file or
+// a device is not a store, and neither the server nor the command line
+// may turn one into a store or change its mode.
+func isSQLite(path string) (bool, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("database %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return false, fmt.Errorf("database %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return false, fmt.Errorf("database %s is not a file", path)
+	}
+	head := make([]byte, len(sqliteHeader))
+	if _, err := io.ReadFull(f, head); err != nil || string(head) != sqliteHeader {
+		return false, fmt.Errorf("%s is not a SQLite database: refusing to use it as the store (an empty file is not one either)", path)
+	}
+	return true, nil
+}
+
+// sameSchema refuses a store at another schema version than this build's:
+// the command line never migrates.
+func sameSchema(where string, version, want int) error {
+	if version != want {
+		return fmt.Errorf("the store %s is at schema version %d and this build uses version %d: only caddy run migrates a store; use the caddy that matches it", where, version, want)
+	}
+	return nil
 }
 
 // checkpointEvery is how often the log is copied into the database file.
@@ -143,13 +229,34 @@ var readConns = max(runtime.NumCPU(), 2) * 2
 // file, and its -wal and -shm companions until a checkpoint, hold the
 // signing key and the code HMAC key. SQLite gives -wal and -shm the mode of
 // the main file, so creating that with 0600 covers all three; companions
-// left by an older version with the umask's mode are repaired.
+// left by an older version with the umask's mode are repaired. Only a new
+// file or a SQLite one is touched: a path to anything else (a typo, a
+// text file) is refused before its mode or contents change.
 func ownerOnly(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	exists, err := isSQLite(path)
 	if err != nil {
-		return fmt.Errorf("opening %s: %w", path, err)
+		return err
 	}
-	f.Close()
+	if !exists {
+		// Not O_EXCL: a symlink to a file still to be made is followed,
+		// as SQLite follows it. What was opened must be the new, empty
+		// file; anything another process put there meanwhile is checked
+		// as above before its mode changes.
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return fmt.Errorf("creating %s: %w", path, err)
+		}
+		fi, err := f.Stat()
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("creating %s: %w", path, err)
+		}
+		if fi.Size() > 0 || !fi.Mode().IsRegular() {
+			if _, err := isSQLite(path); err != nil {
+				return err
+			}
+		}
+	}
 	for _, name := range []string{path, path + "-wal", path + "-shm"} {
 		if err := os.Chmod(name, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("restricting %s to its owner: %w", name, err)
