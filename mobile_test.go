@@ -200,10 +200,10 @@ func TestTwilioFailureIs503(t *testing.T) {
 			if r.str("detail") == "" || strings.Contains(string(r.body), tw.Token) || strings.Contains(string(r.body), tw.SID) {
 				t.Errorf("503 body: %s", r.body)
 			}
-			// The service comes back: retries are due, the channel is tried again.
+			// The service comes back: the next probe finds it so.
 			tw.failNone()
 			tw.hang(false)
-			clock.Advance(failingFor)
+			clock.Advance(probeEvery)
 			eventually(t, "code requests to be answered again", func() bool {
 				return e.postForm("/auth/mobile/", map[string]string{"mobile": "+15551234567"}).status == http.StatusOK
 			})

@@ -28,6 +28,10 @@ type smtpServer struct {
 	mu       sync.Mutex
 	messages []receivedMail
 	reject   *smtp.SMTPError // when set, RCPT is refused with it
+	// rejectTo refuses RCPT for one address (lower case) with its error.
+	rejectTo   map[string]*smtp.SMTPError
+	rejectMail *smtp.SMTPError // when set, MAIL FROM is refused with it
+	mails      int             // MAIL FROM commands seen, probes included
 	failData *smtp.SMTPError // when set, DATA is read, kept, then refused with it
 	user     string          // when set, AUTH PLAIN is required
 	pass     string
@@ -79,6 +83,30 @@ func (s *smtpServer) setReject(e *smtp.SMTPError) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.reject = e
+}
+
+// setRejectTo refuses RCPT TO for addr with e, or no longer when e is nil.
+func (s *smtpServer) setRejectTo(addr string, e *smtp.SMTPError) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rejectTo == nil {
+		s.rejectTo = map[string]*smtp.SMTPError{}
+	}
+	s.rejectTo[strings.ToLower(addr)] = e
+}
+
+// setRejectMail refuses MAIL FROM with e, or no longer when e is nil.
+func (s *smtpServer) setRejectMail(e *smtp.SMTPError) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rejectMail = e
+}
+
+// mailCount is how many MAIL FROM commands the server has seen.
+func (s *smtpServer) mailCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mails
 }
 
 func (s *smtpServer) all() []receivedMail {
@@ -167,6 +195,13 @@ func (ss *smtpSession) Mail(from string, _ *smtp.MailOptions) error {
 	if ss.srv.user != "" && !ss.authed {
 		return smtp.ErrAuthRequired
 	}
+	ss.srv.mu.Lock()
+	ss.srv.mails++
+	rej := ss.srv.rejectMail
+	ss.srv.mu.Unlock()
+	if rej != nil {
+		return rej
+	}
 	ss.from = from
 	return nil
 }
@@ -174,6 +209,9 @@ func (ss *smtpSession) Mail(from string, _ *smtp.MailOptions) error {
 func (ss *smtpSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	ss.srv.mu.Lock()
 	rej := ss.srv.reject
+	if r := ss.srv.rejectTo[strings.ToLower(to)]; r != nil {
+		rej = r
+	}
 	ss.srv.rcpts++
 	ss.srv.mu.Unlock()
 	if rej != nil {
