@@ -32,6 +32,10 @@ const (
 	// outboxPoll is how often an idle worker looks for messages that other
 	// instances queued or that are due for a retry.
 	outboxPoll = time.Second
+	// finishEvery is how often a long burst deletes the messages it has
+	// sent, rather than at its end, so that no sent code waits in the
+	// store (see sqliteStore.FinishOutbox) for slow sends after it.
+	finishEvery = 500 * time.Millisecond
 	// outboxGather is how long a woken worker lets messages gather, so that
 	// a busy queue is claimed and finished in batches, not one by one.
 	outboxGather = 2 * time.Millisecond
@@ -414,6 +418,8 @@ func (o *outbox) send(ctx context.Context, kind AliasKind, msgs []OutboxMessage)
 	defer cancel()
 	b := openBurst(o.senders[kind])
 	defer b.Close()
+	flushed, lastFlush := 0, time.Now()
+	defer func() { finished = finished[flushed:] }()
 	var stopped error
 	for _, m := range msgs {
 		if stopped == nil && sendCtx.Err() != nil {
@@ -432,6 +438,14 @@ func (o *outbox) send(ctx context.Context, kind AliasKind, msgs []OutboxMessage)
 		case err == nil:
 			o.sent(m, time.Since(start))
 			finished = append(finished, m.ID)
+			if time.Since(lastFlush) >= finishEvery {
+				if err := o.store.FinishOutbox(ctx, finished[flushed:]); err != nil {
+					o.logger.Error("deleting delivered messages", zap.Error(err))
+				} else {
+					flushed = len(finished)
+				}
+				lastFlush = time.Now()
+			}
 		case o.ctx.Err() != nil:
 			// Stopping: not the provider's fault.
 			o.retry(ctx, m, errNotTried)

@@ -3,6 +3,7 @@ package passwordless
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	mathrand "math/rand/v2"
 	"net"
@@ -379,6 +380,39 @@ func TestCodeRequestTimingSameForEveryAlias(t *testing.T) {
 	for _, m := range e.smtp.all() {
 		if m.To != "known@example.com" {
 			t.Fatalf("a mail went to %s", m.To)
+		}
+	}
+}
+
+// A delivered code leaves no trace in the store's files: within a second
+// of delivery, someone who copies pwl.db, its -wal and its -shm (a backup,
+// a stolen disk image) finds none of the codes that were sent, in the
+// database pages, their free space or the log.
+func TestDeliveredCodesLeaveNoTrace(t *testing.T) {
+	e := newEnv(t, withConfig("code_length 10\nrate_limit {\n send_interval 0s\n}"))
+	var codes []string
+	for i := range 5 {
+		addr := fmt.Sprintf("trace%d@example.com", i)
+		expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": addr}), http.StatusOK)
+		codes = append(codes, e.smtp.code(t, addr)) // waits until the outbox is empty
+	}
+	// One is used, one superseded: neither may linger either.
+	expectStatus(t, e.postForm("/auth/token/", map[string]string{"email": "trace0@example.com", "token": codes[0]}), http.StatusOK)
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "trace1@example.com"}), http.StatusOK)
+	codes = append(codes, e.smtp.code(t, "trace1@example.com"))
+	time.Sleep(time.Second)
+	for _, name := range []string{e.db, e.db + "-wal", e.db + "-shm"} {
+		b, err := os.ReadFile(name)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, c := range codes {
+			if bytes.Contains(b, []byte(c)) {
+				t.Errorf("code %d of %d is still in %s (%d bytes), a second after delivery", i+1, len(codes), filepath.Base(name), len(b))
+			}
 		}
 	}
 }

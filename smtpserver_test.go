@@ -32,12 +32,12 @@ type smtpServer struct {
 	rejectTo   map[string]*smtp.SMTPError
 	rejectMail *smtp.SMTPError // when set, MAIL FROM is refused with it
 	mails      int             // MAIL FROM commands seen, probes included
-	failData *smtp.SMTPError // when set, DATA is read, kept, then refused with it
-	user     string          // when set, AUTH PLAIN is required
-	pass     string
-	rcpts    int                  // RCPT commands seen
-	delay    func() time.Duration // when set, DATA takes this long
-	sessions int                  // connections (SMTP sessions) opened
+	failData   *smtp.SMTPError // when set, DATA is read, kept, then refused with it
+	user       string          // when set, AUTH PLAIN is required
+	pass       string
+	rcpts      int                  // RCPT commands seen
+	delay      func() time.Duration // when set, DATA takes this long
+	sessions   int                  // connections (SMTP sessions) opened
 	// settle, when set, waits until the plugin's outbox is empty, so
 	// that the last message is the one the test just asked for.
 	settle func()
