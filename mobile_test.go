@@ -218,3 +218,26 @@ func TestNoSMSBlockIs404(t *testing.T) {
 	expectStatus(t, e.postForm("/auth/mobile/", map[string]string{"mobile": "+15551234567"}), http.StatusNotFound)
 	expectStatus(t, e.postForm("/auth/token/", map[string]string{"mobile": "+15551234567", "token": "123456"}), http.StatusBadRequest)
 }
+
+// Anyone may ask for a code to the site's own sending number; Twilio
+// answers 400/21266 ("To" and "From" are the same). Like any other 4xx
+// about one message, that drops the message and closes SMS for nobody.
+func TestTwilioRefusalKeepsSMSOpen(t *testing.T) {
+	tw := startTwilio(t)
+	e := newEnv(t, smsBlock(t, tw, ""), withConfig(openLimits))
+	for i := range 3 {
+		hits := tw.hits()
+		expectStatus(t, e.postForm("/auth/mobile/", map[string]string{"mobile": "+15550000000"}), http.StatusOK)
+		eventually(t, "Twilio's refusal", func() bool { return tw.hits() > hits })
+		e.drain()
+		expectStatus(t, e.get("/auth/health"), http.StatusOK)
+		other := fmt.Sprintf("+1555123456%d", i)
+		expectStatus(t, e.postForm("/auth/mobile/", map[string]string{"mobile": other}), http.StatusOK)
+		expectStatus(t, e.postForm("/auth/token/", map[string]string{"mobile": other, "token": tw.code(t, other)}), http.StatusOK)
+	}
+	for _, m := range tw.messages() {
+		if m.To == "+15550000000" {
+			t.Fatal("Twilio took a message to its own number")
+		}
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -414,5 +415,185 @@ func TestDeliveredCodesLeaveNoTrace(t *testing.T) {
 				t.Errorf("code %d of %d is still in %s (%d bytes), a second after delivery", i+1, len(codes), filepath.Base(name), len(b))
 			}
 		}
+	}
+}
+
+// openLimits lets a test ask for many codes without meeting a rate limit.
+const openLimits = "rate_limit {\n send_interval 0s\n per_alias 1000 1h\n per_ip 1000 1h\n}"
+
+// One recipient's trouble is that message's alone. A server that
+// greylists one address (451 to RCPT TO) or refuses another for good (550)
+// leaves the channel open for everyone else, however often the greylisted
+// message is retried; the greylisted one arrives once the server takes it,
+// and no log line names either address.
+func TestRefusedRecipientKeepsChannelOpen(t *testing.T) {
+	logOpt, logPath := captureLog(t)
+	e := newEnv(t, withConfig(openLimits), logOpt)
+	e.smtp.settle = nil // the greylisted message stays queued meanwhile
+	e.smtp.setRejectTo("grey@example.com", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 1}, Message: "<grey@example.com>: greylisted"})
+	e.smtp.setRejectTo("gone@example.com", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "<gone@example.com>: no such user"})
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "gone@example.com"}), http.StatusOK)
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "grey@example.com"}), http.StatusOK)
+	for i := range 4 {
+		n := e.smtp.rcptCount()
+		clock.Advance(retryMax) // the greylisted message is due again
+		eventually(t, "another attempt", func() bool { return e.smtp.rcptCount() > n })
+		time.Sleep(50 * time.Millisecond) // for the attempt's bookkeeping
+		expectStatus(t, e.get("/auth/health"), http.StatusOK)
+		other := fmt.Sprintf("other%d@example.com", i)
+		expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": other}), http.StatusOK)
+		e.smtp.code(t, other)
+	}
+	e.smtp.setRejectTo("grey@example.com", nil)
+	clock.Advance(retryMax)
+	code := e.smtp.code(t, "grey@example.com")
+	expectStatus(t, e.postForm("/auth/token/", map[string]string{"email": "grey@example.com", "token": code}), http.StatusOK)
+	e.drain()
+	for _, m := range e.smtp.all() {
+		if m.To == "gone@example.com" {
+			t.Fatal("the refused address got mail")
+		}
+	}
+	whole, entries := readLog(t, logPath)
+	refusals := 0
+	for _, l := range entries {
+		if l.str("msg") == "delivery failed" {
+			refusals++
+			if !strings.Contains(l.str("error"), "smtp 451") && !strings.Contains(l.str("error"), "smtp 550") {
+				t.Errorf("the log does not name the reply code: %v", l)
+			}
+		}
+	}
+	if refusals < 5 {
+		t.Errorf("%d refusals logged, want 5 or more:\n%s", refusals, whole)
+	}
+	for _, l := range strings.Split(whole, "\n") {
+		if (strings.Contains(l, "grey@") || strings.Contains(l, "gone@")) && !strings.Contains(l, auditLoggerFullName) {
+			t.Errorf("a log line names the recipient: %s", l)
+		}
+	}
+}
+
+// A greylisted message does not hold up the rest of its burst: they go
+// out over the same connection, not after a retry.
+func TestRefusedRecipientDoesNotStopTheBurst(t *testing.T) {
+	e := newEnv(t, withConfig(openLimits))
+	e.smtp.settle = nil
+	var slow atomic.Int32
+	slow.Store(2)
+	e.smtp.mu.Lock()
+	// The first two messages take a while: each keeps a worker busy
+	// while the next ones queue up, to be claimed in one burst.
+	e.smtp.delay = func() time.Duration {
+		if slow.Add(-1) >= 0 {
+			return 700 * time.Millisecond
+		}
+		return 0
+	}
+	e.smtp.mu.Unlock()
+	for i, busy := range []string{"busy1@example.com", "busy2@example.com"} {
+		expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": busy}), http.StatusOK)
+		eventually(t, "a worker to take it", func() bool { return e.smtp.rcptCount() == i+1 })
+	}
+	e.smtp.setRejectTo("grey@example.com", &smtp.SMTPError{Code: 450, Message: "mailbox busy"})
+	rest := []string{"grey@example.com", "a@example.com", "b@example.com", "c@example.com"}
+	for _, addr := range rest {
+		expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": addr}), http.StatusOK)
+		time.Sleep(5 * time.Millisecond) // queued in this order
+	}
+	for _, addr := range rest[1:] {
+		e.smtp.last(t, addr)
+	}
+	e.smtp.mu.Lock()
+	conns := e.smtp.rcptConns
+	e.smtp.mu.Unlock()
+	if conns != 3 {
+		t.Fatalf("%d connections sent mail, want 3: the burst stopped at the greylisted message", conns)
+	}
+}
+
+// An outage tells nobody who may sign in: with only addresses that may
+// not (registration closed, nobody known), whose messages are never sent,
+// the channel turns to 503 while the server is down, as it does for real
+// users, and opens again when it is back.
+func TestOutageSeenWithoutAnAllowedAlias(t *testing.T) {
+	e := newEnv(t, withConfig("register_new_users false\n"+openLimits))
+	e.smtp.setRejectMail(&smtp.SMTPError{Code: 421, Message: "service not available"})
+	r := e.untilFailing("/auth/email/", map[string]string{"email": "stranger@example.com"})
+	if r.header.Get("Retry-After") == "" {
+		t.Errorf("503 without Retry-After: %v", r.header)
+	}
+	expectStatus(t, e.get("/auth/health"), http.StatusServiceUnavailable)
+	e.smtp.setRejectMail(nil)
+	clock.Advance(probeEvery)
+	eventually(t, "the channel to open again", func() bool {
+		return e.postForm("/auth/email/", map[string]string{"email": "stranger2@example.com"}).status == http.StatusOK
+	})
+	e.drain()
+	if n := len(e.smtp.all()); n != 0 {
+		t.Fatalf("%d mails to addresses that may not sign in", n)
+	}
+}
+
+// The workers drop a message whose code was superseded or has expired,
+// end to end: the greylisted address gets only its newest code once the
+// server takes it, and an expired one gets nothing.
+func TestWorkersDropSupersededAndExpired(t *testing.T) {
+	e := newEnv(t, withConfig(openLimits))
+	e.smtp.settle = nil
+	grey := &smtp.SMTPError{Code: 451, Message: "greylisted"}
+	e.smtp.setRejectTo("twice@example.com", grey)
+	e.smtp.setRejectTo("late@example.com", grey)
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "late@example.com"}), http.StatusOK)
+	eventually(t, "a first attempt", func() bool { return e.smtp.rcptCount() >= 1 })
+	clock.Advance(defaultCodeTTL - 5*time.Minute)
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "twice@example.com"}), http.StatusOK)
+	eventually(t, "its first attempt", func() bool { return e.smtp.rcptCount() >= 3 })
+	// A second code for twice@ supersedes the first; late@'s expires.
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "twice@example.com"}), http.StatusOK)
+	clock.Advance(6 * time.Minute)
+	e.smtp.setRejectTo("twice@example.com", nil)
+	e.smtp.setRejectTo("late@example.com", nil)
+	clock.Advance(retryMax)
+	code := e.smtp.code(t, "twice@example.com")
+	e.drain()
+	var to []string
+	for _, m := range e.smtp.all() {
+		to = append(to, m.To)
+	}
+	if !slices.Equal(to, []string{"twice@example.com"}) {
+		t.Fatalf("mail went to %v, want the newest code to twice@example.com alone", to)
+	}
+	expectStatus(t, e.postForm("/auth/token/", map[string]string{"email": "twice@example.com", "token": code}), http.StatusOK)
+}
+
+// Realms never share a delivery queue: two realms on one store, with the
+// same prefix and the same message settings but each its own SMTP server,
+// each send through their own server only.
+func TestRealmsDoNotShareAQueue(t *testing.T) {
+	mailA, mailB, up := startSMTP(t), startSMTP(t), startUpstream(t)
+	db := filepath.Join(t.TempDir(), "pwl.db")
+	site := func(port int, realm string, mail *smtpServer) string {
+		return fmt.Sprintf(`http://localhost:%d {
+	passwordless {
+		storage sqlite %s
+		realm %s
+		%s
+		%s
+	}
+	reverse_proxy %s
+}
+`, port, db, realm, mail.emailBlock(), openLimits, strings.TrimPrefix(up.URL, "http://"))
+	}
+	c := newCluster(t, site(testPort, "a", mailA), site(testPort+1, "b", mailB))
+	const n = 12
+	for i := range n {
+		for _, base := range []string{"http://localhost:9080", "http://localhost:9081"} {
+			expectStatus(t, c.post(base, "/auth/email/", url.Values{"email": {fmt.Sprintf("r%d@example.com", i)}}, ""), http.StatusOK)
+		}
+	}
+	drain(t, db)
+	if a, b := len(mailA.all()), len(mailB.all()); a != n || b != n {
+		t.Fatalf("realm a's server got %d mails and realm b's %d, want %d each", a, b, n)
 	}
 }

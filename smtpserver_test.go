@@ -32,6 +32,7 @@ type smtpServer struct {
 	rejectTo   map[string]*smtp.SMTPError
 	rejectMail *smtp.SMTPError // when set, MAIL FROM is refused with it
 	mails      int             // MAIL FROM commands seen, probes included
+	rcptConns  int             // sessions that sent at least one RCPT
 	failData   *smtp.SMTPError // when set, DATA is read, kept, then refused with it
 	user       string          // when set, AUTH PLAIN is required
 	pass       string
@@ -169,6 +170,7 @@ func (s *smtpServer) NewSession(*smtp.Conn) (smtp.Session, error) {
 
 type smtpSession struct {
 	srv    *smtpServer
+	rcpted bool
 	authed bool
 	from   string
 	to     []string
@@ -213,6 +215,10 @@ func (ss *smtpSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 		rej = r
 	}
 	ss.srv.rcpts++
+	if !ss.rcpted {
+		ss.rcpted = true
+		ss.srv.rcptConns++
+	}
 	ss.srv.mu.Unlock()
 	if rej != nil {
 		return rej

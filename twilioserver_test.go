@@ -236,6 +236,9 @@ func (s *twilioServer) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	case m.Body == "":
 		twilioError(w, http.StatusBadRequest, 21602, "Message body is required.")
 		return
+	case m.To == m.From:
+		twilioError(w, http.StatusBadRequest, 21266, "'To' and 'From' number cannot be the same: "+m.To)
+		return
 	}
 
 	s.mu.Lock()
