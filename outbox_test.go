@@ -439,10 +439,10 @@ func TestRefusedRecipientKeepsChannelOpen(t *testing.T) {
 		clock.Advance(retryMax) // the greylisted message is due again
 		eventually(t, "another attempt", func() bool { return e.smtp.rcptCount() > n })
 		time.Sleep(50 * time.Millisecond) // for the attempt's bookkeeping
-		expectStatus(t, e.get("/auth/health"), http.StatusOK)
 		other := fmt.Sprintf("other%d@example.com", i)
 		expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": other}), http.StatusOK)
 		e.smtp.code(t, other)
+		expectStatus(t, e.get("/auth/health"), http.StatusOK)
 	}
 	e.smtp.setRejectTo("grey@example.com", nil)
 	clock.Advance(retryMax)
