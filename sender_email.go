@@ -145,7 +145,8 @@ func (e *emailSender) compose(m Message) (*mail.Msg, error) {
 	// The address was validated by the handler; go-mail checks it again
 	// and encodes headers itself, so no input reaches a header raw.
 	if err := msg.To(m.To); err != nil {
-		return nil, fmt.Errorf("%w: %v", errBadRecipient, err)
+		// go-mail's error quotes the address: the log gets none.
+		return nil, fmt.Errorf("%w: the address does not parse", errBadRecipient)
 	}
 	msg.Subject(e.subject)
 	msg.SetDate()
