@@ -284,9 +284,10 @@ func (ps *pendingStores) poll(stop chan struct{}) {
 			n, err := e.store.PendingMessages(ctx, now())
 			cancel()
 			ps.mu.Lock()
-			if err != nil {
+			switch {
+			case err != nil && slices.Contains(ps.entries, e): // not a store closed meanwhile
 				e.logger.Warn("counting queued messages", zap.Error(err))
-			} else {
+			case err == nil:
 				e.counts = n
 			}
 			ps.mu.Unlock()
