@@ -143,8 +143,10 @@ func (o *outbox) check(ctx context.Context, kind AliasKind) bool {
 		return h.failing()
 	}
 	err := pr.Probe(ctx)
-	if o.ctx.Err() != nil {
-		return h.failing() // stopping: says nothing of the provider
+	if o.ctx.Err() != nil || errors.Is(ctx.Err(), context.Canceled) {
+		// Stopping, or the health client went away: that says nothing
+		// of the provider.
+		return h.failing()
 	}
 	if err != nil {
 		o.logger.Warn("provider failing", zap.String("channel", string(kind)), zap.Error(err))
