@@ -323,12 +323,13 @@ func TestNoEnumerationDuringAnOutage(t *testing.T) {
 	}
 	releaseSQLite(s)
 
-	e.smtp.setReject(&smtp.SMTPError{Code: 451, Message: "try later"})
+	e.smtp.setRejectMail(&smtp.SMTPError{Code: 451, Message: "try later"})
 	known := e.untilFailing("/auth/email/", map[string]string{"email": "known@example.com"})
 	unknown := e.postForm("/auth/email/", map[string]string{"email": "unknown@example.com"})
 	sameResponse(t, "outage", known, unknown)
 
-	e.smtp.setReject(nil)
+	e.smtp.setRejectMail(nil)
+	clock.Advance(probeEvery)
 	e.smtp.code(t, "known@example.com") // a retry got through
 	eventually(t, "the channel to recover", func() bool {
 		return e.postForm("/auth/email/", map[string]string{"email": "known@example.com"}).status == http.StatusOK

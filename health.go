@@ -3,7 +3,6 @@ package passwordless
 import (
 	"context"
 	"net/http"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -49,48 +48,13 @@ func (p *Passwordless) serveHealth(w http.ResponseWriter, r *http.Request) *apiE
 	return nil
 }
 
-// channelFailing reports whether the channel's deliveries are failing:
-// its last delivery attempt failed, and no probe has found the provider
-// answering since. The state ends with the next delivery that succeeds, or
-// with a probe that does: without probes a load balancer that took the
-// instance out on a 503 would never send it the request that ends it.
+// channelFailing reports whether the channel's provider is failing, as
+// its last probe found it; while it is, a probe that is due runs now, so
+// that a load balancer that took the instance out on a 503 sees it come
+// back without waiting for a request it would never send.
 func (p *Passwordless) channelFailing(ctx context.Context, k AliasKind) bool {
 	if !p.outbox.failing(k) {
 		return false
 	}
-	pr, ok := p.senders[k].(prober)
-	// Health is public: probes are spaced so that polling it cannot make
-	// the plugin hammer the provider, or trip its limits on logins.
-	if !ok || !p.probes.due(k, now()) {
-		return true
-	}
-	if err := pr.Probe(ctx); err != nil {
-		p.logger.Warn("health: provider still failing", zap.String("channel", string(k)), zap.Error(err))
-		return true
-	}
-	p.outbox.succeeded(k)
-	return false
-}
-
-// probeEvery is the least time between two probes of one channel.
-const probeEvery = 10 * time.Second
-
-// probeThrottle spaces the probes of each channel.
-type probeThrottle struct {
-	mu   sync.Mutex
-	last map[AliasKind]time.Time
-}
-
-// due reports whether k may be probed at t, and if so notes the probe.
-func (pt *probeThrottle) due(k AliasKind, t time.Time) bool {
-	pt.mu.Lock()
-	defer pt.mu.Unlock()
-	if pt.last == nil {
-		pt.last = make(map[AliasKind]time.Time)
-	}
-	if last, ok := pt.last[k]; ok && t.Sub(last) < probeEvery {
-		return false
-	}
-	pt.last[k] = t
-	return true
+	return p.outbox.check(ctx, k)
 }

@@ -2,12 +2,17 @@ package passwordless
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 )
@@ -71,6 +76,11 @@ func TestHealthFollowsSMTP(t *testing.T) {
 	// The request is answered at once; the worker's delivery fails.
 	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "down@example.com"}), http.StatusOK)
 	eventually(t, "health to see the failure", func() bool { return e.get("/auth/health").status == http.StatusServiceUnavailable })
+	// The probe, not the delivery, turned the channel: wait for the
+	// delivery's failure to be counted too.
+	eventually(t, "the failed delivery", func() bool {
+		return scrape(t)[`caddy_passwordless_delivery_failures_total{channel="email"}`] > before[`caddy_passwordless_delivery_failures_total{channel="email"}`]
+	})
 	expectDeltas(t, deltas(before, scrape(t)), map[string]float64{
 		`caddy_passwordless_delivery_failures_total{channel="email"}`: 1,
 		`caddy_passwordless_delivery_seconds_count{channel="email"}`:  1,
@@ -126,11 +136,115 @@ func TestHealthFollowsTwilio(t *testing.T) {
 	}
 
 	tw.failNone()
+	probes := tw.accountReads()
 	clock.Advance(probeEvery)
-	sent := len(tw.messages())
-	expectStatus(t, e.get("/auth/health"), http.StatusOK)
-	if len(tw.messages()) != sent {
-		t.Fatal("the probe sent a message")
+	eventually(t, "health to see Twilio back", func() bool { return e.get("/auth/health").status == http.StatusOK })
+	if tw.accountReads() == probes {
+		t.Fatal("the channel came back without a probe")
+	}
+	// Probes send nothing: once the queue is empty, the one message
+	// Twilio took is the failed SMS, retried. (Counting messages around
+	// one health call instead would count that retry as a probe's.)
+	e.drain()
+	if msgs := tw.messages(); len(msgs) != 1 || msgs[0].To != "+15551230001" {
+		t.Fatalf("Twilio took %+v, want the one retried SMS", msgs)
 	}
 	expectStatus(t, e.postForm("/auth/mobile/", map[string]string{"mobile": "+15551230002"}), http.StatusOK)
+}
+
+// /health answers 503 naming the storage, through Caddy, while the
+// PostgreSQL store cannot be reached, within its time limit, and 200 once
+// it can again. The database is reached through a TCP relay the test
+// cuts, as a network failure would.
+func TestHealthStoreDown(t *testing.T) {
+	dsn := postgresDSN(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay := startRelay(t, u.Host)
+	u.Host = relay.addr
+	e := newEnv(t, withConfig(fmt.Sprintf("storage postgres %q", u.String())))
+	expectStatus(t, e.get("/auth/health"), http.StatusOK)
+
+	relay.cut()
+	start := time.Now()
+	r := e.get("/auth/health")
+	expectStatus(t, r, http.StatusServiceUnavailable)
+	if parts, _ := r.json["down"].([]any); !slices.Equal(parts, []any{partStorage}) || strings.Contains(string(r.body), relay.addr) {
+		t.Fatalf("health with the store down: %s", r.body)
+	}
+	if took := time.Since(start); took > healthTimeout+time.Second {
+		t.Errorf("health took %v with the store down", took)
+	}
+	relay.restore(t)
+	eventually(t, "health to recover", func() bool { return e.get("/auth/health").status == http.StatusOK })
+}
+
+// relay forwards TCP connections to target until cut.
+type relay struct {
+	addr, target string
+	mu           sync.Mutex
+	ln           net.Listener
+	conns        []net.Conn
+}
+
+func startRelay(t *testing.T, target string) *relay {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &relay{addr: ln.Addr().String(), target: target}
+	r.serve(ln)
+	t.Cleanup(r.cut)
+	return r
+}
+
+func (r *relay) serve(ln net.Listener) {
+	r.mu.Lock()
+	r.ln = ln
+	r.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", r.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			r.mu.Lock()
+			r.conns = append(r.conns, c, up)
+			r.mu.Unlock()
+			go func() { io.Copy(up, c); up.Close() }()
+			go func() { io.Copy(c, up); c.Close() }()
+		}
+	}()
+}
+
+// cut closes the listener and every connection: the database is gone.
+func (r *relay) cut() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ln != nil {
+		r.ln.Close()
+		r.ln = nil
+	}
+	for _, c := range r.conns {
+		c.Close()
+	}
+	r.conns = nil
+}
+
+// restore listens on the same address again.
+func (r *relay) restore(t *testing.T) {
+	t.Helper()
+	ln, err := net.Listen("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.serve(ln)
 }

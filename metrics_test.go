@@ -7,13 +7,17 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/emersion/go-smtp"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -407,4 +411,68 @@ func testutilLabels(reg *prometheus.Registry) error {
 		}
 	}
 	return nil
+}
+
+const pendingEmail = `caddy_passwordless_outbox_pending{channel="email"}`
+
+// outbox_pending, scraped from Caddy's /metrics, counts the messages
+// still to be delivered: those being sent and those waiting, but not
+// those never to be sent (an address the allow list refuses) nor one
+// whose code a newer one superseded.
+func TestOutboxPendingCountsDeliverableOnly(t *testing.T) {
+	e := newEnv(t, withConfig("allow *@example.com\n"+openLimits))
+	e.smtp.settle = nil
+	var slow atomic.Int32
+	slow.Store(2)
+	e.smtp.mu.Lock()
+	// The first two messages keep both workers busy for a while, and
+	// the next ones wait in the queue meanwhile.
+	e.smtp.delay = func() time.Duration {
+		if slow.Add(-1) >= 0 {
+			return 3 * time.Second
+		}
+		return 0
+	}
+	e.smtp.mu.Unlock()
+	for i, busy := range []string{"busy1@example.com", "busy2@example.com"} {
+		expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": busy}), http.StatusOK)
+		eventually(t, "a worker to take it", func() bool { return e.smtp.rcptCount() == i+1 })
+	}
+	for _, addr := range []string{"out1@elsewhere.example.org", "out2@elsewhere.example.org", "dup@example.com", "dup@example.com", "live@example.com"} {
+		expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": addr}), http.StatusOK)
+	}
+	time.Sleep(2*outboxPoll + 200*time.Millisecond) // counted at least once since
+	// busy1 and busy2 being sent, dup's newest message and live's.
+	if got := scrape(t)[pendingEmail]; got != 4 {
+		t.Fatalf("outbox_pending is %v while 4 messages are to be delivered", got)
+	}
+	e.drain()
+	eventually(t, "outbox_pending to fall to 0", func() bool { return scrape(t)[pendingEmail] == 0 })
+}
+
+// With two stores, outbox_pending is the sum of both; two sites on one
+// store count its messages once.
+func TestOutboxPendingSumsStores(t *testing.T) {
+	mail, up := startSMTP(t), startUpstream(t)
+	mail.setRejectTo("grey@example.com", &smtp.SMTPError{Code: 451, Message: "greylisted"})
+	dir := t.TempDir()
+	site := func(port int, db string) string {
+		return fmt.Sprintf(`http://localhost:%d {
+	passwordless {
+		storage sqlite %s
+		%s
+	}
+	reverse_proxy %s
+}
+`, port, filepath.Join(dir, db), mail.emailBlock(), strings.TrimPrefix(up.URL, "http://"))
+	}
+	c := newCluster(t, site(testPort, "one.db"), site(testPort+1, "one.db"), site(testPort+2, "two.db"))
+	for _, base := range []string{"http://localhost:9080", "http://localhost:9082"} {
+		expectStatus(t, c.post(base, "/auth/email/", url.Values{"email": {"grey@example.com"}}, ""), http.StatusOK)
+	}
+	eventually(t, "outbox_pending to count both stores", func() bool { return scrape(t)[pendingEmail] == 2 })
+	time.Sleep(2 * outboxPoll)
+	if got := scrape(t)[pendingEmail]; got != 2 {
+		t.Fatalf("outbox_pending is %v with one message waiting in each of two stores", got)
+	}
 }

@@ -200,10 +200,10 @@ func TestTwilioFailureIs503(t *testing.T) {
 			if r.str("detail") == "" || strings.Contains(string(r.body), tw.Token) || strings.Contains(string(r.body), tw.SID) {
 				t.Errorf("503 body: %s", r.body)
 			}
-			// The service comes back: retries are due, the channel is tried again.
+			// The service comes back: the next probe finds it so.
 			tw.failNone()
 			tw.hang(false)
-			clock.Advance(failingFor)
+			clock.Advance(probeEvery)
 			eventually(t, "code requests to be answered again", func() bool {
 				return e.postForm("/auth/mobile/", map[string]string{"mobile": "+15551234567"}).status == http.StatusOK
 			})
@@ -217,4 +217,27 @@ func TestNoSMSBlockIs404(t *testing.T) {
 	e := newEnv(t)
 	expectStatus(t, e.postForm("/auth/mobile/", map[string]string{"mobile": "+15551234567"}), http.StatusNotFound)
 	expectStatus(t, e.postForm("/auth/token/", map[string]string{"mobile": "+15551234567", "token": "123456"}), http.StatusBadRequest)
+}
+
+// Anyone may ask for a code to the site's own sending number; Twilio
+// answers 400/21266 ("To" and "From" are the same). Like any other 4xx
+// about one message, that drops the message and closes SMS for nobody.
+func TestTwilioRefusalKeepsSMSOpen(t *testing.T) {
+	tw := startTwilio(t)
+	e := newEnv(t, smsBlock(t, tw, ""), withConfig(openLimits))
+	for i := range 3 {
+		hits := tw.hits()
+		expectStatus(t, e.postForm("/auth/mobile/", map[string]string{"mobile": "+15550000000"}), http.StatusOK)
+		eventually(t, "Twilio's refusal", func() bool { return tw.hits() > hits })
+		e.drain()
+		expectStatus(t, e.get("/auth/health"), http.StatusOK)
+		other := fmt.Sprintf("+1555123456%d", i)
+		expectStatus(t, e.postForm("/auth/mobile/", map[string]string{"mobile": other}), http.StatusOK)
+		expectStatus(t, e.postForm("/auth/token/", map[string]string{"mobile": other, "token": tw.code(t, other)}), http.StatusOK)
+	}
+	for _, m := range tw.messages() {
+		if m.To == "+15550000000" {
+			t.Fatal("Twilio took a message to its own number")
+		}
+	}
 }

@@ -150,7 +150,6 @@ type Passwordless struct {
 	verified    *tokenCache
 	routes      map[string]endpoint // built once at provision
 	auditor     auditor
-	probes      *probeThrottle
 	access      *accessControl
 	realmEntry  *realmEntry
 	loginURL    *url.URL
@@ -183,7 +182,6 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 	p.logger = ctx.Logger()
 	// The module logger is http.handlers.passwordless: audit is below it.
 	p.auditor = auditor{p.logger.Named("audit")}
-	p.probes = new(probeThrottle)
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -31,19 +32,26 @@ const (
 	// outboxPoll is how often an idle worker looks for messages that other
 	// instances queued or that are due for a retry.
 	outboxPoll = time.Second
+	// finishEvery is how often a long burst deletes the messages it has
+	// sent, rather than at its end, so that no sent code waits in the
+	// store (see sqliteStore.FinishOutbox) for slow sends after it.
+	finishEvery = 500 * time.Millisecond
 	// outboxGather is how long a woken worker lets messages gather, so that
 	// a busy queue is claimed and finished in batches, not one by one.
 	outboxGather = 2 * time.Millisecond
 	// Retries wait retryBase, doubling up to retryMax, while the code lives.
 	retryBase = time.Second
 	retryMax  = time.Minute
-	// failingFor is how long a failed delivery keeps its channel failing,
-	// unless a delivery succeeds first.
-	failingFor = 30 * time.Second
+	// probeEvery is the least time between two probes of one channel's
+	// provider, so that neither traffic nor polling /health can make the
+	// plugin hammer the provider or trip its limits.
+	probeEvery = 10 * time.Second
 )
 
-// Transient failures are retried; errBadRecipient and every other error
-// are permanent: the message is dropped and its code voided.
+// A sender's error says two things. errTransient: a retry may succeed;
+// without it the message is dropped and its code voided. errBadRecipient:
+// the reply is about this one message (its recipient, or its request),
+// not about the provider, so the rest of a burst goes on.
 var (
 	errTransient = errors.New("transient delivery failure")
 	// errNotTried marks messages released unsent, at shutdown or when a
@@ -58,7 +66,7 @@ type outboxStore interface {
 	RetryOutbox(ctx context.Context, id string, next time.Time) error
 	FinishOutbox(ctx context.Context, ids []string) error
 	DeleteCode(ctx context.Context, id string) error
-	PendingMessages(ctx context.Context) (map[AliasKind]int, error)
+	PendingMessages(ctx context.Context, now time.Time) (map[AliasKind]int, error)
 }
 
 // outbox runs the delivery workers of one handler.
@@ -70,6 +78,7 @@ type outbox struct {
 	queues  map[AliasKind]string
 	wake    map[AliasKind]chan struct{}
 	health  map[AliasKind]*channelHealth
+	pending *pendingEntry
 	ctx     context.Context
 	stop    context.CancelFunc
 	workers sync.WaitGroup
@@ -93,33 +102,105 @@ func newOutbox(store outboxStore, senders map[AliasKind]Sender, logger *zap.Logg
 			o.workers.Add(1)
 			go o.run(kind)
 		}
+		o.workers.Add(1)
+		go o.watch(kind)
 	}
-	o.workers.Add(1)
-	go o.gauge()
+	o.pending = pendingGauge.add(store, logger)
 	return o
 }
 
-// failing reports whether kind's recent deliveries fail.
+// failing reports whether kind's provider was found in trouble by its
+// last probe.
 func (o *outbox) failing(kind AliasKind) bool { return o.health[kind].failing() }
-
-// succeeded notes that kind's provider answers again (a probe found it so).
-func (o *outbox) succeeded(kind AliasKind) { o.health[kind].succeeded() }
 
 // close stops the workers; a message in flight is released for the next
 // worker, here after a restart or on another instance.
 func (o *outbox) close() {
 	o.stop()
 	o.workers.Wait()
+	pendingGauge.remove(o.pending)
+}
+
+// A channel's state (failing or not) is decided by probes alone, never by
+// how a delivery went. Deliveries are made only for aliases that may sign
+// in, so if their failures turned the channel to 503, an outage would tell
+// an attacker which aliases those are; and one recipient's trouble would
+// close the channel for everyone. A probe asks the provider the same
+// question whoever the message is for (SMTP: connection, TLS, login and
+// MAIL FROM; Twilio: the account), and probes run when a new message of
+// any alias, deliverable or not, is first taken from the queue, while the
+// channel is failing, and when /health is asked while it is. The price:
+// an outage that only real sends meet (say, Twilio refusing every message
+// while it answers for the account) is retried and counted in
+// delivery_failures_total, but does not turn the channel to 503.
+
+// check probes kind's provider when no probe ran in the last probeEvery,
+// and reports whether the channel is failing.
+func (o *outbox) check(ctx context.Context, kind AliasKind) bool {
+	h := o.health[kind]
+	pr, ok := o.senders[kind].(prober)
+	if !ok || !h.due(now()) {
+		return h.failing()
+	}
+	err := pr.Probe(ctx)
+	if o.ctx.Err() != nil || errors.Is(ctx.Err(), context.Canceled) {
+		// Stopping, or the health client went away: that says nothing
+		// of the provider.
+		return h.failing()
+	}
+	if err != nil {
+		o.logger.Warn("provider failing", zap.String("channel", string(kind)), zap.Error(err))
+	}
+	h.set(err != nil)
+	return err != nil
+}
+
+// probeSoon probes kind's provider in the background when a probe is due,
+// without delaying the deliveries.
+func (o *outbox) probeSoon(kind AliasKind) {
+	if _, ok := o.senders[kind].(prober); !ok || !o.health[kind].dueSoon(now()) {
+		return
+	}
+	o.workers.Add(1)
+	go func() {
+		defer o.workers.Done()
+		o.check(o.ctx, kind)
+	}()
+}
+
+// watch probes a failing channel every probeEvery until it answers again,
+// whether or not anything waits in the queue.
+func (o *outbox) watch(kind AliasKind) {
+	defer o.workers.Done()
+	t := time.NewTicker(outboxPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-o.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if o.health[kind].failing() {
+			o.check(o.ctx, kind)
+		}
+	}
 }
 
 // outboxQueue names the messages that this handler's configuration sends
-// for kind. Handlers with the same prefix and the same message settings
-// (sender, templates, link) share a queue: a reload, a restart or another
-// instance delivers what this one queued. The transport (server,
-// credentials, timeouts) is left out, so a fixed SMTP address still
-// delivers what waited for it. No secret goes into the name.
+// for kind. Handlers of the same realm with the same prefix and the same
+// message settings (sender, templates, link) share a queue: a reload, a
+// restart or another instance delivers what this one queued. The
+// transport (server, credentials, timeouts) is left out, so a fixed SMTP
+// address still delivers what waited for it. Realms never share one: each
+// realm's mail goes out through its own sender. No secret goes into the
+// name.
 func (p *Passwordless) outboxQueue(kind AliasKind) string {
 	id := map[string]any{"prefix": p.Prefix, "channel": kind}
+	if p.Realm != defaultRealm {
+		// Left out for the default realm, whose queue keeps its old name
+		// across an upgrade.
+		id["realm"] = p.Realm
+	}
 	switch kind {
 	case KindEmail:
 		e := p.Email
@@ -135,28 +216,102 @@ func (p *Passwordless) outboxQueue(kind AliasKind) string {
 	return string(kind) + ":" + hex.EncodeToString(sum[:8])
 }
 
-// gauge publishes the outbox_pending metric every outboxPoll: the messages
-// of every instance, counted in the store.
-func (o *outbox) gauge() {
-	defer o.workers.Done()
+// pendingGauge publishes outbox_pending. Every outboxPoll it asks each
+// store in use once, however many handlers share it, and the gauge is the
+// sum over the stores.
+var pendingGauge = new(pendingStores)
+
+type pendingStores struct {
+	mu      sync.Mutex
+	entries []*pendingEntry
+	stop    chan struct{} // closes the poller; nil when none runs
+}
+
+// pendingEntry is one store and what it counted last.
+type pendingEntry struct {
+	store  outboxStore
+	logger *zap.Logger
+	users  int
+	counts map[AliasKind]int
+}
+
+// add counts store in, starting the poller if it is the first.
+func (ps *pendingStores) add(store outboxStore, logger *zap.Logger) *pendingEntry {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	for _, e := range ps.entries {
+		if e.store == store {
+			e.users++
+			return e
+		}
+	}
+	e := &pendingEntry{store: store, logger: logger, users: 1}
+	ps.entries = append(ps.entries, e)
+	if ps.stop == nil {
+		ps.stop = make(chan struct{})
+		go ps.poll(ps.stop)
+	}
+	return e
+}
+
+// remove undoes add; the poller stops with the last store.
+func (ps *pendingStores) remove(e *pendingEntry) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if e.users--; e.users > 0 {
+		return
+	}
+	ps.entries = slices.DeleteFunc(ps.entries, func(x *pendingEntry) bool { return x == e })
+	ps.publish()
+	if len(ps.entries) == 0 && ps.stop != nil {
+		close(ps.stop)
+		ps.stop = nil
+	}
+}
+
+func (ps *pendingStores) poll(stop chan struct{}) {
 	t := time.NewTicker(outboxPoll)
 	defer t.Stop()
 	for {
 		select {
-		case <-o.ctx.Done():
+		case <-stop:
 			return
 		case <-t.C:
 		}
-		n, err := o.store.PendingMessages(o.ctx)
-		if err != nil {
-			if o.ctx.Err() == nil {
-				o.logger.Warn("counting queued messages", zap.Error(err))
+		ps.mu.Lock()
+		entries := slices.Clone(ps.entries)
+		ps.mu.Unlock()
+		for _, e := range entries {
+			ctx, cancel := context.WithTimeout(context.Background(), outboxPoll)
+			n, err := e.store.PendingMessages(ctx, now())
+			cancel()
+			ps.mu.Lock()
+			switch {
+			case err != nil && slices.Contains(ps.entries, e): // not a store closed meanwhile
+				e.logger.Warn("counting queued messages", zap.Error(err))
+			case err == nil:
+				e.counts = n
 			}
-			continue
+			ps.mu.Unlock()
 		}
-		for kind := range o.queues {
-			setOutboxPending(kind, n[kind])
+		ps.mu.Lock()
+		select {
+		case <-stop: // the last store went while counting
+		default:
+			ps.publish()
 		}
+		ps.mu.Unlock()
+	}
+}
+
+// publish sets the gauge to the sum of the last counts; ps.mu is held.
+func (ps *pendingStores) publish() {
+	for _, kind := range metricChannels {
+		n := 0
+		for _, e := range ps.entries {
+			n += e.counts[kind]
+		}
+		setOutboxPending(kind, n)
 	}
 }
 
@@ -199,6 +354,11 @@ func (o *outbox) deliverDue(kind AliasKind) int {
 	}
 	if len(msgs) == 0 {
 		return 0
+	}
+	// Every new message, whoever it is for, may probe the provider; a
+	// retry may not, as only deliverable messages are retried.
+	if slices.ContainsFunc(msgs, func(m OutboxMessage) bool { return m.Attempts == 1 }) {
+		o.probeSoon(kind)
 	}
 	// Bookkeeping finishes even when the workers are stopping.
 	ctx := context.WithoutCancel(o.ctx)
@@ -249,8 +409,8 @@ func (o *outbox) deliverDue(kind AliasKind) int {
 }
 
 // send delivers msgs in one burst and returns the ids that are done with,
-// sent or dropped. After a transient failure the rest of the burst waits
-// for the retry: the provider is struggling.
+// sent or dropped. After a transient failure of the provider the rest of
+// the burst waits for the retry; after one recipient's, it goes on.
 func (o *outbox) send(ctx context.Context, kind AliasKind, msgs []OutboxMessage) (finished []string) {
 	if len(msgs) == 0 {
 		return nil
@@ -261,6 +421,8 @@ func (o *outbox) send(ctx context.Context, kind AliasKind, msgs []OutboxMessage)
 	defer cancel()
 	b := openBurst(o.senders[kind])
 	defer b.Close()
+	flushed, lastFlush := 0, time.Now()
+	defer func() { finished = finished[flushed:] }()
 	var stopped error
 	for _, m := range msgs {
 		if stopped == nil && sendCtx.Err() != nil {
@@ -279,6 +441,14 @@ func (o *outbox) send(ctx context.Context, kind AliasKind, msgs []OutboxMessage)
 		case err == nil:
 			o.sent(m, time.Since(start))
 			finished = append(finished, m.ID)
+			if time.Since(lastFlush) >= finishEvery {
+				if err := o.store.FinishOutbox(ctx, finished[flushed:]); err != nil {
+					o.logger.Error("deleting delivered messages", zap.Error(err))
+				} else {
+					flushed = len(finished)
+				}
+				lastFlush = time.Now()
+			}
 		case o.ctx.Err() != nil:
 			// Stopping: not the provider's fault.
 			o.retry(ctx, m, errNotTried)
@@ -290,7 +460,9 @@ func (o *outbox) send(ctx context.Context, kind AliasKind, msgs []OutboxMessage)
 				o.dropped(m, "expired")
 				finished = append(finished, m.ID)
 			}
-			stopped = err
+			if !errors.Is(err, errBadRecipient) {
+				stopped = err
+			}
 		default:
 			// Permanent: the provider refused this message for good. Its
 			// code can never arrive, so nobody may redeem it.
@@ -328,22 +500,19 @@ func (o *outbox) retry(ctx context.Context, m OutboxMessage, why error) bool {
 
 // sent records a message the provider accepted.
 func (o *outbox) sent(m OutboxMessage, took time.Duration) {
-	o.health[m.Channel].succeeded()
 	countDelivery(m.Channel, m.Purpose, took, nil)
 	o.logger.Debug("code delivered", zap.String("channel", string(m.Channel)), zap.String("purpose", m.Purpose),
 		zap.Int("attempt", m.Attempts), zap.Duration("took", took))
 }
 
 // failed records a delivery attempt that failed. Errors name the provider's
-// error code and never carry the code or a secret. A refused recipient is
-// the user's input, not the channel failing.
+// error code and never carry the code, a secret or the recipient. A
+// refused recipient is the user's input: worth no more than Info.
 func (o *outbox) failed(m OutboxMessage, err error, took time.Duration) {
 	countDelivery(m.Channel, m.Purpose, took, err)
 	level := zap.ErrorLevel
 	if errors.Is(err, errBadRecipient) {
 		level = zap.InfoLevel
-	} else {
-		o.health[m.Channel].failed()
 	}
 	o.logger.Log(level, "delivery failed", zap.String("channel", string(m.Channel)), zap.String("purpose", m.Purpose),
 		zap.Int("attempt", m.Attempts), zap.Bool("transient", errors.Is(err, errTransient)),
@@ -368,35 +537,46 @@ func (p *Passwordless) message(m OutboxMessage) Message {
 	return msg
 }
 
-// channelHealth tells whether a channel's recent deliveries fail. It is
-// kept per instance: every instance's workers meet the same provider.
+// channelHealth is a channel's state as its provider's last probe found
+// it. It is kept per instance: every instance's workers meet the same
+// provider.
 type channelHealth struct {
-	mu          sync.Mutex
-	lastFailure time.Time
-	lastSuccess time.Time
+	mu        sync.Mutex
+	down      bool
+	lastProbe time.Time
 }
 
-func (h *channelHealth) failed() {
+// due reports whether a probe may run at t, and if so notes it.
+func (h *channelHealth) due(t time.Time) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.lastFailure = now()
+	if !h.lastProbe.IsZero() && t.Sub(h.lastProbe) < probeEvery {
+		return false
+	}
+	h.lastProbe = t
+	return true
 }
 
-func (h *channelHealth) succeeded() {
+// dueSoon reports whether a probe would be due at t, noting nothing.
+func (h *channelHealth) dueSoon(t time.Time) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.lastSuccess = now()
+	return h.lastProbe.IsZero() || t.Sub(h.lastProbe) >= probeEvery
 }
 
-// failing is true when the last delivery failed, less than failingFor ago.
-// After that the channel is tried again with what new requests queue.
+func (h *channelHealth) set(down bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.down = down
+}
+
 func (h *channelHealth) failing() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.lastFailure.After(h.lastSuccess) && now().Sub(h.lastFailure) < failingFor
+	return h.down
 }
 
 // deliveryFailing is the answer to every code request for a channel whose
 // deliveries are failing, known alias or not, so an outage tells nobody
 // which accounts exist. It names no server and no secret.
-var deliveryFailing = &apiError{status: http.StatusServiceUnavailable, detail: "The code could not be sent. Please try again later.", retryAfter: failingFor}
+var deliveryFailing = &apiError{status: http.StatusServiceUnavailable, detail: "The code could not be sent. Please try again later.", retryAfter: probeEvery}

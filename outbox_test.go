@@ -3,6 +3,7 @@ package passwordless
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	mathrand "math/rand/v2"
 	"net"
@@ -13,6 +14,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -100,18 +103,20 @@ func TestTransientSMTPFailureIsRetried(t *testing.T) {
 	e.drain()
 }
 
-// While deliveries fail, code requests answer 503 naming no server; once
-// a retry gets through, they are answered again.
+// While the mail server itself refuses (here MAIL FROM, as a suspended
+// sending account is), code requests answer 503 naming no server; once a
+// probe finds it answering again, they are answered again.
 func TestSMTPOutageIs503(t *testing.T) {
 	e := newEnv(t, withConfig("rate_limit {\n send_interval 0s\n per_alias 1000 1h\n per_ip 1000 1h\n}"))
-	e.smtp.setReject(&smtp.SMTPError{Code: 451, Message: "try later"})
+	e.smtp.setRejectMail(&smtp.SMTPError{Code: 451, Message: "try later"})
 	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "down@example.com"}), http.StatusOK)
 	r := e.untilFailing("/auth/email/", map[string]string{"email": "other@example.com"})
-	if r.str("detail") == "" || strings.Contains(string(r.body), e.smtp.addr) || r.header.Get("Retry-After") == "" {
+	if r.str("detail") == "" || strings.Contains(string(r.body), e.smtp.addr) || r.header.Get("Retry-After") != "10" {
 		t.Fatalf("503 %v: %s", r.header, r.body)
 	}
-	e.smtp.setReject(nil)
-	// The queued message's retry succeeds, and the channel with it.
+	e.smtp.setRejectMail(nil)
+	clock.Advance(probeEvery)
+	// The queued message's retry gets through too.
 	e.smtp.code(t, "down@example.com")
 	eventually(t, "code requests to be answered again", func() bool {
 		return e.postForm("/auth/email/", map[string]string{"email": "back@example.com"}).status == http.StatusOK
@@ -128,8 +133,8 @@ func TestUndeliveredCodeIsVoid(t *testing.T) {
 	e.smtp.mu.Unlock()
 	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "void@example.com"}), http.StatusOK)
 	code := e.smtp.code(t, "void@example.com")
-	// The code is voided before the channel is marked failing.
-	e.untilFailing("/auth/email/", map[string]string{"email": "probe@example.com"})
+	// The code is voided before the message leaves the queue.
+	e.drain()
 	expectStatus(t, e.postForm("/auth/token/", map[string]string{"email": "void@example.com", "token": code}), http.StatusBadRequest)
 	if n := e.smtp.rcptCount(); n != 1 {
 		t.Fatalf("a permanent refusal was retried: %d attempts", n)
@@ -173,7 +178,26 @@ func TestSMTPBurstSharesAConnection(t *testing.T) {
 // own, from a Caddyfile.
 type caddyProcess struct {
 	cmd *exec.Cmd
-	out *bytes.Buffer
+	out *lockedBuffer
+}
+
+// lockedBuffer is a bytes.Buffer that the process writes while the test
+// reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func startCaddyProcess(t *testing.T, caddyfile, base string) *caddyProcess {
@@ -202,7 +226,7 @@ func runCaddyProcess(t *testing.T, caddyfile string) *caddyProcess {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &caddyProcess{out: new(bytes.Buffer)}
+	p := &caddyProcess{out: new(lockedBuffer)}
 	p.cmd = exec.Command(self, "run", "--config", cfg, "--adapter", "caddyfile")
 	p.cmd.Env = append(os.Environ(), caddyMainEnv+"=1", "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir, "HOME="+dir)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
@@ -278,11 +302,9 @@ func TestQueuedMessageSurvivesKill9(t *testing.T) {
 	if s := post("/auth/email/", url.Values{"email": {"survivor@example.com"}}); s != http.StatusOK {
 		t.Fatalf("code request: %d", s)
 	}
-	// Once the channel answers 503, the worker has tried, failed and put
-	// the message back in the queue for a retry.
-	eventually(t, "a failed delivery", func() bool {
-		return post("/auth/email/", url.Values{"email": {"probe@example.com"}}) == http.StatusServiceUnavailable
-	})
+	// The failure is logged once the worker has put the message back
+	// in the queue for a retry.
+	eventually(t, "a failed delivery", func() bool { return strings.Contains(first.out.String(), `"delivery failed"`) })
 	first.kill()
 	if n := len(mail.all()); n != 0 {
 		t.Fatalf("%d mails before the restart", n)
@@ -370,5 +392,218 @@ func TestCodeRequestTimingSameForEveryAlias(t *testing.T) {
 		if m.To != "known@example.com" {
 			t.Fatalf("a mail went to %s", m.To)
 		}
+	}
+}
+
+// A delivered code leaves no trace in the store's files: within a second
+// of delivery, someone who copies pwl.db, its -wal and its -shm (a backup,
+// a stolen disk image) finds none of the codes that were sent, in the
+// database pages, their free space or the log.
+func TestDeliveredCodesLeaveNoTrace(t *testing.T) {
+	e := newEnv(t, withConfig("code_length 10\nrate_limit {\n send_interval 0s\n}"))
+	var codes []string
+	for i := range 5 {
+		addr := fmt.Sprintf("trace%d@example.com", i)
+		expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": addr}), http.StatusOK)
+		codes = append(codes, e.smtp.code(t, addr)) // waits until the outbox is empty
+	}
+	// One is used, one superseded: neither may linger either.
+	expectStatus(t, e.postForm("/auth/token/", map[string]string{"email": "trace0@example.com", "token": codes[0]}), http.StatusOK)
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "trace1@example.com"}), http.StatusOK)
+	codes = append(codes, e.smtp.code(t, "trace1@example.com"))
+	time.Sleep(time.Second)
+	for _, name := range []string{e.db, e.db + "-wal", e.db + "-shm"} {
+		b, err := os.ReadFile(name)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, c := range codes {
+			if bytes.Contains(b, []byte(c)) {
+				t.Errorf("code %d of %d is still in %s (%d bytes), a second after delivery", i+1, len(codes), filepath.Base(name), len(b))
+			}
+		}
+	}
+}
+
+// openLimits lets a test ask for many codes without meeting a rate limit.
+const openLimits = "rate_limit {\n send_interval 0s\n per_alias 1000 1h\n per_ip 1000 1h\n}"
+
+// One recipient's trouble is that message's alone. A server that
+// greylists one address (451 to RCPT TO) or refuses another for good (550)
+// leaves the channel open for everyone else, however often the greylisted
+// message is retried; the greylisted one arrives once the server takes it,
+// and no log line names either address.
+func TestRefusedRecipientKeepsChannelOpen(t *testing.T) {
+	logOpt, logPath := captureLog(t)
+	e := newEnv(t, withConfig(openLimits), logOpt)
+	e.smtp.settle = nil // the greylisted message stays queued meanwhile
+	e.smtp.setRejectTo("grey@example.com", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 1}, Message: "<grey@example.com>: greylisted"})
+	e.smtp.setRejectTo("gone@example.com", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "<gone@example.com>: no such user"})
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "gone@example.com"}), http.StatusOK)
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "grey@example.com"}), http.StatusOK)
+	for i := range 4 {
+		n := e.smtp.rcptCount()
+		clock.Advance(retryMax) // the greylisted message is due again
+		eventually(t, "another attempt", func() bool { return e.smtp.rcptCount() > n })
+		time.Sleep(50 * time.Millisecond) // for the attempt's bookkeeping
+		other := fmt.Sprintf("other%d@example.com", i)
+		expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": other}), http.StatusOK)
+		e.smtp.code(t, other)
+		expectStatus(t, e.get("/auth/health"), http.StatusOK)
+	}
+	e.smtp.setRejectTo("grey@example.com", nil)
+	clock.Advance(retryMax)
+	code := e.smtp.code(t, "grey@example.com")
+	expectStatus(t, e.postForm("/auth/token/", map[string]string{"email": "grey@example.com", "token": code}), http.StatusOK)
+	e.drain()
+	for _, m := range e.smtp.all() {
+		if m.To == "gone@example.com" {
+			t.Fatal("the refused address got mail")
+		}
+	}
+	whole, entries := readLog(t, logPath)
+	refusals := 0
+	for _, l := range entries {
+		if l.str("msg") == "delivery failed" {
+			refusals++
+			if !strings.Contains(l.str("error"), "smtp 451") && !strings.Contains(l.str("error"), "smtp 550") {
+				t.Errorf("the log does not name the reply code: %v", l)
+			}
+		}
+	}
+	if refusals < 5 {
+		t.Errorf("%d refusals logged, want 5 or more:\n%s", refusals, whole)
+	}
+	for _, l := range strings.Split(whole, "\n") {
+		if (strings.Contains(l, "grey@") || strings.Contains(l, "gone@")) && !strings.Contains(l, auditLoggerFullName) {
+			t.Errorf("a log line names the recipient: %s", l)
+		}
+	}
+}
+
+// A greylisted message does not hold up the rest of its burst: they go
+// out over the same connection, not after a retry.
+func TestRefusedRecipientDoesNotStopTheBurst(t *testing.T) {
+	e := newEnv(t, withConfig(openLimits))
+	e.smtp.settle = nil
+	var slow atomic.Int32
+	slow.Store(2)
+	e.smtp.mu.Lock()
+	// The first two messages take a while: each keeps a worker busy
+	// while the next ones queue up, to be claimed in one burst.
+	e.smtp.delay = func() time.Duration {
+		if slow.Add(-1) >= 0 {
+			return 700 * time.Millisecond
+		}
+		return 0
+	}
+	e.smtp.mu.Unlock()
+	for i, busy := range []string{"busy1@example.com", "busy2@example.com"} {
+		expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": busy}), http.StatusOK)
+		eventually(t, "a worker to take it", func() bool { return e.smtp.rcptCount() == i+1 })
+	}
+	e.smtp.setRejectTo("grey@example.com", &smtp.SMTPError{Code: 450, Message: "mailbox busy"})
+	rest := []string{"grey@example.com", "a@example.com", "b@example.com", "c@example.com"}
+	for _, addr := range rest {
+		expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": addr}), http.StatusOK)
+		time.Sleep(5 * time.Millisecond) // queued in this order
+	}
+	for _, addr := range rest[1:] {
+		e.smtp.last(t, addr)
+	}
+	e.smtp.mu.Lock()
+	conns := e.smtp.rcptConns
+	e.smtp.mu.Unlock()
+	if conns != 3 {
+		t.Fatalf("%d connections sent mail, want 3: the burst stopped at the greylisted message", conns)
+	}
+}
+
+// An outage tells nobody who may sign in: with only addresses that may
+// not (registration closed, nobody known), whose messages are never sent,
+// the channel turns to 503 while the server is down, as it does for real
+// users, and opens again when it is back.
+func TestOutageSeenWithoutAnAllowedAlias(t *testing.T) {
+	e := newEnv(t, withConfig("register_new_users false\n"+openLimits))
+	e.smtp.setRejectMail(&smtp.SMTPError{Code: 421, Message: "service not available"})
+	r := e.untilFailing("/auth/email/", map[string]string{"email": "stranger@example.com"})
+	if r.header.Get("Retry-After") == "" {
+		t.Errorf("503 without Retry-After: %v", r.header)
+	}
+	expectStatus(t, e.get("/auth/health"), http.StatusServiceUnavailable)
+	e.smtp.setRejectMail(nil)
+	clock.Advance(probeEvery)
+	eventually(t, "the channel to open again", func() bool {
+		return e.postForm("/auth/email/", map[string]string{"email": "stranger2@example.com"}).status == http.StatusOK
+	})
+	e.drain()
+	if n := len(e.smtp.all()); n != 0 {
+		t.Fatalf("%d mails to addresses that may not sign in", n)
+	}
+}
+
+// The workers drop a message whose code was superseded or has expired,
+// end to end: the greylisted address gets only its newest code once the
+// server takes it, and an expired one gets nothing.
+func TestWorkersDropSupersededAndExpired(t *testing.T) {
+	e := newEnv(t, withConfig(openLimits))
+	e.smtp.settle = nil
+	grey := &smtp.SMTPError{Code: 451, Message: "greylisted"}
+	e.smtp.setRejectTo("twice@example.com", grey)
+	e.smtp.setRejectTo("late@example.com", grey)
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "late@example.com"}), http.StatusOK)
+	eventually(t, "a first attempt", func() bool { return e.smtp.rcptCount() >= 1 })
+	clock.Advance(defaultCodeTTL - 5*time.Minute)
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "twice@example.com"}), http.StatusOK)
+	eventually(t, "its first attempt", func() bool { return e.smtp.rcptCount() >= 3 })
+	// A second code for twice@ supersedes the first; late@'s expires.
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "twice@example.com"}), http.StatusOK)
+	clock.Advance(6 * time.Minute)
+	e.smtp.setRejectTo("twice@example.com", nil)
+	e.smtp.setRejectTo("late@example.com", nil)
+	clock.Advance(retryMax)
+	code := e.smtp.code(t, "twice@example.com")
+	e.drain()
+	var to []string
+	for _, m := range e.smtp.all() {
+		to = append(to, m.To)
+	}
+	if !slices.Equal(to, []string{"twice@example.com"}) {
+		t.Fatalf("mail went to %v, want the newest code to twice@example.com alone", to)
+	}
+	expectStatus(t, e.postForm("/auth/token/", map[string]string{"email": "twice@example.com", "token": code}), http.StatusOK)
+}
+
+// Realms never share a delivery queue: two realms on one store, with the
+// same prefix and the same message settings but each its own SMTP server,
+// each send through their own server only.
+func TestRealmsDoNotShareAQueue(t *testing.T) {
+	mailA, mailB, up := startSMTP(t), startSMTP(t), startUpstream(t)
+	db := filepath.Join(t.TempDir(), "pwl.db")
+	site := func(port int, realm string, mail *smtpServer) string {
+		return fmt.Sprintf(`http://localhost:%d {
+	passwordless {
+		storage sqlite %s
+		realm %s
+		%s
+		%s
+	}
+	reverse_proxy %s
+}
+`, port, db, realm, mail.emailBlock(), openLimits, strings.TrimPrefix(up.URL, "http://"))
+	}
+	c := newCluster(t, site(testPort, "a", mailA), site(testPort+1, "b", mailB))
+	const n = 12
+	for i := range n {
+		for _, base := range []string{"http://localhost:9080", "http://localhost:9081"} {
+			expectStatus(t, c.post(base, "/auth/email/", url.Values{"email": {fmt.Sprintf("r%d@example.com", i)}}, ""), http.StatusOK)
+		}
+	}
+	drain(t, db)
+	if a, b := len(mailA.all()), len(mailB.all()); a != n || b != n {
+		t.Fatalf("realm a's server got %d mails and realm b's %d, want %d each", a, b, n)
 	}
 }

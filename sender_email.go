@@ -77,7 +77,7 @@ func (b *emailBurst) Send(ctx context.Context, m Message) error {
 	}
 	if err := b.client.SendWithSMTPClient(b.conn, msg); err != nil {
 		err = smtpFailure(e.smtp.Address, err)
-		if errors.Is(err, errTransient) {
+		if errors.Is(err, errTransient) && !errors.Is(err, errBadRecipient) {
 			b.Close()
 		}
 		return err
@@ -94,24 +94,35 @@ func (b *emailBurst) Close() error {
 	return err
 }
 
-// smtpFailure classifies what the SMTP server or the network answered: a
-// 5xx to RCPT is the recipient refused, another 5xx a permanent refusal,
-// and a 4xx, a timeout or a connection that failed is transient.
+// smtpFailure classifies what the SMTP server or the network answered. A
+// 4xx or 5xx to RCPT TO is about that recipient (greylisting, a full
+// mailbox, an unknown address): retried or dropped, the rest of the burst
+// goes on. 421 is the server closing the session. Otherwise a 5xx is a
+// permanent refusal, and a 4xx, a timeout or a connection that failed is
+// transient.
 func smtpFailure(addr string, err error) error {
-	code, rcpt := 0, false
 	var se *mail.SendError
-	var te *textproto.Error
-	switch {
-	case errors.As(err, &se):
-		code, rcpt = se.ErrorCode(), se.Reason == mail.ErrSMTPRcptTo
-	case errors.As(err, &te):
-		code = te.Code
+	if errors.As(err, &se) {
+		// The stage and the reply code only: the server's text, and
+		// go-mail's "affected recipients", name the address.
+		code := se.ErrorCode()
+		desc := fmt.Sprintf("smtp %d while %s", code, se.Reason)
+		if esc := se.EnhancedStatusCode(); esc != "" {
+			desc += " (" + esc + ")"
+		}
+		switch {
+		case se.Reason == mail.ErrSMTPRcptTo && code >= 500:
+			return fmt.Errorf("%w: %s", errBadRecipient, desc)
+		case se.Reason == mail.ErrSMTPRcptTo && code >= 400 && code != 421:
+			return fmt.Errorf("%w: %w: %s", errBadRecipient, errTransient, desc)
+		case code >= 500:
+			return fmt.Errorf("sending mail through %s: %s", addr, desc)
+		}
+		return fmt.Errorf("%w: sending mail through %s: %s", errTransient, addr, desc)
 	}
-	switch {
-	case code >= 500 && rcpt:
-		return fmt.Errorf("%w: smtp %d: %v", errBadRecipient, code, err)
-	case code >= 500:
-		return fmt.Errorf("sending mail through %s: smtp %d: %w", addr, code, err)
+	var te *textproto.Error
+	if errors.As(err, &te) && te.Code >= 500 {
+		return fmt.Errorf("sending mail through %s: smtp %d: %w", addr, te.Code, err)
 	}
 	return fmt.Errorf("%w: sending mail through %s: %w", errTransient, addr, err)
 }
@@ -134,7 +145,8 @@ func (e *emailSender) compose(m Message) (*mail.Msg, error) {
 	// The address was validated by the handler; go-mail checks it again
 	// and encodes headers itself, so no input reaches a header raw.
 	if err := msg.To(m.To); err != nil {
-		return nil, fmt.Errorf("%w: %v", errBadRecipient, err)
+		// go-mail's error quotes the address: the log gets none.
+		return nil, fmt.Errorf("%w: the address does not parse", errBadRecipient)
 	}
 	msg.Subject(e.subject)
 	msg.SetDate()
@@ -389,8 +401,9 @@ func (e *EmailConfig) unmarshal(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// Probe connects to the SMTP server and goes as far as a send would
-// before the message: greeting, TLS and authentication.
+// Probe goes as far as a send does before anything about the recipient:
+// greeting, TLS, authentication and MAIL FROM, then RSET. So it meets
+// every failure that counts as the server's own, and sends nothing.
 func (e *emailSender) Probe(ctx context.Context) error {
 	if e.smtp == nil {
 		return nil
@@ -399,10 +412,22 @@ func (e *emailSender) Probe(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := client.DialWithContext(ctx); err != nil {
+	conn, err := client.DialToSMTPClientWithContext(ctx)
+	if err != nil {
 		return fmt.Errorf("connecting to %s: %w", e.smtp.Address, err)
 	}
-	return client.Close()
+	defer client.CloseWithSMTPClient(conn)
+	from := e.from
+	if a, err := netmail.ParseAddress(e.from); err == nil {
+		from = a.Address
+	}
+	if err := conn.Mail(from); err != nil {
+		return fmt.Errorf("smtp %s refused MAIL FROM: %w", e.smtp.Address, err)
+	}
+	if err := conn.Reset(); err != nil {
+		return fmt.Errorf("smtp %s: %w", e.smtp.Address, err)
+	}
+	return nil
 }
 
 // validate checks what the Caddyfile parser checks too, for JSON configs.

@@ -247,10 +247,21 @@ func (s *twilioSender) failure(err error, status int, requestID string) error {
 			s.logger.Info("twilio refused the recipient", fields...)
 			return fmt.Errorf("%w: twilio error %d (%s)", errBadRecipient, te.Code, desc)
 		}
+		if twilioRefusal(status) {
+			// Such as 21266, To and From are the same: anyone can ask for
+			// a code to the site's own number, so it must not close SMS
+			// for everyone. Warn: a wrong From answers so too.
+			s.logger.Warn("twilio refused the message", fields...)
+			return fmt.Errorf("%w: twilio error %d (%s)", errBadRecipient, te.Code, desc)
+		}
 		s.logger.Error("twilio API error", fields...)
 		return transientIf(status, fmt.Errorf("twilio: API error %d (%s)", te.Code, desc))
 	}
 	err = scrubURLError(err)
+	if twilioRefusal(status) {
+		s.logger.Warn("twilio refused the message", zap.Int("http_status", status), zap.String("request_id", requestID))
+		return fmt.Errorf("%w: twilio: %s", errBadRecipient, describeTwilioResponse(status, requestID))
+	}
 	if status != 0 {
 		// An answer that is not Twilio's error JSON, such as a proxy's 502.
 		// twilio-go's error carries a stack trace: log its text alone.
@@ -259,6 +270,17 @@ func (s *twilioSender) failure(err error, status int, requestID string) error {
 	}
 	s.logger.Error("twilio API unreachable", zap.String("api_host", s.apiURL.Host), zap.Error(err))
 	return fmt.Errorf("%w: twilio: no answer from %s: %w", errTransient, s.apiURL.Host, err)
+}
+
+// twilioRefusal tells the answers about this one message rather than
+// about Twilio or the account: every 4xx but 401 and 403 (credentials),
+// 404 (the account is unknown: the messages URL is under it) and 429.
+func twilioRefusal(status int) bool {
+	switch status {
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusTooManyRequests:
+		return false
+	}
+	return status >= 400 && status < 500
 }
 
 // transientIf marks err transient when status is worth retrying.

@@ -155,6 +155,34 @@ func TestTwilioBadRecipient(t *testing.T) {
 	}
 }
 
+// Any other 4xx is Twilio refusing this one message, not Twilio in
+// trouble: anyone can ask for a code to the site's own number (21266).
+func TestTwilioMessageRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		status, code int
+		msg          string
+	}{
+		{400, 21266, "'To' and 'From' number cannot be the same"},
+		{400, 21212, "Invalid 'From' Phone Number"},
+		{400, 0, ""},
+		{422, 0, ""},
+	} {
+		t.Run(fmt.Sprint(tc.status, "/", tc.code), func(t *testing.T) {
+			ts := startTwilio(t)
+			s, logs := newTestTwilioSender(t, ts, nil)
+			ts.fail(tc.status, tc.code, tc.msg)
+			err := s.Send(context.Background(), testSMS("+15550000000", "271828"))
+			if !errors.Is(err, errBadRecipient) || errors.Is(err, errTransient) {
+				t.Fatalf("got %v, want a permanent refusal of the message", err)
+			}
+			if logs.FilterMessage("twilio refused the message").Len() != 1 || logs.FilterLevelExact(zapcore.ErrorLevel).Len() != 0 {
+				t.Fatalf("log:\n%s", logText(logs))
+			}
+			assertNoSecrets(t, err, logs, ts.Token, "271828")
+		})
+	}
+}
+
 func TestTwilioServiceFailures(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -167,8 +195,9 @@ func TestTwilioServiceFailures(t *testing.T) {
 		{"plain 500", func(ts *twilioServer, c *TwilioConfig) { ts.fail(500, 0, "") }, 500, 0},
 		{"twilio 500", func(ts *twilioServer, c *TwilioConfig) { ts.fail(500, 20500, "An internal server error has occurred") }, 500, 20500},
 		{"503", func(ts *twilioServer, c *TwilioConfig) { ts.fail(503, 20503, "Service unavailable") }, 503, 20503},
-		{"bad from", func(ts *twilioServer, c *TwilioConfig) { ts.fail(400, 21212, "Invalid 'From' Phone Number") }, 400, 21212},
 		{"rate limited", func(ts *twilioServer, c *TwilioConfig) { ts.fail(429, 20429, "Too Many Requests") }, 429, 20429},
+		{"forbidden", func(ts *twilioServer, c *TwilioConfig) { ts.fail(403, 20403, "Forbidden") }, 403, 20403},
+		{"no such account", func(ts *twilioServer, c *TwilioConfig) { ts.fail(404, 20404, "Not found") }, 404, 20404},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ts := startTwilio(t)

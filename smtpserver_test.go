@@ -28,12 +28,17 @@ type smtpServer struct {
 	mu       sync.Mutex
 	messages []receivedMail
 	reject   *smtp.SMTPError // when set, RCPT is refused with it
-	failData *smtp.SMTPError // when set, DATA is read, kept, then refused with it
-	user     string          // when set, AUTH PLAIN is required
-	pass     string
-	rcpts    int                  // RCPT commands seen
-	delay    func() time.Duration // when set, DATA takes this long
-	sessions int                  // connections (SMTP sessions) opened
+	// rejectTo refuses RCPT for one address (lower case) with its error.
+	rejectTo   map[string]*smtp.SMTPError
+	rejectMail *smtp.SMTPError // when set, MAIL FROM is refused with it
+	mails      int             // MAIL FROM commands seen, probes included
+	rcptConns  int             // sessions that sent at least one RCPT
+	failData   *smtp.SMTPError // when set, DATA is read, kept, then refused with it
+	user       string          // when set, AUTH PLAIN is required
+	pass       string
+	rcpts      int                  // RCPT commands seen
+	delay      func() time.Duration // when set, DATA takes this long
+	sessions   int                  // connections (SMTP sessions) opened
 	// settle, when set, waits until the plugin's outbox is empty, so
 	// that the last message is the one the test just asked for.
 	settle func()
@@ -79,6 +84,30 @@ func (s *smtpServer) setReject(e *smtp.SMTPError) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.reject = e
+}
+
+// setRejectTo refuses RCPT TO for addr with e, or no longer when e is nil.
+func (s *smtpServer) setRejectTo(addr string, e *smtp.SMTPError) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rejectTo == nil {
+		s.rejectTo = map[string]*smtp.SMTPError{}
+	}
+	s.rejectTo[strings.ToLower(addr)] = e
+}
+
+// setRejectMail refuses MAIL FROM with e, or no longer when e is nil.
+func (s *smtpServer) setRejectMail(e *smtp.SMTPError) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rejectMail = e
+}
+
+// mailCount is how many MAIL FROM commands the server has seen.
+func (s *smtpServer) mailCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mails
 }
 
 func (s *smtpServer) all() []receivedMail {
@@ -141,6 +170,7 @@ func (s *smtpServer) NewSession(*smtp.Conn) (smtp.Session, error) {
 
 type smtpSession struct {
 	srv    *smtpServer
+	rcpted bool
 	authed bool
 	from   string
 	to     []string
@@ -167,6 +197,13 @@ func (ss *smtpSession) Mail(from string, _ *smtp.MailOptions) error {
 	if ss.srv.user != "" && !ss.authed {
 		return smtp.ErrAuthRequired
 	}
+	ss.srv.mu.Lock()
+	ss.srv.mails++
+	rej := ss.srv.rejectMail
+	ss.srv.mu.Unlock()
+	if rej != nil {
+		return rej
+	}
 	ss.from = from
 	return nil
 }
@@ -174,7 +211,14 @@ func (ss *smtpSession) Mail(from string, _ *smtp.MailOptions) error {
 func (ss *smtpSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	ss.srv.mu.Lock()
 	rej := ss.srv.reject
+	if r := ss.srv.rejectTo[strings.ToLower(to)]; r != nil {
+		rej = r
+	}
 	ss.srv.rcpts++
+	if !ss.rcpted {
+		ss.rcpted = true
+		ss.srv.rcptConns++
+	}
 	ss.srv.mu.Unlock()
 	if rej != nil {
 		return rej

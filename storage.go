@@ -121,9 +121,11 @@ type Store interface {
 	// FinishOutbox deletes messages that were sent or dropped, and so the
 	// plaintext codes they carried.
 	FinishOutbox(ctx context.Context, ids []string) error
-	// PendingMessages counts the queued messages per channel, on every
-	// instance: those waiting, leased or due for a retry.
-	PendingMessages(ctx context.Context) (map[AliasKind]int, error)
+	// PendingMessages counts the queued messages per channel that are
+	// still to be delivered at now, on every instance: waiting, leased or
+	// due for a retry, but not those that are not to be sent or whose code
+	// was superseded, used or expired.
+	PendingMessages(ctx context.Context, now time.Time) (map[AliasKind]int, error)
 	// Peek answers how long until one more event fits l at now (zero: it
 	// fits), without counting one.
 	Peek(ctx context.Context, l RateLimit, now time.Time) (retryAfter time.Duration, err error)

@@ -120,8 +120,10 @@ func (s *sqlStore) FinishOutbox(ctx context.Context, ids []string) error {
 	return nil
 }
 
-func (s *sqlStore) PendingMessages(ctx context.Context) (map[AliasKind]int, error) {
-	rows, err := s.rdb.QueryContext(ctx, `SELECT channel, COUNT(*) FROM outbox GROUP BY channel`)
+func (s *sqlStore) PendingMessages(ctx context.Context, now time.Time) (map[AliasKind]int, error) {
+	// Live as LiveCodes has it: the message's code is still the alias's.
+	rows, err := s.rdb.QueryContext(ctx, `SELECT o.channel, COUNT(*) FROM outbox o JOIN codes c ON c.id = o.id
+		WHERE o.deliver = TRUE AND c.expires_at > ? GROUP BY o.channel`, ms(now))
 	if err != nil {
 		return nil, fmt.Errorf("counting queued messages: %w", err)
 	}

@@ -28,6 +28,9 @@ type sqliteStore struct {
 	path            string
 	stopCheckpoints chan struct{}
 	checkpointsDone chan struct{}
+	// scrub is signalled when messages, and the codes they carried in
+	// clear, were deleted: the next checkpoint truncates the log.
+	scrub chan struct{}
 }
 
 // openSQLite returns the shared store for path, opening it on first use.
@@ -64,6 +67,9 @@ func newSQLite(path string) (*sqliteStore, error) {
 		q.Add("_pragma", "journal_mode(WAL)")
 		q.Add("_pragma", "synchronous(NORMAL)")
 		q.Add("_pragma", "foreign_keys(ON)")
+		// Deleted rows are overwritten with zeros, not left in free
+		// space: a sent code must not outlive its message in the file.
+		q.Add("_pragma", "secure_delete(ON)")
 		for _, p := range extra {
 			q.Add("_pragma", p)
 		}
@@ -95,7 +101,7 @@ func newSQLite(path string) (*sqliteStore, error) {
 	w := sqlDB{DB: db, gate: make(chan struct{}, 1), cache: newStmtCache()}
 	r := sqlDB{DB: rdb, cache: newStmtCache()}
 	s := &sqliteStore{sqlStore: newSQLStore(w, r, path, noLock), path: path,
-		stopCheckpoints: make(chan struct{}), checkpointsDone: make(chan struct{})}
+		stopCheckpoints: make(chan struct{}), checkpointsDone: make(chan struct{}), scrub: make(chan struct{}, 1)}
 	s.purgeInBackground()
 	go s.checkpoints()
 	return s, nil
@@ -191,25 +197,83 @@ func sameSchema(where string, version, want int) error {
 // With nothing to copy it costs next to nothing.
 const checkpointEvery = 25 * time.Millisecond
 
+// scrubEvery is the least time between two checkpoints that truncate the
+// log; under steady delivery the log is truncated that often.
+const scrubEvery = 250 * time.Millisecond
+
 // checkpoints copies the log into the database file every
 // checkpointEvery, as a write of its own: in its turn at the gate, not
 // inside a request's commit. (Run beside the writer, on a connection of
 // its own, checkpoints stalled every writer for 100 ms and more now and
-// then.)
+// then.) After messages were deleted it truncates the log as well: its
+// frames still hold the codes the messages carried in clear, and anyone
+// with a copy of the files could read them there; secure_delete only
+// clears the database file's own pages.
 func (s *sqliteStore) checkpoints() {
 	defer close(s.checkpointsDone)
 	t := time.NewTicker(checkpointEvery)
 	defer t.Stop()
+	var lastScrub time.Time
+	scrub := false
 	for {
 		select {
 		case <-s.stopCheckpoints:
 			return
 		case <-t.C:
 		}
-		if _, err := s.db.ExecContext(context.Background(), `PRAGMA wal_checkpoint(PASSIVE)`); err != nil {
+		select {
+		case <-s.scrub:
+			scrub = true
+		default:
+		}
+		var err error
+		if scrub && time.Since(lastScrub) >= scrubEvery {
+			var done bool
+			done, err = s.truncateLog()
+			if done {
+				scrub, lastScrub = false, time.Now()
+			}
+		} else {
+			_, err = s.db.ExecContext(context.Background(), `PRAGMA wal_checkpoint(PASSIVE)`)
+		}
+		if err != nil {
 			caddy.Log().Named("http.handlers.passwordless").Error("sqlite checkpoint", zap.String("store", s.path), zap.Error(err))
 		}
 	}
+}
+
+// truncateLog copies the whole log into the database file and truncates
+// it to nothing. It reports false when a reader kept it from that; the
+// next tick tries again. It waits at most a few milliseconds for readers,
+// holding the gate, so that writers never queue behind a long read.
+func (s *sqliteStore) truncateLog() (bool, error) {
+	ctx := context.Background()
+	h, err := s.db.enter(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer h.leave()
+	if _, err := s.db.DB.ExecContext(ctx, `PRAGMA busy_timeout = 5`); err != nil {
+		return false, err
+	}
+	var busy, frames, copied int
+	err = s.db.DB.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &frames, &copied)
+	if _, rerr := s.db.DB.ExecContext(ctx, `PRAGMA busy_timeout = 10000`); rerr != nil && err == nil {
+		err = rerr
+	}
+	return err == nil && busy == 0, err
+}
+
+// FinishOutbox deletes the messages, then has the log truncated soon.
+func (s *sqliteStore) FinishOutbox(ctx context.Context, ids []string) error {
+	if err := s.sqlStore.FinishOutbox(ctx, ids); err != nil || len(ids) == 0 {
+		return err
+	}
+	select {
+	case s.scrub <- struct{}{}:
+	default:
+	}
+	return nil
 }
 
 // Destruct stops the checkpoints and closes the database; a last

@@ -584,6 +584,13 @@ func testOutbox(t *testing.T, s Store) {
 		t.Fatal("not claimed when its retry was due")
 	}
 
+	if n, err := s.PendingMessages(ctx, t0); err != nil || n[KindEmail] != 1 || n[KindMobile] != 0 {
+		t.Fatalf("pending: %v %v, want 1 email", n, err)
+	}
+	if n, _ := s.PendingMessages(ctx, t0.Add(time.Hour)); n[KindEmail] != 0 {
+		t.Fatalf("pending once its code expired: %v", n)
+	}
+
 	// A new code for the alias supersedes the queued one's code.
 	c3, m3 := queued("m3", "o@example.com", t0)
 	m3.Deliver, m3.Code = false, ""
@@ -601,8 +608,9 @@ func testOutbox(t *testing.T, s Store) {
 		t.Fatalf("claimed %+v", got)
 	}
 
-	if n, err := s.PendingMessages(ctx); err != nil || n[KindEmail] != 2 || n[KindMobile] != 0 {
-		t.Fatalf("pending: %v %v, want 2 emails", n, err)
+	// Neither the superseded message nor one not to be sent is pending.
+	if n, err := s.PendingMessages(ctx, t0); err != nil || n[KindEmail] != 0 || n[KindMobile] != 0 {
+		t.Fatalf("pending: %v %v, want none", n, err)
 	}
 	if err := s.FinishOutbox(ctx, []string{"m1", "m3"}); err != nil {
 		t.Fatal(err)
@@ -610,7 +618,7 @@ func testOutbox(t *testing.T, s Store) {
 	if got, _ := s.ClaimOutbox(ctx, "q", 10, t0.Add(time.Hour-time.Millisecond), time.Minute); len(got) != 0 {
 		t.Fatalf("finished messages came back: %+v", got)
 	}
-	if n, _ := s.PendingMessages(ctx); n[KindEmail] != 0 {
+	if n, _ := s.PendingMessages(ctx, t0); n[KindEmail] != 0 {
 		t.Fatalf("pending after finishing: %v", n)
 	}
 	// Purge removes what expired unsent.

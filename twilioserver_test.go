@@ -28,6 +28,7 @@ type twilioServer struct {
 	failure   *twilioFailure // when set, every request is answered with it
 	hanging   bool           // when set, requests wait until cancelled
 	requests  int            // requests seen, whatever the answer
+	accounts  int            // reads of the account resource (probes)
 	seq       int
 	lastReqID string
 	refused   []string // bodies of the messages answered with a failure
@@ -109,11 +110,19 @@ func (s *twilioServer) messages() []twilioMessage {
 	return append([]twilioMessage(nil), s.msgs...)
 }
 
-// hits is the number of requests the server has seen.
+// hits is the number of requests the server has seen, whatever the
+// answer, but for reads of the account (probes, see accountReads).
 func (s *twilioServer) hits() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.requests
+	return s.requests - s.accounts
+}
+
+// accountReads is how many times the account resource was read.
+func (s *twilioServer) accountReads() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.accounts
 }
 
 // lastRequestID is the Twilio-Request-Id of the last answer.
@@ -185,6 +194,9 @@ func (s *twilioServer) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodGet && r.URL.Path == "/2010-04-01/Accounts/"+s.SID+".json" {
+		s.mu.Lock()
+		s.accounts++
+		s.mu.Unlock()
 		s.serveAccount(w, failure)
 		return
 	}
@@ -223,6 +235,9 @@ func (s *twilioServer) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case m.Body == "":
 		twilioError(w, http.StatusBadRequest, 21602, "Message body is required.")
+		return
+	case m.To == m.From:
+		twilioError(w, http.StatusBadRequest, 21266, "'To' and 'From' number cannot be the same: "+m.To)
 		return
 	}
 
@@ -269,7 +284,9 @@ func (s *twilioServer) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // serveAccount answers GET /2010-04-01/Accounts/{AccountSid}.json, the
 // account resource, or the failure set with fail.
 func (s *twilioServer) serveAccount(w http.ResponseWriter, failure *twilioFailure) {
-	if failure != nil {
+	// A 400 or 422 is about one message (a number, a body): the account
+	// still answers, as Twilio's does.
+	if failure != nil && failure.status != http.StatusBadRequest && failure.status != http.StatusUnprocessableEntity {
 		twilioError(w, failure.status, failure.code, failure.message)
 		return
 	}
