@@ -30,7 +30,9 @@ func (p *Passwordless) aliasField(f map[string]string, kind AliasKind) (Alias, *
 		return Alias{}, fieldError(field, err.Error())
 	}
 	if kind == KindMobile && !p.allowedNumber(norm) {
-		return Alias{}, fieldError(field, "Numbers in this country are not accepted. Allowed calling codes: "+strings.Join(p.SMS.AllowedCountryCodes, ", ")+".")
+		e := fieldError(field, "Numbers in this country are not accepted. Allowed calling codes: "+strings.Join(p.SMS.AllowedCountryCodes, ", ")+".")
+		e.format, e.args = "Numbers in this country are not accepted. Allowed calling codes: %s.", []any{strings.Join(p.SMS.AllowedCountryCodes, ", ")}
+		return Alias{}, e
 	}
 	return Alias{Kind: kind, Value: norm}, nil
 }
@@ -115,7 +117,7 @@ func (p *Passwordless) serveSend(kind AliasKind) func(http.ResponseWriter, *http
 		if e := p.sendLoginCode(r, a); e != nil {
 			return e
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"detail": sentDetail[kind]})
+		writeJSON(w, http.StatusOK, map[string]string{"detail": p.pages.translate(r, sentDetail[kind])})
 		return nil
 	}
 }
@@ -305,7 +307,7 @@ func (p *Passwordless) serveSendVerify(kind AliasKind) func(http.ResponseWriter,
 		if e := p.queueCode(r, a, purposeVerify, c.Subject, p.access.admits(a)); e != nil {
 			return e
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"detail": "A verification code has been sent to your " + string(kind) + "."})
+		writeJSON(w, http.StatusOK, map[string]string{"detail": p.pages.translate(r, "A verification code has been sent to your "+string(kind)+".")})
 		return nil
 	}
 }
