@@ -167,8 +167,9 @@ func (p *Passwordless) queueCode(r *http.Request, a Alias, purpose, userID strin
 		Hash:      codeHash(p.hmacKey, p.aliasKey(a), purpose, code),
 		ExpiresAt: exp, CreatedAt: t,
 	}
+	lang, _ := p.pages.language(r)
 	m := OutboxMessage{ID: id, Queue: p.outbox.queues[a.Kind], Channel: a.Kind, To: a.Value, Purpose: purpose,
-		Deliver: deliver, ExpiresAt: exp, CreatedAt: t}
+		Deliver: deliver, Lang: lang, ExpiresAt: exp, CreatedAt: t}
 	if deliver {
 		// The message must carry the code in clear; the worker deletes it
 		// with the row once it is sent or dropped.
