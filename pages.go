@@ -66,7 +66,8 @@ type BrandingConfig struct {
 	// such as `/static/logo.svg`.
 	Logo string `json:"logo,omitempty"`
 
-	// Accent colour of buttons and links, as `#rgb` or `#rrggbb`. White
+	// Accent colour of buttons and links, as `#rgb` or `#rrggbb` (in a
+	// Caddyfile quoted, `"#0b5fff"`, or without the `#`). White
 	// text must be readable on it: a colour whose contrast with white is
 	// below 4.5:1 (WCAG AA) is refused. Default: `#1a5fb4`.
 	Color string `json:"color,omitempty"`
@@ -108,8 +109,16 @@ func (b *BrandingConfig) unmarshal(d *caddyfile.Dispenser) error {
 				return d.Errf("logo: %v", err)
 			}
 		case "color":
-			if err := oneArg(d, &b.Color); err != nil {
-				return err
+			if !d.NextArg() {
+				// The usual mistake: an unquoted #0b5fff is a comment.
+				return d.Err(`color needs a value such as "#0b5fff" (quoted: in a Caddyfile an unquoted # starts a comment) or 0b5fff`)
+			}
+			b.Color = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if !strings.HasPrefix(b.Color, "#") {
+				b.Color = "#" + b.Color
 			}
 			if err := checkAccent(b.Color); err != nil {
 				return d.Errf("color: %v", err)
