@@ -14,7 +14,12 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
-var verbs = regexp.MustCompile(`%(\[\d+\])?[a-z]`)
+var (
+	verbs = regexp.MustCompile(`%(\[\d+\])?[a-z]`)
+	// sentences splits a message into the runs of words a translation
+	// must not keep: between format verbs and sentence ends.
+	sentences = regexp.MustCompile(`%(\[\d+\])?[a-z]|[.!?;:]\s+`)
+)
 
 // TestCatalogsComplete: every built-in language has exactly the messages
 // English has, none empty, each with the same format verbs.
@@ -82,7 +87,7 @@ func englishLeft(lang, text string) []string {
 		if strings.Contains(k, " ") || en == catalogs[lang][k] {
 			continue // API messages are keyed by their English text; shared words (Code, Logo) are not English left over
 		}
-		for _, part := range verbs.Split(en, -1) {
+		for _, part := range sentences.Split(en, -1) {
 			part = strings.TrimSpace(strings.Trim(part, ".:!?,\""))
 			if len(part) >= 8 && strings.Contains(part, " ") && strings.Contains(text, part) {
 				left = append(left, part)
