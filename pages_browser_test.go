@@ -149,3 +149,25 @@ func TestPagesAccessible(t *testing.T) {
 	check("account page, German")
 	clock.Advance(time.Minute)
 }
+
+// TestScreenshots takes the README's pictures of the sign-in page, light
+// and dark, when PWL_SCREENSHOTS names a directory: ./screenshots.sh.
+func TestScreenshots(t *testing.T) {
+	dir := os.Getenv("PWL_SCREENSHOTS")
+	if dir == "" {
+		t.Skip("set PWL_SCREENSHOTS to a directory (./screenshots.sh does) to take the README's screenshots")
+	}
+	ctx := chromium(t)
+	newEnv(t, withConfig(`branding {
+		name "Example"
+	}`))
+	for _, scheme := range []string{"light", "dark"} {
+		browse(t, ctx, colorScheme(scheme), chromedp.EmulateViewport(480, 560),
+			chromedp.Navigate(testBase+"/auth/login?next=/"), chromedp.WaitVisible(chromedp.CSS("#alias")),
+			chromedp.Evaluate[chromedp.Void](`document.activeElement.blur()`))
+		png := read(t, ctx, chromedp.CaptureScreenshot())
+		if err := os.WriteFile(filepath.Join(dir, "signin-"+scheme+".png"), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
