@@ -279,6 +279,17 @@ func TestProblemPages(t *testing.T) {
 	if !strings.Contains(string(typed.body), `role="alert"`) || !strings.Contains(string(typed.body), `name="code"`) {
 		t.Fatalf("wrong code page:\n%s", typed.body)
 	}
+
+	// The mail server is down: a page that names nothing of it.
+	e.smtp.down()
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "down@example.com"}), http.StatusOK)
+	eventually(t, "the channel to be failing", func() bool { return e.get("/auth/health").status == http.StatusServiceUnavailable })
+	down := e.postForm("/auth/login", map[string]string{"alias": "q@example.com", "next": "/app"}, origin...)
+	expectStatus(t, down, http.StatusServiceUnavailable)
+	if !strings.Contains(string(down.body), catalogs["de"]["unavailable.title"]) || down.header.Get("Retry-After") == "" ||
+		strings.Contains(string(down.body), "127.0.0.1") {
+		t.Fatalf("503 page: %v\n%s", down.header, down.body)
+	}
 }
 
 // TestBrandingCaddyfile: each option's checks name the Caddyfile line.
