@@ -527,7 +527,7 @@ func (o *outbox) dropped(m OutboxMessage, reason string) {
 
 // message is what the sender gets for a queued message.
 func (p *Passwordless) message(m OutboxMessage) Message {
-	msg := Message{To: m.To, Code: m.Code, Purpose: m.Purpose, TTL: time.Duration(p.CodeTTL), Lang: m.Lang}
+	msg := Message{To: m.To, Code: m.Code, Purpose: m.Purpose, TTL: time.Duration(p.CodeTTL), Lang: m.Lang, Site: p.pages.site}
 	if m.Channel == KindEmail && m.Purpose == purposeLogin && p.Email.LinkBase != "" {
 		// The code rides in the fragment: browsers never send it, so no
 		// server or access log sees it, and opening the link only fills

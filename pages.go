@@ -293,6 +293,10 @@ func (b *BrandingConfig) provision(env func(*string)) (*pageSet, error) {
 	env(&b.Name)
 	env(&b.Logo)
 	env(&b.Templates)
+	if strings.ContainsAny(b.Name, "\r\n") {
+		// It goes into the Subject header of every code's mail.
+		return nil, errors.New("name must be one line")
+	}
 	ps := &pageSet{site: b.Name, logo: b.Logo, accent: b.Color, imgSrc: "'none'"}
 	if ps.accent == "" {
 		ps.accent = defaultAccent

@@ -2,6 +2,7 @@ package passwordless
 
 import (
 	"html"
+	"mime"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -264,6 +265,10 @@ func TestProblemPages(t *testing.T) {
 		t.Fatalf("429 page: %v\n%s", limited.header, body)
 	}
 	code := e.smtp.code(t, "p@example.com")
+	m := e.smtp.last(t, "p@example.com")
+	if subject, _ := new(mime.WordDecoder).DecodeHeader(m.Header.Get("Subject")); subject != "Ihr Anmeldecode für Example" || !strings.Contains(strings.ReplaceAll(m.Text, "\r\n", "\n"), "\nExample\n") {
+		t.Errorf("the mail does not name the site: %q\n%s", subject, m.Text)
+	}
 	wrong := "000000"
 	if code == wrong {
 		wrong = "111111"

@@ -149,7 +149,11 @@ func (e *emailSender) compose(m Message) (*mail.Msg, error) {
 		return nil, fmt.Errorf("%w: the address does not parse", errBadRecipient)
 	}
 	subject := e.subject
-	if subject == "" {
+	switch {
+	case subject != "":
+	case data.Site != "":
+		subject = message(data.Lang, "email.subject.site", data.Site)
+	default:
 		subject = message(data.Lang, "email.subject")
 	}
 	msg.Subject(subject)
@@ -210,8 +214,9 @@ func (e *emailSender) client() (*mail.Client, error) {
 type EmailConfig struct {
 	// The From header, e.g. `Example <noreply@example.com>`. Required with smtp.
 	From string `json:"from,omitempty"`
-	// The Subject header. Default: `Your login code`, in the language of
-	// the request that asked for the code.
+	// The Subject header. Default: `Your login code` (`Your login code
+	// for <branding name>` when the branding names the site), in the
+	// language of the request that asked for the code.
 	Subject string `json:"subject,omitempty"`
 	// The SMTP server that sends the mail. Without it, messages are
 	// written to Caddy's log (for development only).

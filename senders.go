@@ -26,6 +26,7 @@ type Message struct {
 	TTL     time.Duration
 	Link    string // a sign-in link, for login emails when link_base is set
 	Lang    string // the language to write in; empty is English
+	Site    string // the branding name, for the subject and signature
 }
 
 // errBadRecipient is what a sender answers when the provider refuses the
@@ -41,6 +42,7 @@ type templateData struct {
 	To      string
 	Link    string
 	Lang    string // the language of the request that asked for the code (en, de, pt-BR…)
+	Site    string // the site's name (branding name), or empty
 }
 
 // T is a built-in message in the message's language: {{.T "email.expires" .Minutes}}.
@@ -51,7 +53,7 @@ func newTemplateData(m Message) templateData {
 	if lang == "" {
 		lang = "en"
 	}
-	return templateData{Code: m.Code, Purpose: m.Purpose, Minutes: int(m.TTL.Round(time.Minute) / time.Minute), To: m.To, Link: m.Link, Lang: lang}
+	return templateData{Code: m.Code, Purpose: m.Purpose, Minutes: int(m.TTL.Round(time.Minute) / time.Minute), To: m.To, Link: m.Link, Lang: lang, Site: m.Site}
 }
 
 // codePlaceholder is the short form users can write in templates and
@@ -67,7 +69,9 @@ const defaultTextTemplate = `{{if eq .Purpose "verify"}}{{.T "email.verify" .Cod
 {{.T "email.link" .Link}}
 {{end}}
 {{.T "email.expires" .Minutes}}
-`
+{{if .Site}}
+{{.Site}}
+{{end}}`
 
 const defaultHTMLTemplate = `<!DOCTYPE html>
 <html lang="{{.Lang}}"><body style="font-family: sans-serif">
@@ -75,6 +79,7 @@ const defaultHTMLTemplate = `<!DOCTYPE html>
 <p style="font-size: 2em; font-weight: bold; letter-spacing: 0.2em">{{.Code}}</p>
 {{if .Link}}<p><a href="{{.Link}}">{{.T "email.html.signin"}}</a></p>{{end}}
 <p>{{.T "email.expires" .Minutes}}</p>
+{{if .Site}}<p>{{.Site}}</p>{{end}}
 </body></html>
 `
 
