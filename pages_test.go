@@ -411,3 +411,27 @@ func TestBrandingTemplates(t *testing.T) {
 		t.Fatalf("a missing directory: %v", err)
 	}
 }
+
+// TestAPIDefaultLanguage: with default_language set, a client that asks
+// for no language gets it; one that asks for English gets today's text.
+func TestAPIDefaultLanguage(t *testing.T) {
+	dir := t.TempDir()
+	text := filepath.Join(dir, "code.txt")
+	os.WriteFile(text, []byte(`[{{.Lang}}] {{.T "email.login" .Code}}`), 0o644)
+	e := newEnv(t, withEmailOption("text_template "+text), withConfig(`branding {
+		default_language de
+	}`))
+	r := e.postJSON("/auth/token/", map[string]string{"email": "x@example.com"})
+	expectStatus(t, r, http.StatusBadRequest)
+	if r.str("detail") != "Dieses Feld ist erforderlich." {
+		t.Fatalf("no Accept-Language, default de: %s", r.body)
+	}
+	r = e.postJSON("/auth/token/", map[string]string{"email": "x@example.com"}, "Accept-Language", "en-GB")
+	if r.str("detail") != "This field is required." || r.json["token"] == nil {
+		t.Fatalf("English asked for: %s", r.body)
+	}
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "own@example.com"}, "Accept-Language", "nl"), http.StatusOK)
+	if m := e.smtp.last(t, "own@example.com"); !strings.HasPrefix(strings.TrimSpace(m.Text), "[nl] Je inlogcode is ") {
+		t.Fatalf("own template: %q", m.Text)
+	}
+}
