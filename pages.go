@@ -14,6 +14,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -182,6 +183,10 @@ func (b *BrandingConfig) checkLanguages() error {
 	return nil
 }
 
+// validLogoHost is a host name and port, nothing else: the host goes into
+// the pages' Content-Security-Policy, where a ';' would add a directive.
+var validLogoHost = regexp.MustCompile(`^[A-Za-z0-9.-]+(:[0-9]{1,5})?$`)
+
 // checkLogo admits an https URL or a path on this site; anything else
 // (http, data: or javascript: URLs, //host) could load from elsewhere or
 // run script.
@@ -190,7 +195,7 @@ func checkLogo(s string) error {
 		return nil
 	}
 	u, err := url.Parse(s)
-	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
+	if err != nil || u.Scheme != "https" || !validLogoHost.MatchString(u.Host) || u.User != nil {
 		return fmt.Errorf("%q must be an https URL or a path on this site such as /static/logo.svg", s)
 	}
 	return nil

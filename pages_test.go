@@ -325,7 +325,8 @@ func TestBrandingCaddyfile(t *testing.T) {
 		{"color #0b5fff", "quoted"},                //
 		{"logo http://example.com/l.svg", "https"}, // mixed content
 		{"logo //cdn.example.com/l.svg", "https"},  // another host, scheme-relative
-		{"logo javascript:alert(1)", "https"},      //
+		{"logo javascript:alert(1)", "https"},
+		{"logo https://evil.example;script-src/x.svg", "https"}, // would add to the CSP      //
 		{"languages en klingon", `"klingon" is not a built-in language`},
 		{"default_language xx", "not a built-in language"},
 		{"languages de fr\n\t\t\tdefault_language en", "default_language en is not among languages de fr"},
