@@ -287,6 +287,7 @@ func TestProblemPages(t *testing.T) {
 
 	// The mail server is down: a page that names nothing of it.
 	e.smtp.down()
+	clock.Advance(probeEvery) // a probe is due, and finds it
 	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "down@example.com"}), http.StatusOK)
 	eventually(t, "the channel to be failing", func() bool { return e.get("/auth/health").status == http.StatusServiceUnavailable })
 	down := e.postForm("/auth/login", map[string]string{"alias": "q@example.com", "next": "/app"}, origin...)
