@@ -79,14 +79,14 @@ func visibleText(page string) string {
 	return b.String()
 }
 
-// englishLeft returns the English page sentences found in text: every
-// English page message whose translation differs, in its words around the
-// format verbs.
+// englishLeft returns the English page sentences found in text: the runs
+// of two or more words of every English page message (a word shared by
+// both languages, such as Code or Logo, is no English left over).
 func englishLeft(lang, text string) []string {
 	var left []string
 	for k, en := range catalogs["en"] {
-		if strings.Contains(k, " ") || en == catalogs[lang][k] {
-			continue // API messages are keyed by their English text; shared words (Code, Logo) are not English left over
+		if strings.Contains(k, " ") {
+			continue // API messages, keyed by their English text
 		}
 		for _, part := range sentences.Split(en, -1) {
 			part = strings.TrimSpace(strings.Trim(part, ".:!?,\""))
@@ -435,5 +435,37 @@ func TestAPIDefaultLanguage(t *testing.T) {
 	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "own@example.com"}, "Accept-Language", "nl"), http.StatusOK)
 	if m := e.smtp.last(t, "own@example.com"); !strings.HasPrefix(strings.TrimSpace(m.Text), "[nl] Je inlogcode is ") {
 		t.Fatalf("own template: %q", m.Text)
+	}
+}
+
+// TestAccountPageEveryLanguage: the account page and the sign-in page's
+// passkey button, and the words their script shows, speak every language.
+func TestAccountPageEveryLanguage(t *testing.T) {
+	e := newEnv(t, withConfig(passkeysBlock))
+	tok := e.login("acct@example.com").str("token")
+	for _, lang := range builtinLanguages {
+		page := e.get("/auth/account?lang="+lang, bearer(tok)...)
+		expectStatus(t, page, http.StatusOK)
+		login := e.get("/auth/login?lang=" + lang)
+		for _, p := range []response{page, login} {
+			body := string(p.body)
+			if !strings.Contains(body, `<html lang="`+lang+`">`) || p.header.Get("Content-Language") != lang {
+				t.Fatalf("%s: not in its language: %v\n%s", lang, p.header, body)
+			}
+			// The script's words travel in data-msg-* attributes.
+			text := visibleText(body)
+			for _, m := range regexp.MustCompile(`data-msg-[a-z-]+="([^"]*)"`).FindAllStringSubmatch(body, -1) {
+				text += "\n" + html.UnescapeString(m[1])
+			}
+			if lang == "en" {
+				continue
+			}
+			if left := englishLeft(lang, text); len(left) > 0 {
+				t.Errorf("%s: English left: %q", lang, left)
+			}
+		}
+		if !strings.Contains(string(page.body), catalogs[lang]["account.add"]) || !strings.Contains(string(login.body), catalogs[lang]["passkey.sign_in"]) {
+			t.Errorf("%s: the passkey words are missing", lang)
+		}
 	}
 }
