@@ -99,6 +99,14 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			timeout 5m
 //			max_per_user 10
 //		}
+//		branding {
+//			name <site name>
+//			logo <https URL or /path>
+//			color <#rrggbb>
+//			templates <dir>
+//			languages <lang...>
+//			default_language <lang>
+//		}
 //	}
 func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -207,6 +215,14 @@ func (p *Passwordless) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			p.RateLimit = new(RateLimitConfig)
 			if err := p.RateLimit.unmarshal(d); err != nil {
+				return err
+			}
+		case "branding":
+			if p.Branding != nil {
+				return d.Err("branding is given twice")
+			}
+			p.Branding = new(BrandingConfig)
+			if err := p.Branding.unmarshal(d); err != nil {
 				return err
 			}
 		case "protect":

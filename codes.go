@@ -30,7 +30,9 @@ func (p *Passwordless) aliasField(f map[string]string, kind AliasKind) (Alias, *
 		return Alias{}, fieldError(field, err.Error())
 	}
 	if kind == KindMobile && !p.allowedNumber(norm) {
-		return Alias{}, fieldError(field, "Numbers in this country are not accepted. Allowed calling codes: "+strings.Join(p.SMS.AllowedCountryCodes, ", ")+".")
+		e := fieldError(field, "Numbers in this country are not accepted. Allowed calling codes: "+strings.Join(p.SMS.AllowedCountryCodes, ", ")+".")
+		e.format, e.args = "Numbers in this country are not accepted. Allowed calling codes: %s.", []any{strings.Join(p.SMS.AllowedCountryCodes, ", ")}
+		return Alias{}, e
 	}
 	return Alias{Kind: kind, Value: norm}, nil
 }
@@ -115,7 +117,7 @@ func (p *Passwordless) serveSend(kind AliasKind) func(http.ResponseWriter, *http
 		if e := p.sendLoginCode(r, a); e != nil {
 			return e
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"detail": sentDetail[kind]})
+		writeJSON(w, http.StatusOK, map[string]string{"detail": p.pages.translate(r, sentDetail[kind])})
 		return nil
 	}
 }
@@ -165,8 +167,9 @@ func (p *Passwordless) queueCode(r *http.Request, a Alias, purpose, userID strin
 		Hash:      codeHash(p.hmacKey, p.aliasKey(a), purpose, code),
 		ExpiresAt: exp, CreatedAt: t,
 	}
+	lang, _ := p.pages.language(r)
 	m := OutboxMessage{ID: id, Queue: p.outbox.queues[a.Kind], Channel: a.Kind, To: a.Value, Purpose: purpose,
-		Deliver: deliver, ExpiresAt: exp, CreatedAt: t}
+		Deliver: deliver, Lang: lang, ExpiresAt: exp, CreatedAt: t}
 	if deliver {
 		// The message must carry the code in clear; the worker deletes it
 		// with the row once it is sent or dropped.
@@ -305,7 +308,7 @@ func (p *Passwordless) serveSendVerify(kind AliasKind) func(http.ResponseWriter,
 		if e := p.queueCode(r, a, purposeVerify, c.Subject, p.access.admits(a)); e != nil {
 			return e
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"detail": "A verification code has been sent to your " + string(kind) + "."})
+		writeJSON(w, http.StatusOK, map[string]string{"detail": p.pages.translate(r, "A verification code has been sent to your "+string(kind)+".")})
 		return nil
 	}
 }

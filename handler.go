@@ -92,7 +92,7 @@ func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 			http.Redirect(w, r, loc, http.StatusFound)
 			return nil
 		}
-		writeError(w, authFailure(v.reason))
+		writeError(w, p.pages.localize(r, authFailure(v.reason)))
 		return nil
 	case forbidden:
 		p.forbidden(w, r, v.st)
@@ -256,7 +256,7 @@ func (p *Passwordless) serveEndpoint(w http.ResponseWriter, r *http.Request, nam
 		ep, ok = p.passkeyItem(name)
 	}
 	if !ok {
-		writeError(w, &apiError{status: http.StatusNotFound, detail: "Not found."})
+		writeError(w, p.pages.localize(r, &apiError{status: http.StatusNotFound, detail: "Not found."}))
 		return
 	}
 	serve, ok := ep[r.Method]
@@ -266,11 +266,11 @@ func (p *Passwordless) serveEndpoint(w http.ResponseWriter, r *http.Request, nam
 		w.WriteHeader(http.StatusNoContent)
 		return
 	case !ok:
-		writeError(w, &apiError{status: http.StatusMethodNotAllowed, detail: "Method \"" + r.Method + "\" not allowed.", allow: ep.allow()})
+		writeError(w, p.pages.localize(r, &apiError{status: http.StatusMethodNotAllowed, detail: "Method \"" + r.Method + "\" not allowed.", format: "Method \"%s\" not allowed.", args: []any{r.Method}, allow: ep.allow()}))
 		return
 	}
 	if e := serve(w, r); e != nil {
-		writeError(w, e)
+		writeError(w, p.pages.localize(r, e))
 	}
 }
 

@@ -1,37 +1,16 @@
 package passwordless
 
 import (
-	"bytes"
 	"context"
-	_ "embed"
-	"html/template"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
 // The browser sign-in: {prefix}/login asks for an email address or a
 // number, then for the code, and sets a session cookie. It is plain HTML
 // forms with no external assets; a few lines of script only fill in the
-// code from a sign-in link.
-
-//go:embed login.html
-var loginPageSrc string
-
-var loginPage = template.Must(template.New("login").Parse(loginPageSrc))
-
-type loginView struct {
-	Step       string // "alias" or "code"
-	Action     string
-	Next       string
-	Alias      string
-	AliasLabel string
-	AliasNoun  string
-	CodeLength int
-	Error      string
-	Info       string
-	Nonce      string
-	Passkey    passkeyPage
-}
+// code from a sign-in link. The pages themselves are in pages/.
 
 // serveLoginPage is GET {prefix}/login.
 func (p *Passwordless) serveLoginPage(w http.ResponseWriter, r *http.Request) *apiError {
@@ -42,8 +21,7 @@ func (p *Passwordless) serveLoginPage(w http.ResponseWriter, r *http.Request) *a
 			v.Step, v.Alias = "code", a.Value
 		}
 	}
-	p.renderLogin(w, http.StatusOK, v)
-	return nil
+	return p.renderLogin(w, http.StatusOK, v)
 }
 
 // serveLoginForm is POST {prefix}/login: the two steps of the form.
@@ -51,47 +29,57 @@ func (p *Passwordless) serveLoginForm(w http.ResponseWriter, r *http.Request) *a
 	// Login CSRF: another site must not sign a visitor in, or send codes
 	// in their name.
 	if !sameOrigin(r) {
-		return &apiError{status: http.StatusForbidden, detail: "Cross-site request refused."}
+		return crossSiteError
 	}
-	f, e := readFields(w, r, "alias", "code", "next", "passkey")
+	f, e := readFields(w, r, "alias", "code", "next", "passkey", "lang", "link")
+	if f["lang"] != "" && r.URL.Query().Get("lang") == "" {
+		// The form keeps the page's language in a field; the choice reads
+		// the query.
+		q := r.URL.Query()
+		q.Set("lang", f["lang"])
+		r.URL.RawQuery = q.Encode()
+	}
 	v := p.loginView(r, f["next"])
 	if e != nil {
-		v.Error = e.detail
-		p.renderLogin(w, e.status, v)
-		return nil
+		v.Error = p.pages.localize(r, e).detail
+		return p.renderLogin(w, e.status, v)
 	}
 	if f["passkey"] != "" {
 		return p.passkeyForm(w, r, v, f["passkey"])
 	}
 	a, e := p.anyAlias(f["alias"])
 	if e != nil {
-		v.Alias, v.Error = f["alias"], e.detail
-		p.renderLogin(w, e.status, v)
-		return nil
+		v.Alias, v.Error = f["alias"], p.pages.localize(r, e).detail
+		return p.renderLogin(w, e.status, v)
 	}
 	v.Alias = a.Value
 	code := strings.TrimSpace(f["code"])
 	if code == "" {
 		if e := p.sendLoginCode(r, a); e != nil {
-			return p.loginError(w, v, e)
+			return p.loginError(w, r, v, e)
 		}
-		v.Step, v.Info = "code", "If "+a.Value+" can sign in here, a code is on its way. Enter it below."
-		p.renderLogin(w, http.StatusOK, v)
-		return nil
+		v.Step = "code"
+		v.Info = v.T("login.sent", a.Value)
+		return p.renderLogin(w, http.StatusOK, v)
 	}
 	v.Step = "code"
 	if !isDigits(code, p.CodeLength) {
-		return p.loginError(w, v, invalidCode)
+		return p.loginError(w, r, v, invalidCode)
 	}
 	if e := p.checkLock(r, a); e != nil {
-		return p.loginError(w, v, e)
+		return p.loginError(w, r, v, e)
 	}
 	// Once the code is being redeemed the work must finish: a client that
 	// goes away mid-request must not leave a burned code and no session.
 	ctx := context.WithoutCancel(r.Context())
 	u, s, _, e := p.signIn(ctx, r, a, code)
 	if e != nil {
-		return p.loginError(w, v, e)
+		if e == invalidCode && f["link"] != "" {
+			// The code came from a sign-in link: say the link is spent
+			// rather than that the person typed a wrong code.
+			return p.problemPage(w, r, v, e.status, "expired")
+		}
+		return p.loginError(w, r, v, e)
 	}
 	// The cookie's token lives as long as its session; logout and the
 	// per-request session check end it, not its exp.
@@ -106,57 +94,57 @@ func (p *Passwordless) serveLoginForm(w http.ResponseWriter, r *http.Request) *a
 	return nil
 }
 
-// loginError shows the form again with the problem. Failures the user can
-// act on keep their status; a server-side failure is a 503 page.
-func (p *Passwordless) loginError(w http.ResponseWriter, v loginView, e *apiError) *apiError {
-	v.Error = e.detail
+// loginError shows the form again with the problem the user can act on.
+// Being limited (429) and a failure on our side (503) get pages of their
+// own, which keep the status.
+func (p *Passwordless) loginError(w http.ResponseWriter, r *http.Request, v pageView, e *apiError) *apiError {
 	if e.retryAfter > 0 {
 		w.Header().Set("Retry-After", retryAfterSeconds(e.retryAfter))
 	}
-	status := e.status
-	if status >= 500 {
-		v.Error, status = "Something went wrong on our side. Please try again in a moment.", http.StatusServiceUnavailable
+	switch {
+	case e.status >= 500:
+		return p.problemPage(w, r, v, http.StatusServiceUnavailable, "unavailable")
+	case e.status == http.StatusTooManyRequests:
+		v.Error = p.pages.localize(r, e).detail
+		return p.problemPage(w, r, v, e.status, "limited")
 	}
-	p.renderLogin(w, status, v)
+	v.Error = p.pages.localize(r, e).detail
+	return p.renderLogin(w, e.status, v)
+}
+
+// problemPage is the page version of 429, 503 and a spent sign-in link:
+// what happened, and a way back to the sign-in form.
+func (p *Passwordless) problemPage(w http.ResponseWriter, r *http.Request, v pageView, status int, problem string) *apiError {
+	v.Problem = problem
+	v.Again = v.withLang(p.Prefix + "/login?next=" + url.QueryEscape(v.Next))
+	if err := p.pages.render(w, status, "problem", v, "form-action "+formAction(v.Next)+"; "); err != nil {
+		return p.internal("rendering problem page", err)
+	}
 	return nil
 }
 
-func (p *Passwordless) loginView(r *http.Request, next string) loginView {
-	v := loginView{Step: "alias", Action: p.Prefix + "/login", Next: p.safeNext(r, next), CodeLength: p.CodeLength, Passkey: p.passkeyPage()}
+func (p *Passwordless) loginView(r *http.Request, next string) pageView {
+	v := p.pages.view(r)
+	v.Step, v.Action, v.Next, v.CodeLength = "alias", p.Prefix+"/login", p.safeNext(r, next), p.CodeLength
+	v.Passkey = p.passkeyPage()
 	_, email := p.senders[KindEmail]
 	_, mobile := p.senders[KindMobile]
 	switch {
 	case email && mobile:
-		v.AliasLabel, v.AliasNoun = "Email address or mobile number", "address or number"
+		v.AliasKind = "any"
 	case mobile:
-		v.AliasLabel, v.AliasNoun = "Mobile number", "number"
+		v.AliasKind = "mobile"
 	default:
-		v.AliasLabel, v.AliasNoun = "Email address", "address"
+		v.AliasKind = "email"
 	}
 	return v
 }
 
-func (p *Passwordless) renderLogin(w http.ResponseWriter, status int, v loginView) {
-	nonce, err := randomID()
-	if err != nil {
-		writeError(w, p.internal("generating nonce", err))
-		return
+func (p *Passwordless) renderLogin(w http.ResponseWriter, status int, v pageView) *apiError {
+	if err := p.pages.render(w, status, "login", v, "connect-src 'self'; form-action "+formAction(v.Next)+"; "); err != nil {
+		return p.internal("rendering login page", err)
 	}
-	v.Nonce = nonce
-	var b bytes.Buffer
-	if err := loginPage.Execute(&b, v); err != nil {
-		writeError(w, p.internal("rendering login page", err))
-		return
-	}
-	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+nonce+"'; script-src 'nonce-"+nonce+"'; connect-src 'self'; form-action "+formAction(v.Next)+"; frame-ancestors 'none'; base-uri 'none'")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "same-origin")
-	w.WriteHeader(status)
-	w.Write(b.Bytes())
+	return nil
 }
 
 // anyAlias reads what a person typed into the sign-in form: an email

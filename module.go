@@ -136,6 +136,10 @@ type Passwordless struct {
 	// {prefix}/passkeys answers 404.
 	Passkeys *PasskeysConfig `json:"passkeys,omitempty"`
 
+	// How the pages look (name, logo, accent colour, own templates) and
+	// which languages they and the API's messages speak.
+	Branding *BrandingConfig `json:"branding,omitempty"`
+
 	store   Store
 	release func() error
 	hmacKey []byte
@@ -155,6 +159,7 @@ type Passwordless struct {
 	loginURL    *url.URL
 	returnHosts returnHosts
 	assertions  *assertionCache
+	pages       *pageSet
 }
 
 // CaddyModule returns the Caddy module information.
@@ -228,6 +233,9 @@ func (p *Passwordless) Provision(ctx caddy.Context) error {
 	}
 	if err := p.provisionSenders(env); err != nil {
 		return err
+	}
+	if p.pages, err = p.Branding.provision(env); err != nil {
+		return fmt.Errorf("branding: %w", err)
 	}
 
 	if p.store, p.release, err = p.Storage.open(); err != nil {

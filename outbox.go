@@ -527,12 +527,16 @@ func (o *outbox) dropped(m OutboxMessage, reason string) {
 
 // message is what the sender gets for a queued message.
 func (p *Passwordless) message(m OutboxMessage) Message {
-	msg := Message{To: m.To, Code: m.Code, Purpose: m.Purpose, TTL: time.Duration(p.CodeTTL)}
+	msg := Message{To: m.To, Code: m.Code, Purpose: m.Purpose, TTL: time.Duration(p.CodeTTL), Lang: m.Lang, Site: p.pages.site}
 	if m.Channel == KindEmail && m.Purpose == purposeLogin && p.Email.LinkBase != "" {
 		// The code rides in the fragment: browsers never send it, so no
 		// server or access log sees it, and opening the link only fills
 		// the form, so mail scanners that follow links cannot use it up.
-		msg.Link = p.Email.LinkBase + p.Prefix + "/login?alias=" + url.QueryEscape(m.To) + "#code=" + m.Code
+		msg.Link = p.Email.LinkBase + p.Prefix + "/login?alias=" + url.QueryEscape(m.To)
+		if m.Lang != "" && m.Lang != p.pages.offered[0] {
+			msg.Link += "&lang=" + url.QueryEscape(m.Lang)
+		}
+		msg.Link += "#code=" + m.Code
 	}
 	return msg
 }

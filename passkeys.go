@@ -1,7 +1,6 @@
 package passwordless
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -956,22 +955,8 @@ func (p *Passwordless) servePasskeyDelete(w http.ResponseWriter, r *http.Request
 
 // The browser side: the account page, and passkeys on the sign-in page.
 
-//go:embed pages/account.html
-var accountPageSrc string
-
 //go:embed pages/passkeys.js
 var passkeysScript string
-
-var accountPage = template.Must(template.New("account").Parse(accountPageSrc))
-
-// accountView is what the account page shows.
-type accountView struct {
-	Nonce, Prefix, Logout, Next string
-	Email, Mobile               string
-	Passkeys                    bool // whether passkeys are on
-	List                        []accountPasskey
-	Script                      template.JS
-}
 
 type accountPasskey struct {
 	ID, Name, Created, LastUsed string
@@ -990,12 +975,9 @@ func (p *Passwordless) serveAccount(w http.ResponseWriter, r *http.Request) *api
 	if err != nil {
 		return p.internal("reading user", err)
 	}
-	nonce, err := randomID()
-	if err != nil {
-		return p.internal("generating nonce", err)
-	}
-	v := accountView{Nonce: nonce, Prefix: p.Prefix, Logout: p.Prefix + "/logout", Next: "/",
-		Email: u.Email, Mobile: u.Mobile, Passkeys: p.Passkeys != nil, Script: template.JS(passkeysScript)}
+	v := p.pages.view(r)
+	v.Prefix, v.Action, v.Next = p.Prefix, p.Prefix+"/logout", "/"
+	v.Email, v.Mobile, v.Passkeys, v.Script = u.Email, u.Mobile, p.Passkeys != nil, template.JS(passkeysScript)
 	if v.Passkeys {
 		list, err := p.store.Passkeys(r.Context(), u.ID)
 		if err != nil {
@@ -1003,33 +985,18 @@ func (p *Passwordless) serveAccount(w http.ResponseWriter, r *http.Request) *api
 		}
 		for _, pk := range list {
 			ap := accountPasskey{ID: base64.RawURLEncoding.EncodeToString(pk.ID), Name: pk.Name,
-				Created: pk.CreatedAt.UTC().Format("2 January 2006"), BackedUp: pk.BackupState}
+				Created: pk.CreatedAt.UTC().Format("2006-01-02"), BackedUp: pk.BackupState}
 			if !pk.LastUsedAt.IsZero() {
-				ap.LastUsed = pk.LastUsedAt.UTC().Format("2 January 2006, 15:04 UTC")
+				ap.LastUsed = pk.LastUsedAt.UTC().Format("2006-01-02 15:04 UTC")
 			}
 			v.List = append(v.List, ap)
 		}
 	}
-	var b bytes.Buffer
-	if err := accountPage.Execute(&b, v); err != nil {
+	// Its scripts may call this site's API (connect-src), nothing else.
+	if err := p.pages.render(w, http.StatusOK, "account", v, "connect-src 'self'; form-action 'self'; "); err != nil {
 		return p.internal("rendering account page", err)
 	}
-	writePage(w, http.StatusOK, nonce, b.Bytes())
 	return nil
-}
-
-// writePage answers an HTML page whose styles and scripts carry nonce.
-// Its scripts may call this site's API (connect-src), nothing else.
-func writePage(w http.ResponseWriter, status int, nonce string, body []byte) {
-	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+nonce+"'; script-src 'nonce-"+nonce+"'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "same-origin")
-	w.WriteHeader(status)
-	w.Write(body)
 }
 
 // passkeyPage is what the sign-in page needs to offer passkeys.
@@ -1050,15 +1017,15 @@ func (p *Passwordless) passkeyPage() passkeyPage {
 
 // passkeyForm is POST {prefix}/login with a `passkey` field: the
 // assertion the page's script got, for a session cookie as a code gives.
-func (p *Passwordless) passkeyForm(w http.ResponseWriter, r *http.Request, v loginView, assertion string) *apiError {
+func (p *Passwordless) passkeyForm(w http.ResponseWriter, r *http.Request, v pageView, assertion string) *apiError {
 	if p.Passkeys == nil {
-		return p.loginError(w, v, passkeyFailure)
+		return p.loginError(w, r, v, passkeyFailure)
 	}
 	ctx := context.WithoutCancel(r.Context())
 	res := p.passkeyLogin(ctx, r, []byte(assertion))
 	if res.err != nil {
 		v.Passkey.Unknown = res.unknown
-		return p.loginError(w, v, res.err)
+		return p.loginError(w, r, v, res.err)
 	}
 	s := res.session
 	// As for a code: the cookie's token lives as long as its session.

@@ -1,10 +1,8 @@
 package passwordless
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"html/template"
 	"net/http"
 	"slices"
 	"strings"
@@ -281,50 +279,22 @@ func protectConfig(lines []ProtectRule) ([]string, []ProtectRule) {
 // forbiddenError is DRF's answer to a signed-in user without permission.
 var forbiddenError = &apiError{status: http.StatusForbidden, detail: "You do not have permission to perform this action."}
 
-var forbiddenPage = template.Must(template.New("forbidden").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Not permitted</title>
-<style nonce="{{.Nonce}}">body{font:16px/1.5 system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem;color:#222}button{font:inherit;padding:.5rem 1rem}</style>
-</head><body>
-<h1>Not permitted</h1>
-<p>You are signed in as <strong>{{.Who}}</strong>, which may not open this page.</p>
-<form method="post" action="{{.Action}}">
-<input type="hidden" name="next" value="{{.Next}}">
-<button type="submit">Sign out and sign in as someone else</button>
-</form>
-</body></html>
-`))
-
 // forbidden answers a signed-in user whom the rule does not admit: 403
 // JSON, or for a browser navigation a page that offers to sign out.
 func (p *Passwordless) forbidden(w http.ResponseWriter, r *http.Request, st *userState) {
 	if !wantsLoginPage(r) || len(p.senders) == 0 {
-		writeError(w, forbiddenError)
+		writeError(w, p.pages.localize(r, forbiddenError))
 		return
 	}
-	nonce, err := randomID()
-	if err != nil {
-		writeError(w, p.internal("generating nonce", err))
-		return
+	v := p.pages.view(r)
+	v.Who = st.email
+	if v.Who == "" {
+		v.Who = st.mobile
 	}
-	who := st.email
-	if who == "" {
-		who = st.mobile
-	}
-	action, next := p.signOutForm(r)
-	var b bytes.Buffer
-	if err := forbiddenPage.Execute(&b, map[string]string{"Nonce": nonce, "Who": who, "Action": action, "Next": next}); err != nil {
+	v.Action, v.Next = p.signOutForm(r)
+	if err := p.pages.render(w, http.StatusForbidden, "forbidden", v, "form-action "+formAction(v.Action)+"; "); err != nil {
 		writeError(w, p.internal("rendering forbidden page", err))
-		return
 	}
-	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+nonce+"'; form-action "+formAction(action)+"; frame-ancestors 'none'; base-uri 'none'")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(http.StatusForbidden)
-	w.Write(b.Bytes())
 }
 
 // provisionProtect sets up the matchers of protect, public and the rules.

@@ -114,7 +114,8 @@ const (
 func tooMany(wait time.Duration) *apiError {
 	secs := int64(math.Ceil(wait.Seconds()))
 	return &apiError{status: http.StatusTooManyRequests, retryAfter: wait,
-		detail: fmt.Sprintf("Too many requests. Try again in %d seconds.", secs)}
+		detail: fmt.Sprintf("Too many requests. Try again in %d seconds.", secs),
+		format: "Too many requests. Try again in %d seconds.", args: []any{secs}}
 }
 
 // clientIP is Caddy's idea of the client address: the peer, or the

@@ -27,6 +27,10 @@ type apiError struct {
 	retryAfter time.Duration
 	allow      string // for 405
 	challenge  string // WWW-Authenticate, for 401
+	// format and args, when set, made detail: the catalogs translate
+	// format (see localize).
+	format string
+	args   []any
 }
 
 func (e *apiError) Error() string { return e.detail }
@@ -84,7 +88,8 @@ func readFields(w http.ResponseWriter, r *http.Request, allowed ...string) (map[
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return nil, &apiError{status: http.StatusRequestEntityTooLarge, detail: fmt.Sprintf("The request body is larger than %d KiB.", maxBodyBytes>>10)}
+			return nil, &apiError{status: http.StatusRequestEntityTooLarge, detail: fmt.Sprintf("The request body is larger than %d KiB.", maxBodyBytes>>10),
+				format: "The request body is larger than %d KiB.", args: []any{maxBodyBytes >> 10}}
 		}
 		return nil, badRequest("The request body could not be read.")
 	}
@@ -135,7 +140,8 @@ func readFields(w http.ResponseWriter, r *http.Request, allowed ...string) (map[
 			return nil, err
 		}
 	default:
-		return nil, &apiError{status: http.StatusUnsupportedMediaType, detail: fmt.Sprintf("Unsupported media type %q: send JSON or a form.", ct)}
+		return nil, &apiError{status: http.StatusUnsupportedMediaType, detail: fmt.Sprintf("Unsupported media type %q: send JSON or a form.", ct),
+			format: "Unsupported media type %q: send JSON or a form.", args: []any{ct}}
 	}
 	for k, v := range fields {
 		if !isAllowed(k, allowed) {

@@ -148,7 +148,15 @@ func (e *emailSender) compose(m Message) (*mail.Msg, error) {
 		// go-mail's error quotes the address: the log gets none.
 		return nil, fmt.Errorf("%w: the address does not parse", errBadRecipient)
 	}
-	msg.Subject(e.subject)
+	subject := e.subject
+	switch {
+	case subject != "":
+	case data.Site != "":
+		subject = message(data.Lang, "email.subject.site", data.Site)
+	default:
+		subject = message(data.Lang, "email.subject")
+	}
+	msg.Subject(subject)
 	msg.SetDate()
 	msg.SetMessageID()
 	msg.SetBodyString(mail.TypeTextPlain, text)
@@ -206,7 +214,9 @@ func (e *emailSender) client() (*mail.Client, error) {
 type EmailConfig struct {
 	// The From header, e.g. `Example <noreply@example.com>`. Required with smtp.
 	From string `json:"from,omitempty"`
-	// The Subject header. Default: `Your login code`.
+	// The Subject header. Default: `Your login code` (`Your login code
+	// for <branding name>` when the branding names the site), in the
+	// language of the request that asked for the code.
 	Subject string `json:"subject,omitempty"`
 	// The SMTP server that sends the mail. Without it, messages are
 	// written to Caddy's log (for development only).
@@ -254,9 +264,6 @@ func (e *EmailConfig) provision(env func(*string), logger *zap.Logger) (*emailSe
 			return nil, fmt.Errorf("link_base must be the site's address, like https://example.com, not %q", e.LinkBase)
 		}
 		e.LinkBase = strings.TrimSuffix(e.LinkBase, "/")
-	}
-	if e.Subject == "" {
-		e.Subject = "Your login code"
 	}
 	if strings.ContainsAny(e.Subject, "\r\n") {
 		return nil, errors.New("subject must be one line")

@@ -28,7 +28,9 @@ type SMSConfig struct {
 	AllowedCountryCodes []string `json:"allowed_country_codes,omitempty"`
 }
 
-const defaultSMSMessage = "Use this code to log in: {code}"
+// defaultSMSMessage is "Use this code to log in: {code}" in the language
+// of the request that asked for the code.
+const defaultSMSMessage = `{{.T "sms.login" .Code}}`
 
 var callingCode = regexp.MustCompile(`^\+[1-9][0-9]{0,3}$`)
 

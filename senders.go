@@ -25,6 +25,8 @@ type Message struct {
 	Purpose string // purposeLogin or purposeVerify
 	TTL     time.Duration
 	Link    string // a sign-in link, for login emails when link_base is set
+	Lang    string // the language to write in; empty is English
+	Site    string // the branding name, for the subject and signature
 }
 
 // errBadRecipient is what a sender answers when the provider refuses the
@@ -39,10 +41,19 @@ type templateData struct {
 	Minutes int
 	To      string
 	Link    string
+	Lang    string // the language of the request that asked for the code (en, de, pt-BR…)
+	Site    string // the site's name (branding name), or empty
 }
 
+// T is a built-in message in the message's language: {{.T "email.expires" .Minutes}}.
+func (d templateData) T(key string, args ...any) string { return message(d.Lang, key, args...) }
+
 func newTemplateData(m Message) templateData {
-	return templateData{Code: m.Code, Purpose: m.Purpose, Minutes: int(m.TTL.Round(time.Minute) / time.Minute), To: m.To, Link: m.Link}
+	lang := m.Lang
+	if lang == "" {
+		lang = "en"
+	}
+	return templateData{Code: m.Code, Purpose: m.Purpose, Minutes: int(m.TTL.Round(time.Minute) / time.Minute), To: m.To, Link: m.Link, Lang: lang, Site: m.Site}
 }
 
 // codePlaceholder is the short form users can write in templates and
@@ -53,19 +64,22 @@ func expandCodePlaceholder(s string) string {
 	return strings.ReplaceAll(s, codePlaceholder, "{{.Code}}")
 }
 
-const defaultTextTemplate = `{{if eq .Purpose "verify"}}Use this code to verify your address: {{.Code}}{{else}}Your login code is {{.Code}}{{end}}
+const defaultTextTemplate = `{{if eq .Purpose "verify"}}{{.T "email.verify" .Code}}{{else}}{{.T "email.login" .Code}}{{end}}
 {{if .Link}}
-Or open this link to sign in: {{.Link}}
+{{.T "email.link" .Link}}
 {{end}}
-It expires in {{.Minutes}} minutes. If you did not ask for it, you can ignore this message.
-`
+{{.T "email.expires" .Minutes}}
+{{if .Site}}
+{{.Site}}
+{{end}}`
 
 const defaultHTMLTemplate = `<!DOCTYPE html>
-<html lang="en"><body style="font-family: sans-serif">
-<p>{{if eq .Purpose "verify"}}Use this code to verify your address:{{else}}Your login code is:{{end}}</p>
+<html lang="{{.Lang}}"><body style="font-family: sans-serif">
+<p>{{if eq .Purpose "verify"}}{{.T "email.html.verify"}}{{else}}{{.T "email.html.login"}}{{end}}</p>
 <p style="font-size: 2em; font-weight: bold; letter-spacing: 0.2em">{{.Code}}</p>
-{{if .Link}}<p><a href="{{.Link}}">Sign in</a></p>{{end}}
-<p>It expires in {{.Minutes}} minutes. If you did not ask for it, you can ignore this message.</p>
+{{if .Link}}<p><a href="{{.Link}}">{{.T "email.html.signin"}}</a></p>{{end}}
+<p>{{.T "email.expires" .Minutes}}</p>
+{{if .Site}}<p>{{.Site}}</p>{{end}}
 </body></html>
 `
 

@@ -270,7 +270,10 @@ type OutboxMessage struct {
 	// Deliver is false for a request that must send nothing (an unknown
 	// or demo alias): it is queued all the same, so that every code request
 	// does the same work, and the worker drops it.
-	Deliver   bool
+	Deliver bool
+	// Lang is the language of the request that asked for the code: the
+	// message is written in it.
+	Lang      string
 	Attempts  int // claims so far, this one included
 	ExpiresAt time.Time
 	CreatedAt time.Time

@@ -16,9 +16,9 @@ func (s *sqlStore) QueueCode(ctx context.Context, limits []RateLimit, c Code, m 
 	if err := saveCode(ctx, tx, c); err != nil {
 		return 0, "", err
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (id, queue, channel, recipient, purpose, code, deliver, next_at, expires_at, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		m.ID, m.Queue, string(m.Channel), m.To, m.Purpose, m.Code, m.Deliver, ms(m.CreatedAt), ms(m.ExpiresAt), ms(m.CreatedAt)); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (id, queue, channel, recipient, purpose, code, deliver, lang, next_at, expires_at, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		m.ID, m.Queue, string(m.Channel), m.To, m.Purpose, m.Code, m.Deliver, m.Lang, ms(m.CreatedAt), ms(m.ExpiresAt), ms(m.CreatedAt)); err != nil {
 		return 0, "", fmt.Errorf("queueing message: %w", err)
 	}
 	// The limits come last: on PostgreSQL a limit's row stays locked
@@ -48,7 +48,7 @@ func (s *sqlStore) ClaimOutbox(ctx context.Context, queue string, n int, now tim
 	// different rows instead of queueing on the same ones.
 	rows, err := tx.QueryContext(ctx, `UPDATE outbox SET next_at = ?, attempts = attempts + 1
 		WHERE id IN (SELECT id FROM outbox WHERE queue = ? AND next_at <= ? ORDER BY next_at LIMIT ?`+s.skipLocked+`)
-		RETURNING id, channel, recipient, purpose, code, deliver, attempts, expires_at, created_at`,
+		RETURNING id, channel, recipient, purpose, code, deliver, lang, attempts, expires_at, created_at`,
 		ms(now.Add(lease)), queue, ms(now), n)
 	if err != nil {
 		return nil, fmt.Errorf("claiming messages: %w", err)
@@ -59,7 +59,7 @@ func (s *sqlStore) ClaimOutbox(ctx context.Context, queue string, n int, now tim
 		m := OutboxMessage{Queue: queue}
 		var channel string
 		var exp, created int64
-		if err := rows.Scan(&m.ID, &channel, &m.To, &m.Purpose, &m.Code, &m.Deliver, &m.Attempts, &exp, &created); err != nil {
+		if err := rows.Scan(&m.ID, &channel, &m.To, &m.Purpose, &m.Code, &m.Deliver, &m.Lang, &m.Attempts, &exp, &created); err != nil {
 			return nil, fmt.Errorf("claiming messages: %w", err)
 		}
 		m.Channel, m.ExpiresAt, m.CreatedAt = AliasKind(channel), time.UnixMilli(exp), time.UnixMilli(created)

@@ -157,6 +157,7 @@ var postgresMigrations = []string{
 	schemaAccess(true),
 	schemaOutbox("BYTEA", "BIGINT", ""),
 	schemaPasskeys("BYTEA", "BIGINT"),
+	schemaOutboxLang,
 }
 
 // migratePostgres brings the schema up to date. Instances starting at the

@@ -128,6 +128,10 @@ func schemaV1(blob, bigint string) string {
 	);`)
 }
 
+// schemaOutboxLang keeps with each queued message the language of the
+// request that asked for it; messages queued before it are in English.
+const schemaOutboxLang = `ALTER TABLE outbox ADD COLUMN lang TEXT NOT NULL DEFAULT ''`
+
 // schemaOutbox adds the outbox, where code messages wait for delivery, and
 // replaces rate_events (a row per event, so a check cost more the more its
 // window held) with one GCRA state per key: its theoretical arrival time,

@@ -335,6 +335,7 @@ var sqliteMigrations = []string{
 	schemaAccess(false),
 	schemaOutbox("BLOB", "INTEGER", " WITHOUT ROWID"),
 	schemaPasskeys("BLOB", "INTEGER"),
+	schemaOutboxLang,
 }
 
 func migrateSQLite(db *sql.DB) (err error) {

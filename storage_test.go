@@ -3,6 +3,7 @@ package passwordless
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -534,6 +535,7 @@ func testOutbox(t *testing.T, s Store) {
 	t0 := now().Truncate(time.Millisecond)
 	limits := []RateLimit{{Key: "interval", Count: 1, Window: time.Minute}, {Key: "ip", Count: 10, Window: time.Hour}}
 	c, m := queued("m1", "o@example.com", t0)
+	m.Lang = "pt-BR" // the message is written in the language it was asked in
 	if wait, _, err := s.QueueCode(ctx, limits, c, m, t0); err != nil || wait != 0 {
 		t.Fatalf("queue: %v %v", wait, err)
 	}
@@ -563,7 +565,7 @@ func testOutbox(t *testing.T, s Store) {
 	}
 	g := got[0]
 	if g.ID != "m1" || g.Queue != "q" || g.Channel != KindEmail || g.To != "o@example.com" || g.Purpose != purposeLogin ||
-		g.Code != "123456" || !g.Deliver || g.Attempts != 1 || !g.ExpiresAt.Equal(m.ExpiresAt) || !g.CreatedAt.Equal(t0) {
+		g.Code != "123456" || !g.Deliver || g.Lang != "pt-BR" || g.Attempts != 1 || !g.ExpiresAt.Equal(m.ExpiresAt) || !g.CreatedAt.Equal(t0) {
 		t.Fatalf("claimed %+v", g)
 	}
 	if got, _ := s.ClaimOutbox(ctx, "q", 10, t0.Add(59*time.Second), time.Minute); len(got) != 0 {
@@ -676,5 +678,36 @@ func testConcurrentClaims(t *testing.T, s Store) {
 		if k != 1 {
 			t.Fatalf("%s claimed %d times", id, k)
 		}
+	}
+}
+
+// TestSQLiteMigratesVersion4 opens a database of the schema before the
+// outbox kept a language, with a message queued: after the upgrade the
+// message is still there, to be written in English as when it was queued.
+func TestSQLiteMigratesVersion4(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "v4.db")
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=foreign_keys(OFF)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := now().Truncate(time.Millisecond)
+	for _, q := range append(sqliteMigrations[:4:4],
+		fmt.Sprintf(`INSERT INTO outbox (id, queue, channel, recipient, purpose, code, deliver, next_at, expires_at, created_at)
+			VALUES ('m1', 'q', 'email', 'old@example.com', 'login', '123456', TRUE, %d, %d, %d)`, t0.UnixMilli(), t0.Add(time.Hour).UnixMilli(), t0.UnixMilli()),
+		`PRAGMA user_version = 4`,
+	) {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%.60s: %v", q, err)
+		}
+	}
+	db.Close()
+	s, err := openSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer releaseSQLite(s)
+	got, err := s.ClaimOutbox(context.Background(), "q", 10, t0, time.Minute)
+	if err != nil || len(got) != 1 || got[0].To != "old@example.com" || got[0].Lang != "" {
+		t.Fatalf("after the upgrade: %+v %v", got, err)
 	}
 }

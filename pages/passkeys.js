@@ -73,6 +73,12 @@
     return out;
   }
 
+  // The page's words, in its language, come with the page.
+  function msg(name) {
+    var el = document.querySelector("[data-msg-" + name + "]");
+    return el ? el.getAttribute("data-msg-" + name) : "";
+  }
+
   function call(method, url, body) {
     return fetch(url, {
       method: method, credentials: "same-origin",
@@ -84,7 +90,7 @@
       }
       return res.json().then(function (j) {
         if (!res.ok) {
-          throw new Error(j.detail || "The request failed.");
+          throw new Error(j.detail || msg("failed"));
         }
         return j;
       });
@@ -123,7 +129,7 @@
       }).catch(function (err) {
         if (err && err.name !== "AbortError" && !mediation) {
           var status = document.getElementById("passkey-status");
-          status.textContent = "No passkey was used. You can sign in with a code instead.";
+          status.textContent = msg("not-used");
         }
       });
     };
@@ -145,14 +151,14 @@
     var status = document.getElementById("passkey-status");
     var fail = function (err) {
       status.className = "error";
-      status.textContent = err && err.name === "NotAllowedError" ? "The passkey was not added." : (err && err.message) || "Something went wrong.";
+      status.textContent = err && err.name === "NotAllowedError" ? msg("not-added") : (err && err.message) || msg("wrong");
     };
     var add = document.getElementById("passkey-add");
     add.hidden = false;
     add.addEventListener("submit", function (ev) {
       ev.preventDefault();
       status.className = "";
-      status.textContent = "Follow your browser's prompt.";
+      status.textContent = msg("prompt");
       call("POST", base + "/register/begin", { name: add.elements.name.value }).then(function (o) {
         return navigator.credentials.create({ publicKey: creationOptions(o.publicKey) });
       }).then(function (cred) {
@@ -173,7 +179,7 @@
     Array.prototype.forEach.call(section.querySelectorAll(".passkey-delete"), function (b) {
       b.hidden = false;
       b.addEventListener("click", function () {
-        if (!confirm("Delete the passkey \"" + b.getAttribute("data-name") + "\"?")) {
+        if (!confirm(msg("delete").replace("%s", b.getAttribute("data-name")))) {
           return;
         }
         call("DELETE", base + "/" + b.getAttribute("data-id")).then(function () {
