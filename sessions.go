@@ -207,3 +207,36 @@ func (p *Passwordless) serveLogoutAll(w http.ResponseWriter, r *http.Request) *a
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
+
+func (p *Passwordless) sessionCookie(r *http.Request, value string, expires time.Time) *http.Cookie {
+	c := &http.Cookie{Name: cookieName, Value: value, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode, Domain: p.CookieDomain}
+	if isHTTPS(r) {
+		c.Name, c.Secure = secureCookieName, true
+		if p.CookieDomain != "" {
+			c.Name = domainCookieName
+		}
+	}
+	c.Expires = expires
+	c.MaxAge = int(expires.Sub(now()) / time.Second)
+	return c
+}
+
+// clearSessionCookies ends the session cookie under every name and Domain
+// it may have been set with.
+func (p *Passwordless) clearSessionCookies(w http.ResponseWriter, r *http.Request) {
+	clear := func(name, domain string, secure bool) {
+		http.SetCookie(w, &http.Cookie{Name: name, Path: "/", Domain: domain, MaxAge: -1, HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode})
+	}
+	https := isHTTPS(r)
+	clear(cookieName, "", https)
+	if https {
+		clear(secureCookieName, "", true)
+		clear(domainCookieName, "", true)
+	}
+	if p.CookieDomain != "" {
+		clear(cookieName, p.CookieDomain, https)
+		if https {
+			clear(domainCookieName, p.CookieDomain, true)
+		}
+	}
+}
