@@ -169,14 +169,7 @@ func TestProvisionErrors(t *testing.T) {
 			if err := p.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input)); err != nil {
 				t.Fatal(err)
 			}
-			p.Storage = &StorageConfig{Driver: "sqlite", DSN: t.TempDir() + "/p.db"}
-			ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
-			defer cancel()
-			err := p.Provision(ctx)
-			defer p.Cleanup()
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("error %v, want one containing %q", err, tc.want)
-			}
+			expectProvisionError(t, &p, tc.want)
 		})
 	}
 }
@@ -200,5 +193,19 @@ func expectCaddyfileErrors(t *testing.T, cases []caddyfileError) {
 				t.Errorf("error %q does not name the line", err)
 			}
 		})
+	}
+}
+
+// expectProvisionError provisions p on a fresh SQLite file and checks that
+// it fails with an error containing want.
+func expectProvisionError(t *testing.T, p *Passwordless, want string) {
+	t.Helper()
+	p.Storage = &StorageConfig{Driver: "sqlite", DSN: t.TempDir() + "/p.db"}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
+	defer cancel()
+	err := p.Provision(ctx)
+	defer p.Cleanup()
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %v, want one containing %q", err, want)
 	}
 }

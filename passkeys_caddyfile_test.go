@@ -90,14 +90,7 @@ func TestProvisionPasskeyErrors(t *testing.T) {
 			if err := p.UnmarshalCaddyfile(caddyfile.NewTestDispenser("passwordless {\n passkeys {\n " + tc.block + "\n }\n}")); err != nil {
 				t.Fatal(err)
 			}
-			p.Storage = &StorageConfig{Driver: "sqlite", DSN: t.TempDir() + "/p.db"}
-			ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
-			defer cancel()
-			err := p.Provision(ctx)
-			defer p.Cleanup()
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("error %v, want one containing %q", err, tc.want)
-			}
+			expectProvisionError(t, &p, tc.want)
 		})
 	}
 }

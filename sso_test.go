@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 )
@@ -151,14 +150,7 @@ func TestSingleSignOnConfigFailsCaddyRun(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("PWL_TEST_ONE_LABEL", "localhost")
 			p := tc.p
-			p.Storage = &StorageConfig{Driver: "sqlite", DSN: t.TempDir() + "/p.db"}
-			ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
-			defer cancel()
-			err := p.Provision(ctx)
-			defer p.Cleanup()
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("error %v, want one naming %s", err, tc.want)
-			}
+			expectProvisionError(t, &p, tc.want)
 		})
 	}
 }
