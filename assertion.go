@@ -90,13 +90,7 @@ func (ac *assertionCache) get(key assertionKey, st *userState, t time.Time) stri
 func (ac *assertionCache) put(key assertionKey, c *cachedAssertion) {
 	ac.mu.Lock()
 	defer ac.mu.Unlock()
-	if _, ok := ac.m[key]; !ok && len(ac.m) >= ac.max {
-		for k := range ac.m {
-			delete(ac.m, k)
-			break
-		}
-	}
-	ac.m[key] = c
+	putBounded(ac.m, ac.max, key, c)
 }
 
 // sameClaims reports whether two states of a session give the same

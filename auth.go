@@ -134,13 +134,7 @@ func (tc *tokenCache) token(tok string, t time.Time) *Claims {
 func (tc *tokenCache) putToken(tok string, c *Claims) {
 	tc.mu.Lock()
 	defer tc.mu.Unlock()
-	if len(tc.tokens) >= tc.max {
-		for k := range tc.tokens {
-			delete(tc.tokens, k)
-			break
-		}
-	}
-	tc.tokens[tok] = c
+	putBounded(tc.tokens, tc.max, tok, c)
 }
 
 // session answers the cached state of a session, nil if there is none.
@@ -154,13 +148,20 @@ func (tc *tokenCache) session(sid string) *userState {
 func (tc *tokenCache) putSession(sid string, st *userState) {
 	tc.mu.Lock()
 	defer tc.mu.Unlock()
-	if _, ok := tc.sessions[sid]; !ok && len(tc.sessions) >= tc.max {
-		for k := range tc.sessions {
-			delete(tc.sessions, k)
+	putBounded(tc.sessions, tc.max, sid, st)
+}
+
+// putBounded sets m[k] to v. When m is full and k is new, a random entry
+// goes first (Go's map order is random), as in caddyauth's cache: memory
+// stays bounded whatever tokens clients send.
+func putBounded[K comparable, V any](m map[K]V, max int, k K, v V) {
+	if _, ok := m[k]; !ok && len(m) >= max {
+		for old := range m {
+			delete(m, old)
 			break
 		}
 	}
-	tc.sessions[sid] = st
+	m[k] = v
 }
 
 // endSession marks a session ended here at once.

@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -421,23 +420,9 @@ const pendingEmail = `caddy_passwordless_outbox_pending{channel="email"}`
 // whose code a newer one superseded.
 func TestOutboxPendingCountsDeliverableOnly(t *testing.T) {
 	e := newEnv(t, withConfig("allow *@example.com\n"+openLimits))
-	e.smtp.settle = nil
-	var slow atomic.Int32
-	slow.Store(2)
-	e.smtp.mu.Lock()
 	// The first two messages keep both workers busy for a while, and
 	// the next ones wait in the queue meanwhile.
-	e.smtp.delay = func() time.Duration {
-		if slow.Add(-1) >= 0 {
-			return 3 * time.Second
-		}
-		return 0
-	}
-	e.smtp.mu.Unlock()
-	for i, busy := range []string{"busy1@example.com", "busy2@example.com"} {
-		expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": busy}), http.StatusOK)
-		eventually(t, "a worker to take it", func() bool { return e.smtp.rcptCount() == i+1 })
-	}
+	e.holdWorkers(3 * time.Second)
 	for _, addr := range []string{"out1@elsewhere.example.org", "out2@elsewhere.example.org", "dup@example.com", "dup@example.com", "live@example.com"} {
 		expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": addr}), http.StatusOK)
 	}

@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -488,23 +487,9 @@ func TestRefusedRecipientKeepsChannelOpen(t *testing.T) {
 // out over the same connection, not after a retry.
 func TestRefusedRecipientDoesNotStopTheBurst(t *testing.T) {
 	e := newEnv(t, withConfig(openLimits))
-	e.smtp.settle = nil
-	var slow atomic.Int32
-	slow.Store(2)
-	e.smtp.mu.Lock()
 	// The first two messages take a while: each keeps a worker busy
 	// while the next ones queue up, to be claimed in one burst.
-	e.smtp.delay = func() time.Duration {
-		if slow.Add(-1) >= 0 {
-			return 700 * time.Millisecond
-		}
-		return 0
-	}
-	e.smtp.mu.Unlock()
-	for i, busy := range []string{"busy1@example.com", "busy2@example.com"} {
-		expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": busy}), http.StatusOK)
-		eventually(t, "a worker to take it", func() bool { return e.smtp.rcptCount() == i+1 })
-	}
+	e.holdWorkers(700 * time.Millisecond)
 	e.smtp.setRejectTo("grey@example.com", &smtp.SMTPError{Code: 450, Message: "mailbox busy"})
 	rest := []string{"grey@example.com", "a@example.com", "b@example.com", "c@example.com"}
 	for _, addr := range rest {

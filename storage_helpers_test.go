@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"testing"
 	"time"
 )
 
@@ -39,4 +41,23 @@ func (s *sqlStore) SessionActive(ctx context.Context, id string, now time.Time) 
 		return false, fmt.Errorf("reading session: %w", err)
 	}
 	return !revoked && now.UnixMilli() < exp, nil
+}
+
+// sqliteAtVersion makes a SQLite file at schema version n, as a build of
+// that version left it, with the rows that rows insert, and answers its
+// path: for tests of the upgrade from it.
+func sqliteAtVersion(t *testing.T, n int, rows ...string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), fmt.Sprintf("v%d.db", n))
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=foreign_keys(OFF)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, q := range append(append(sqliteMigrations[:n:n], rows...), fmt.Sprintf("PRAGMA user_version = %d", n)) {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%.60s: %v", q, err)
+		}
+	}
+	return path
 }

@@ -3,9 +3,7 @@ package passwordless
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"errors"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -276,20 +274,7 @@ func testCeremonies(t *testing.T, s Store) {
 // TestSQLiteMigratesVersion3 opens a database of the schema before
 // passkeys, with a user, and gives that user a passkey after the upgrade.
 func TestSQLiteMigratesVersion3(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "v3.db")
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=foreign_keys(OFF)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range append(sqliteMigrations[:3:3],
-		`INSERT INTO users (id, email, email_verified, created_at) VALUES ('u1', 'old@example.com', TRUE, 1000)`,
-		`PRAGMA user_version = 3`,
-	) {
-		if _, err := db.Exec(q); err != nil {
-			t.Fatalf("%.60s: %v", q, err)
-		}
-	}
-	db.Close()
+	path := sqliteAtVersion(t, 3, `INSERT INTO users (id, email, email_verified, created_at) VALUES ('u1', 'old@example.com', TRUE, 1000)`)
 	s, err := openSQLite(path)
 	if err != nil {
 		t.Fatal(err)

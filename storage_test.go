@@ -3,7 +3,6 @@ package passwordless
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -685,22 +684,9 @@ func testConcurrentClaims(t *testing.T, s Store) {
 // outbox kept a language, with a message queued: after the upgrade the
 // message is still there, to be written in English as when it was queued.
 func TestSQLiteMigratesVersion4(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "v4.db")
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=foreign_keys(OFF)")
-	if err != nil {
-		t.Fatal(err)
-	}
 	t0 := now().Truncate(time.Millisecond)
-	for _, q := range append(sqliteMigrations[:4:4],
-		fmt.Sprintf(`INSERT INTO outbox (id, queue, channel, recipient, purpose, code, deliver, next_at, expires_at, created_at)
-			VALUES ('m1', 'q', 'email', 'old@example.com', 'login', '123456', TRUE, %d, %d, %d)`, t0.UnixMilli(), t0.Add(time.Hour).UnixMilli(), t0.UnixMilli()),
-		`PRAGMA user_version = 4`,
-	) {
-		if _, err := db.Exec(q); err != nil {
-			t.Fatalf("%.60s: %v", q, err)
-		}
-	}
-	db.Close()
+	path := sqliteAtVersion(t, 4, fmt.Sprintf(`INSERT INTO outbox (id, queue, channel, recipient, purpose, code, deliver, next_at, expires_at, created_at)
+			VALUES ('m1', 'q', 'email', 'old@example.com', 'login', '123456', TRUE, %d, %d, %d)`, t0.UnixMilli(), t0.Add(time.Hour).UnixMilli(), t0.UnixMilli()))
 	s, err := openSQLite(path)
 	if err != nil {
 		t.Fatal(err)

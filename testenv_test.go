@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -376,4 +377,27 @@ func (c *cluster) get(base, path, tok string) response {
 	req, _ := http.NewRequest(http.MethodGet, base+path, nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
 	return doRequest(c.t, req)
+}
+
+// holdWorkers keeps both outbox workers busy for d: it sends codes to
+// busy1@ and busy2@example.com, whose deliveries take d each, and waits
+// until each is taken, so that what is queued next waits in the queue.
+// Mail is not drained before it is read from then on.
+func (e *env) holdWorkers(d time.Duration) {
+	e.t.Helper()
+	e.smtp.settle = nil
+	var slow atomic.Int32
+	slow.Store(2)
+	e.smtp.mu.Lock()
+	e.smtp.delay = func() time.Duration {
+		if slow.Add(-1) >= 0 {
+			return d
+		}
+		return 0
+	}
+	e.smtp.mu.Unlock()
+	for i, busy := range []string{"busy1@example.com", "busy2@example.com"} {
+		expectStatus(e.t, e.postForm("/auth/email/", map[string]string{"email": busy}), http.StatusOK)
+		eventually(e.t, "a worker to take it", func() bool { return e.smtp.rcptCount() == i+1 })
+	}
 }
