@@ -314,32 +314,28 @@ func (s *sqlStore) loginIn(ctx context.Context, tx sqlTx, realm string, a Alias,
 		return User{}, false, err
 	}
 	u, err := userByAlias(ctx, tx, realm, a)
-	created := false
 	switch {
 	case errors.Is(err, ErrNotFound) && create:
 		id, err := randomID()
 		if err != nil {
 			return User{}, false, err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO users (id, realm, `+col+`, `+col+`_verified, created_at, last_login) VALUES (?, ?, ?, TRUE, ?, ?)`,
-			id, realm, a.Value, ms(now), ms(now)); err != nil {
+		u, err := scanUser(tx.QueryRowContext(ctx, `INSERT INTO users (id, realm, `+col+`, `+col+`_verified, created_at, last_login) VALUES (?, ?, ?, TRUE, ?, ?)
+			RETURNING `+userColumns, id, realm, a.Value, ms(now), ms(now)))
+		if err != nil {
 			return User{}, false, fmt.Errorf("creating user: %w", err)
 		}
-		created = true
+		return u, true, nil
 	case err != nil:
 		return User{}, false, err
 	case u.Disabled:
 		return User{}, false, ErrNotFound
-	default:
-		if _, err := tx.ExecContext(ctx, `UPDATE users SET `+col+`_verified = TRUE, last_login = ? WHERE id = ?`, ms(now), u.ID); err != nil {
-			return User{}, false, fmt.Errorf("marking %s verified: %w", col, err)
-		}
 	}
-	u, err = userByAlias(ctx, tx, realm, a)
+	u, err = scanUser(tx.QueryRowContext(ctx, `UPDATE users SET `+col+`_verified = TRUE, last_login = ? WHERE id = ? RETURNING `+userColumns, ms(now), u.ID))
 	if err != nil {
-		return User{}, false, err
+		return User{}, false, fmt.Errorf("marking %s verified: %w", col, err)
 	}
-	return u, created, nil
+	return u, false, nil
 }
 
 // SignIn is a whole successful exchange in one write transaction: where
@@ -347,44 +343,47 @@ func (s *sqlStore) loginIn(ctx context.Context, tx sqlTx, realm string, a Alias,
 // session), each a turn at SQLite's one writer and a round trip on
 // PostgreSQL.
 func (s *sqlStore) SignIn(ctx context.Context, in SignIn, now time.Time) (SignInResult, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return SignInResult{}, fmt.Errorf("signing in: %w", err)
-	}
-	defer tx.Rollback()
-	if in.Match != nil {
-		_, res, err := redeemIn(ctx, tx, in.Key, purposeLogin, in.Match, in.MaxAttempts, now)
+	var res SignInResult
+	notFound := false
+	err := s.db.inTx(ctx, func(tx sqlTx) error {
+		if in.Match != nil {
+			_, code, err := redeemIn(ctx, tx, in.Key, purposeLogin, in.Match, in.MaxAttempts, now)
+			if err != nil {
+				return err
+			}
+			if code != CodeOK {
+				// The attempt counts (and a last wrong one kills the code).
+				res = SignInResult{Code: code}
+				return nil
+			}
+		}
+		u, created, err := s.loginIn(ctx, tx, in.Realm, in.Alias, in.Create, now)
+		if errors.Is(err, ErrNotFound) {
+			// The code is spent all the same, as a wrong one would be.
+			notFound = true
+			return nil
+		}
 		if err != nil {
-			return SignInResult{}, err
+			return err
 		}
-		if res != CodeOK {
-			// The attempt counts (and a last wrong one kills the code).
-			return SignInResult{Code: res}, tx.Commit()
+		if _, err := tx.ExecContext(ctx, `DELETE FROM failures WHERE alias = ?`, in.Key); err != nil {
+			return fmt.Errorf("resetting failures: %w", err)
 		}
-	}
-	u, created, err := s.loginIn(ctx, tx, in.Realm, in.Alias, in.Create, now)
-	if errors.Is(err, ErrNotFound) {
-		// The code is spent all the same, as a wrong one would be.
-		if err := tx.Commit(); err != nil {
-			return SignInResult{}, fmt.Errorf("signing in: %w", err)
+		sess := in.Session
+		sess.UserID = u.ID
+		if err := createSessionIn(ctx, tx, sess, in.RefreshHash, sess.ExpiresAt); err != nil {
+			return err
 		}
+		res = SignInResult{Code: CodeOK, User: u, Created: created}
+		return nil
+	})
+	switch {
+	case err != nil:
+		return SignInResult{}, fmt.Errorf("signing in: %w", err)
+	case notFound:
 		return SignInResult{}, ErrNotFound
 	}
-	if err != nil {
-		return SignInResult{}, err
-	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM failures WHERE alias = ?`, in.Key); err != nil {
-		return SignInResult{}, fmt.Errorf("resetting failures: %w", err)
-	}
-	sess := in.Session
-	sess.UserID = u.ID
-	if err := createSessionIn(ctx, tx, sess, in.RefreshHash, sess.ExpiresAt); err != nil {
-		return SignInResult{}, err
-	}
-	if err := tx.Commit(); err != nil {
-		return SignInResult{}, fmt.Errorf("signing in: %w", err)
-	}
-	return SignInResult{Code: CodeOK, User: u, Created: created}, nil
+	return res, nil
 }
 
 func (s *sqlStore) LinkAlias(ctx context.Context, userID string, a Alias) (User, error) {

@@ -2,39 +2,51 @@ package passwordless
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 )
 
 func (s *sqlStore) QueueCode(ctx context.Context, limits []RateLimit, c Code, m OutboxMessage, now time.Time) (time.Duration, string, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
+	var wait time.Duration
+	var by string
+	err := s.db.inTx(ctx, func(tx sqlTx) error {
+		if err := saveCode(ctx, tx, c); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (id, queue, channel, recipient, purpose, code, deliver, lang, next_at, expires_at, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			m.ID, m.Queue, string(m.Channel), m.To, m.Purpose, m.Code, m.Deliver, m.Lang, ms(m.CreatedAt), ms(m.ExpiresAt), ms(m.CreatedAt)); err != nil {
+			return fmt.Errorf("queueing message: %w", err)
+		}
+		// The limits come last: on PostgreSQL a limit's row stays locked
+		// until the commit, and the per-IP one may be shared by many clients.
+		for _, l := range limits {
+			w, err := s.hit(ctx, tx, l, now)
+			if err != nil {
+				return err
+			}
+			if w > 0 {
+				// A refused request counts against no limit, and
+				// stores nothing.
+				wait, by = w, l.Key
+				return errRefused
+			}
+		}
+		return nil
+	})
+	if err == errRefused {
+		return wait, by, nil
+	}
 	if err != nil {
 		return 0, "", fmt.Errorf("queueing code: %w", err)
 	}
-	defer tx.Rollback()
-	if err := saveCode(ctx, tx, c); err != nil {
-		return 0, "", err
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (id, queue, channel, recipient, purpose, code, deliver, lang, next_at, expires_at, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		m.ID, m.Queue, string(m.Channel), m.To, m.Purpose, m.Code, m.Deliver, m.Lang, ms(m.CreatedAt), ms(m.ExpiresAt), ms(m.CreatedAt)); err != nil {
-		return 0, "", fmt.Errorf("queueing message: %w", err)
-	}
-	// The limits come last: on PostgreSQL a limit's row stays locked
-	// until the commit, and the per-IP one may be shared by many clients.
-	for _, l := range limits {
-		wait, err := s.hit(ctx, tx, l, now)
-		if err != nil {
-			return 0, "", err
-		}
-		if wait > 0 {
-			// A refused request counts against no limit.
-			return wait, l.Key, nil
-		}
-	}
-	return 0, "", tx.Commit()
+	return 0, "", nil
 }
+
+// errRefused undoes a transaction that found it must change nothing.
+var errRefused = errors.New("refused")
 
 func (s *sqlStore) ClaimOutbox(ctx context.Context, queue string, n int, now time.Time, lease time.Duration) ([]OutboxMessage, error) {
 	tx, err := s.db.BeginTx(ctx, nil)

@@ -79,7 +79,9 @@ func newSQLite(path string) (*sqliteStore, error) {
 	// The writer does not checkpoint in its commits (a checkpoint syncs the
 	// file, and would stall the request whose commit it was and every
 	// writer queued behind it); checkpoints() does, between writes.
-	db, err := sql.Open("sqlite", dsn("wal_autocheckpoint(0)", "journal_size_limit(67108864)"))
+	// A batch of writes (writeBatch) keeps each in a savepoint, whose
+	// journal of page images stays in memory, not in a temporary file.
+	db, err := sql.Open("sqlite", dsn("wal_autocheckpoint(0)", "journal_size_limit(67108864)", "temp_store(MEMORY)"))
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
@@ -98,7 +100,7 @@ func newSQLite(path string) (*sqliteStore, error) {
 	rdb.SetMaxOpenConns(readConns)
 	rdb.SetMaxIdleConns(readConns)
 	noLock := func(context.Context, sqlTx, string) error { return nil }
-	w := sqlDB{DB: db, gate: make(chan struct{}, 1), cache: newStmtCache()}
+	w := sqlDB{DB: db, gate: make(chan struct{}, 1), cache: newStmtCache(), batch: &writeBatch{}}
 	r := sqlDB{DB: rdb, cache: newStmtCache()}
 	s := &sqliteStore{sqlStore: newSQLStore(w, r, path, noLock), path: path,
 		stopCheckpoints: make(chan struct{}), checkpointsDone: make(chan struct{}), scrub: make(chan struct{}, 1)}

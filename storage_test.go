@@ -697,3 +697,133 @@ func TestSQLiteMigratesVersion4(t *testing.T) {
 		t.Fatalf("after the upgrade: %+v %v", got, err)
 	}
 }
+
+// TestWriteBatchKeepsJobsApart puts code requests and sign-ins that wait for
+// SQLite's writer into one batch (the writer is held until all are queued),
+// and checks that each is answered as if it had been alone: refused
+// requests and failed or panicking jobs leave nothing behind, the others
+// are all committed.
+func TestWriteBatchKeepsJobsApart(t *testing.T) {
+	s, err := openSQLite(filepath.Join(t.TempDir(), "batch.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { releaseSQLite(s) })
+	ctx := context.Background()
+	t0 := now().Truncate(time.Millisecond)
+	codeHash := []byte("good")
+	match := func(h []byte) bool { return bytes.Equal(h, codeHash) }
+	for i := range 3 {
+		c, _ := queued(fmt.Sprint("s", i), fmt.Sprintf("s%d@example.com", i), t0)
+		c.Hash = codeHash
+		if err := storeSQL(s).SaveCode(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	h, err := s.db.enter(ctx) // the writer is busy until every job waits
+	if err != nil {
+		t.Fatal(err)
+	}
+	const requests = 8
+	shared := RateLimit{Key: "shared", Count: 4, Window: time.Hour}
+	var wg sync.WaitGroup
+	refused := make(chan string, requests)
+	results := make(chan error, requests+4)
+	for i := range requests {
+		wg.Go(func() {
+			c, m := queued(fmt.Sprint("q", i), fmt.Sprintf("q%d@example.com", i), t0)
+			wait, _, err := s.QueueCode(ctx, []RateLimit{shared}, c, m, t0)
+			if wait > 0 {
+				refused <- c.ID
+			}
+			results <- err
+		})
+	}
+	signIn := func(i int, match func([]byte) bool) SignInResult {
+		a := Alias{Kind: KindEmail, Value: fmt.Sprintf("s%d@example.com", i)}
+		res, err := s.SignIn(ctx, SignIn{Realm: defaultRealm, Alias: a, Key: a.Key(), MaxAttempts: 5, Create: true, Match: match,
+			Session: Session{ID: fmt.Sprint("sess", i), CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, RefreshHash: []byte(fmt.Sprint("r", i))}, t0)
+		results <- err
+		return res
+	}
+	var good, wrong SignInResult
+	wg.Go(func() { good = signIn(0, match) })
+	wg.Go(func() { wrong = signIn(1, func([]byte) bool { return false }) })
+	var failedErr, panicErr error
+	wg.Go(func() {
+		failedErr = s.db.inTx(ctx, func(tx sqlTx) error {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM codes WHERE id = 's2'`); err != nil {
+				return err
+			}
+			return errors.New("changed its mind")
+		})
+	})
+	wg.Go(func() {
+		panicErr = s.db.inTx(ctx, func(tx sqlTx) error {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM codes WHERE id = 's2'`); err != nil {
+				return err
+			}
+			panic("boom")
+		})
+	})
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		s.db.batch.mu.Lock()
+		n := len(s.db.batch.waiting)
+		s.db.batch.mu.Unlock()
+		if n == requests+4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d jobs queued, want %d", n, requests+4)
+		}
+	}
+	h.leave()
+	wg.Wait()
+	close(results)
+	close(refused)
+	for err := range results {
+		if err != nil {
+			t.Errorf("job failed: %v", err)
+		}
+	}
+	if failedErr == nil || panicErr == nil || !strings.Contains(panicErr.Error(), "boom") {
+		t.Errorf("failing jobs answered %v and %v", failedErr, panicErr)
+	}
+	if good.Code != CodeOK || good.User.ID == "" || wrong.Code != CodeWrong {
+		t.Errorf("sign-ins: %+v, %+v", good, wrong)
+	}
+
+	count := func(q string, args ...any) int {
+		var n int
+		if err := s.rdb.QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	var ids []string
+	for id := range refused {
+		ids = append(ids, id)
+		if n := count(`SELECT COUNT(*) FROM codes WHERE id = ?`, id) + count(`SELECT COUNT(*) FROM outbox WHERE id = ?`, id); n != 0 {
+			t.Errorf("refused request %s left %d rows", id, n)
+		}
+	}
+	if len(ids) != requests-shared.Count {
+		t.Errorf("%d requests refused, want %d", len(ids), requests-shared.Count)
+	}
+	if n := count(`SELECT COUNT(*) FROM outbox`); n != shared.Count {
+		t.Errorf("%d messages queued, want %d", n, shared.Count)
+	}
+	if n := count(`SELECT COUNT(*) FROM codes WHERE id = 's2'`); n != 1 {
+		t.Error("a failed job's delete stayed")
+	}
+	if n := count(`SELECT COUNT(*) FROM codes WHERE id = 's0'`); n != 0 {
+		t.Error("the signed-in code was not spent")
+	}
+	if n := count(`SELECT attempts FROM codes WHERE id = 's1'`); n != 1 {
+		t.Errorf("the wrong guess counted %d attempts, want 1", n)
+	}
+	if n := count(`SELECT COUNT(*) FROM sessions WHERE id = 'sess0'`); n != 1 {
+		t.Error("the session of the sign-in is missing")
+	}
+}

@@ -24,6 +24,7 @@
 #   BASE_PORT=18090   first of the 2 ports used on 127.0.0.1
 #   GODEBUG=          passed to caddy, e.g. gctrace=1 (its output is in caddy's log, shown
 #                     only when a request fails)
+#   CADDY=./caddy     the binary to measure (another build, to set two side by side)
 #   PER_IP="1000000 1h"  the per_ip limit (all requests come from 127.0.0.1): try
 #                     "1000000 1s" to see that a long window costs nothing more
 # It builds ./caddy with ./xcaddy.sh if missing. It exits 1 if setup fails or any request
@@ -35,6 +36,7 @@ CLIENTS=${CLIENTS:-"1 8 64"}
 REQUESTS=${REQUESTS:-3000}
 BASE_PORT=${BASE_PORT:-18090}
 PER_IP=${PER_IP:-"1000000 1h"}
+CADDY=${CADDY:-}
 
 for v in REQUESTS BASE_PORT; do
 	if ! [[ ${!v} =~ ^[0-9]+$ ]] || [ "${!v}" -lt 1 ]; then
@@ -58,12 +60,14 @@ PORT=$BASE_PORT
 PORT_BACKEND=$((BASE_PORT + 1))
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+case $CADDY in "") CADDY=$root/caddy ;; /*) ;; *) CADDY=$PWD/$CADDY ;; esac
 cd "$root"
-
-if [ ! -x ./caddy ]; then
+if [ "$CADDY" = "$root/caddy" ] && [ ! -x ./caddy ]; then
 	echo "./caddy is missing: building it with ./xcaddy.sh" >&2
 	./xcaddy.sh
 fi
+[ -x "$CADDY" ] || { echo "$CADDY is not an executable" >&2; exit 1; }
+
 command -v curl >/dev/null 2>&1 || { echo "curl is required" >&2; exit 1; }
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/pwl-logins.XXXXXX")
@@ -146,7 +150,7 @@ http://:$PORT_BACKEND {
 CADDY
 
 XDG_DATA_HOME=$tmp/xdg-data XDG_CONFIG_HOME=$tmp/xdg-config \
-	GODEBUG=${GODEBUG:-} ./caddy run --config "$tmp/Caddyfile" --adapter caddyfile >"$tmp/caddy.log" 2>&1 &
+	GODEBUG=${GODEBUG:-} "$CADDY" run --config "$tmp/Caddyfile" --adapter caddyfile >"$tmp/caddy.log" 2>&1 &
 caddy_pid=$!
 for i in $(seq 1 150); do
 	if ! kill -0 "$caddy_pid" 2>/dev/null; then
@@ -166,7 +170,7 @@ if [ "$code" != 200 ]; then
 fi
 
 echo "passwordless sign-in benchmark: store $STORE, $(nproc) cores, $REQUESTS requests per phase, per_ip $PER_IP"
-echo "caddy: $(./caddy version | cut -d' ' -f1), binary $(date -r ./caddy '+%F %T')"
+echo "caddy: $("$CADDY" version | cut -d' ' -f1), binary $CADDY of $(date -r "$CADDY" '+%F %T')"
 status=0
 round=0
 for c in $CLIENTS; do
