@@ -191,9 +191,8 @@ func (p *Passwordless) sendLimits(r *http.Request, a Alias) []RateLimit {
 // checkLock answers 429 while a is locked out, or while the client has
 // used up its budget of failed exchanges.
 func (p *Passwordless) checkLock(r *http.Request, a Alias) *apiError {
-	ctx := r.Context()
-	l := p.failedIPLimit(p.clientKey(r))
-	wait, err := p.store.Peek(ctx, l, now())
+	t := now()
+	wait, until, err := p.store.PeekLocked(r.Context(), p.failedIPLimit(p.clientKey(r)), p.aliasKey(a), t)
 	if err != nil {
 		return p.internal("rate limit", err)
 	}
@@ -201,11 +200,7 @@ func (p *Passwordless) checkLock(r *http.Request, a Alias) *apiError {
 		countRateLimited(failedIPKey(p.clientKey(r)))
 		return tooMany(wait)
 	}
-	until, err := p.store.LockedUntil(ctx, p.aliasKey(a))
-	if err != nil {
-		return p.internal("reading lockout", err)
-	}
-	if wait := until.Sub(now()); wait > 0 {
+	if wait := until.Sub(t); wait > 0 {
 		countExchange(a.Kind, loginLocked)
 		return tooMany(wait)
 	}

@@ -135,6 +135,9 @@ type Store interface {
 	// LockedUntil and ResetFailures read and clear it.
 	Failure(ctx context.Context, alias string, threshold int, lockFor time.Duration, now time.Time) (failures int, lockedUntil time.Time, err error)
 	LockedUntil(ctx context.Context, alias string) (time.Time, error)
+	// PeekLocked is Peek of l and LockedUntil of alias in one read, the
+	// two checks before an exchange.
+	PeekLocked(ctx context.Context, l RateLimit, alias string, now time.Time) (retryAfter time.Duration, lockedUntil time.Time, err error)
 	// ResetFailures clears the failures of alias, and so lifts a lockout.
 	ResetFailures(ctx context.Context, alias string) error
 

@@ -125,6 +125,28 @@ func (s *sqlStore) LockedUntil(ctx context.Context, alias string) (time.Time, er
 	return time.UnixMilli(until), nil
 }
 
+func (s *sqlStore) PeekLocked(ctx context.Context, l RateLimit, alias string, now time.Time) (time.Duration, time.Time, error) {
+	if _, err := l.interval(); err != nil {
+		return 0, time.Time{}, err
+	}
+	var tat, until sql.NullInt64
+	if err := s.rdb.QueryRowContext(ctx, `SELECT (SELECT tat FROM rate_limits WHERE key = ?), (SELECT locked_until FROM failures WHERE alias = ?)`,
+		l.Key, alias).Scan(&tat, &until); err != nil {
+		return 0, time.Time{}, fmt.Errorf("rate limit and lockout: %w", err)
+	}
+	var wait time.Duration
+	if tat.Valid {
+		if w := l.wait(tat.Int64, now); w > 0 {
+			wait = max(w, time.Millisecond)
+		}
+	}
+	var locked time.Time
+	if until.Valid && until.Int64 != 0 {
+		locked = time.UnixMilli(until.Int64)
+	}
+	return wait, locked, nil
+}
+
 func (s *sqlStore) ResetFailures(ctx context.Context, alias string) error {
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM failures WHERE alias = ?`, alias); err != nil {
 		return fmt.Errorf("resetting failures: %w", err)

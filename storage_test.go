@@ -447,6 +447,22 @@ func testFailures(t *testing.T, s Store) {
 	if until, _ := s.LockedUntil(ctx, "a"); !until.Equal(t0.Add(time.Minute).Truncate(time.Millisecond)) {
 		t.Fatalf("locked until %v", until)
 	}
+	// PeekLocked reads the lock and a limit together: the limit as Peek,
+	// and nothing for a limit or an alias the store has never seen.
+	k := RateLimit{Key: "peek", Count: 1, Window: time.Hour}
+	if wait, until, err := s.PeekLocked(ctx, k, "a", t0); err != nil || wait != 0 || !until.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("peek and lock: %v %v %v", wait, until, err)
+	}
+	if wait, until, err := s.PeekLocked(ctx, k, "nobody", t0); err != nil || wait != 0 || !until.IsZero() {
+		t.Fatalf("peek and lock of nothing: %v %v %v", wait, until, err)
+	}
+	s.Hit(ctx, k, t0)
+	if wait, until, err := s.PeekLocked(ctx, k, "nobody", t0.Add(15*time.Minute)); err != nil || wait != 45*time.Minute || !until.IsZero() {
+		t.Fatalf("peek of a spent limit: %v %v %v", wait, until, err)
+	}
+	if peek, _ := s.Peek(ctx, k, t0.Add(15*time.Minute)); peek != 45*time.Minute {
+		t.Fatalf("Peek says %v", peek)
+	}
 	// Once the lock has ended, a new lock needs a whole new run: one more
 	// failure is the first of it, not a relock.
 	after := t0.Add(time.Minute)

@@ -24,6 +24,8 @@
 #   BASE_PORT=18090   first of the 2 ports used on 127.0.0.1
 #   GODEBUG=          passed to caddy, e.g. gctrace=1 (its output is in caddy's log, shown
 #                     only when a request fails)
+#   ADMIN=off         or an address such as localhost:2999, to profile Caddy during a run
+#                     (go tool pprof http://localhost:2999/debug/pprof/profile?seconds=5)
 #   CADDY=./caddy     the binary to measure (another build, to set two side by side)
 #   PER_IP="1000000 1h"  the per_ip limit (all requests come from 127.0.0.1): try
 #                     "1000000 1s" to see that a long window costs nothing more
@@ -37,6 +39,7 @@ REQUESTS=${REQUESTS:-3000}
 BASE_PORT=${BASE_PORT:-18090}
 PER_IP=${PER_IP:-"1000000 1h"}
 CADDY=${CADDY:-}
+ADMIN=${ADMIN:-off}
 
 for v in REQUESTS BASE_PORT; do
 	if ! [[ ${!v} =~ ^[0-9]+$ ]] || [ "${!v}" -lt 1 ]; then
@@ -110,7 +113,7 @@ done
 
 cat >"$tmp/Caddyfile" <<CADDY
 {
-	admin off
+	admin $ADMIN
 	auto_https off
 	skip_install_trust
 	log default {
