@@ -11,7 +11,9 @@
 #                      the codes to a log file of their own, which loadgen reads)
 #   2. exchanges       POST /auth/token with those codes
 #   3. protected route GET / with the tokens
-# and prints each phase's throughput (requests / wall time) and p50/p99 latency.
+# and prints each phase's throughput (requests / wall time), p50/p99 latency, and the CPU
+# time Caddy used per request (from /proc/<pid>/stat: steadier than req/s when other work
+# shares the machine).
 # Limits are raised out of the way (send_interval 0s, per_alias and per_ip 1000000 1h):
 # with the GCRA limits, a key's cost does not depend on what its window has seen.
 #
@@ -181,7 +183,7 @@ for c in $CLIENTS; do
 	echo
 	echo "== $c client(s) (load average now: $(cut -d' ' -f1-3 /proc/loadavg))"
 	"$tmp/loadgen" -base "http://127.0.0.1:$PORT" -clients "$c" -n "$REQUESTS" \
-		-codes "$tmp/codes.log" -tag "r$round-c$c" || status=1
+		-codes "$tmp/codes.log" -tag "r$round-c$c" -pid "$caddy_pid" || status=1
 done
 if [ "$status" != 0 ]; then
 	echo "some requests failed; caddy's log:" >&2

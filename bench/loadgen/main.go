@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,7 @@ func main() {
 	n := flag.Int("n", 2000, "requests per phase")
 	codes := flag.String("codes", "", "the JSON log the log sender writes codes to")
 	tag := flag.String("tag", "run", "makes this run's addresses fresh")
+	flag.IntVar(&caddyPID, "pid", 0, "Caddy's process id: report its CPU time per request")
 	flag.Parse()
 	if *codes == "" || *clients < 1 || *n < 1 {
 		fmt.Fprintln(os.Stderr, "usage: loadgen -codes FILE [-base URL] [-clients N] [-n N] [-tag T]")
@@ -40,6 +42,26 @@ func main() {
 }
 
 var client *http.Client
+
+// caddyPID, when set, is the process whose CPU time each phase reports.
+var caddyPID int
+
+// cpuTime is the user and system CPU time a process has used so far, from
+// /proc (Linux); zero where it cannot be read.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which is in parentheses.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+}
 
 func run(base string, clients, n int, codesLog, tag string) error {
 	client = &http.Client{
@@ -103,6 +125,7 @@ type result struct {
 	wall      time.Duration
 	errors    int
 	firstErr  error
+	caddyCPU  time.Duration
 }
 
 // phase runs f(0..n-1) on clients goroutines that take the next index as
@@ -113,6 +136,10 @@ func phase(clients, n int, f func(i int) error) result {
 	var mu sync.Mutex
 	var res result
 	var wg sync.WaitGroup
+	var cpu0 time.Duration
+	if caddyPID != 0 {
+		cpu0 = cpuTime(caddyPID)
+	}
 	start := time.Now()
 	for range clients {
 		wg.Add(1)
@@ -140,6 +167,9 @@ func phase(clients, n int, f func(i int) error) result {
 	wg.Wait()
 	res.wall = time.Since(start)
 	res.latencies = lat
+	if caddyPID != 0 {
+		res.caddyCPU = cpuTime(caddyPID) - cpu0
+	}
 	return res
 }
 
@@ -150,8 +180,12 @@ func report(name string, clients int, r result) {
 		i = min(max(i, 0), len(r.latencies)-1)
 		return float64(r.latencies[i]) / float64(time.Millisecond)
 	}
-	fmt.Printf("%-16s %3d clients  %7.0f req/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n",
-		name, clients, float64(len(r.latencies))/r.wall.Seconds(), q(0.50), q(0.99), r.errors)
+	cpu := ""
+	if caddyPID != 0 {
+		cpu = fmt.Sprintf("  caddy CPU %4.0f us/req", float64(r.caddyCPU/time.Microsecond)/float64(len(r.latencies)))
+	}
+	fmt.Printf("%-16s %3d clients  %7.0f req/s  p50 %6.2f ms  p99 %6.2f ms  errors %d%s\n",
+		name, clients, float64(len(r.latencies))/r.wall.Seconds(), q(0.50), q(0.99), r.errors, cpu)
 	if r.firstErr != nil {
 		fmt.Printf("  first error: %v\n", r.firstErr)
 	}
