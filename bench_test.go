@@ -209,3 +209,33 @@ func BenchmarkExchange(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkExchangeParallel is BenchmarkExchange with 8 clients at once,
+// each for an address of its own, as bench/logins.sh's exchange phase: it
+// shows what the writer's queue costs, and what sharing commits saves.
+func BenchmarkExchangeParallel(b *testing.B) {
+	p := benchHandler(b, benchAlgorithms["EdDSA"])
+	type pending struct{ email, code string }
+	codes := make(chan pending, b.N)
+	for i := range b.N {
+		a := Alias{Kind: KindEmail, Value: fmt.Sprintf("p%d@example.com", i)}
+		code := fmt.Sprintf("%06d", i%1000000)
+		t := now()
+		if err := storeSQL(p.store).SaveCode(b.Context(), Code{ID: fmt.Sprint(i), Alias: a.Key(), Purpose: purposeLogin,
+			Hash: codeHash(p.hmacKey, a.Key(), purposeLogin, code), ExpiresAt: t.Add(time.Hour), CreatedAt: t}); err != nil {
+			b.Fatal(err)
+		}
+		codes <- pending{a.Value, code}
+	}
+	b.SetParallelism(4) // 8 goroutines on 2 cores
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			c := <-codes
+			if w := benchPost(b, p, "/auth/token", url.Values{"email": {c.email}, "token": {c.code}}); w.Code != http.StatusOK {
+				b.Errorf("%d %s", w.Code, w.Body)
+				return
+			}
+		}
+	})
+}

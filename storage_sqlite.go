@@ -27,6 +27,7 @@ type sqliteStore struct {
 	*sqlStore
 	path            string
 	stopCheckpoints chan struct{}
+	ck              *sql.DB // the checkpoints' own connection
 	checkpointsDone chan struct{}
 	// scrub is signalled when messages, and the codes they carried in
 	// clear, were deleted: the next checkpoint truncates the log.
@@ -99,11 +100,18 @@ func newSQLite(path string) (*sqliteStore, error) {
 	}
 	rdb.SetMaxOpenConns(readConns)
 	rdb.SetMaxIdleConns(readConns)
+	ck, err := sql.Open("sqlite", dsn("wal_autocheckpoint(0)"))
+	if err != nil {
+		db.Close()
+		rdb.Close()
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	ck.SetMaxOpenConns(1)
 	noLock := func(context.Context, sqlTx, string) error { return nil }
 	w := sqlDB{DB: db, gate: make(chan struct{}, 1), cache: newStmtCache(), batch: &writeBatch{}}
 	r := sqlDB{DB: rdb, cache: newStmtCache()}
 	s := &sqliteStore{sqlStore: newSQLStore(w, r, path, noLock), path: path,
-		stopCheckpoints: make(chan struct{}), checkpointsDone: make(chan struct{}), scrub: make(chan struct{}, 1)}
+		stopCheckpoints: make(chan struct{}), checkpointsDone: make(chan struct{}), scrub: make(chan struct{}, 1), ck: ck}
 	s.purgeInBackground()
 	go s.checkpoints()
 	return s, nil
@@ -193,10 +201,8 @@ func sameSchema(where string, version, want int) error {
 }
 
 // checkpointEvery is how often the log is copied into the database file.
-// A checkpoint makes writers wait while it copies and syncs: often and
-// small (about a thousand pages, 5 ms, at full load) keeps that wait under
-// the requests' own; every 200 ms it was 20 ms, and the p99 of exchanges.
-// With nothing to copy it costs next to nothing.
+// Often and small (a few hundred pages at full load) keeps each copy and
+// its syncs short. With nothing to copy it costs next to nothing.
 const checkpointEvery = 25 * time.Millisecond
 
 // scrubEvery is the least time between two checkpoints that truncate the
@@ -204,13 +210,17 @@ const checkpointEvery = 25 * time.Millisecond
 const scrubEvery = 250 * time.Millisecond
 
 // checkpoints copies the log into the database file every
-// checkpointEvery, as a write of its own: in its turn at the gate, not
-// inside a request's commit. (Run beside the writer, on a connection of
-// its own, checkpoints stalled every writer for 100 ms and more now and
-// then.) After messages were deleted it truncates the log as well: its
-// frames still hold the codes the messages carried in clear, and anyone
-// with a copy of the files could read them there; secure_delete only
-// clears the database file's own pages.
+// checkpointEvery, on a connection of its own beside the writer: a passive
+// checkpoint never waits for the writer nor makes it wait, where taking
+// its turn at the gate held every writer for its copy and two syncs,
+// 5 ms in every 25 at full load, a fifth of the writer's time. (An
+// earlier try of this saw writers stall 100 ms now and then; with writes
+// batched (writeBatch) the 8- and 64-client p99s in bench/logins.sh stay
+// lower than with the gate.) After messages were deleted it truncates the
+// log as well, holding the gate for that: its frames still hold the codes
+// the messages carried in clear, and anyone with a copy of the files
+// could read them there; secure_delete only clears the database file's
+// own pages.
 func (s *sqliteStore) checkpoints() {
 	defer close(s.checkpointsDone)
 	t := time.NewTicker(checkpointEvery)
@@ -236,7 +246,7 @@ func (s *sqliteStore) checkpoints() {
 				scrub, lastScrub = false, time.Now()
 			}
 		} else {
-			_, err = s.db.ExecContext(context.Background(), `PRAGMA wal_checkpoint(PASSIVE)`)
+			_, err = s.ck.ExecContext(context.Background(), `PRAGMA wal_checkpoint(PASSIVE)`)
 		}
 		if err != nil {
 			caddy.Log().Named("http.handlers.passwordless").Error("sqlite checkpoint", zap.String("store", s.path), zap.Error(err))
@@ -283,6 +293,7 @@ func (s *sqliteStore) FinishOutbox(ctx context.Context, ids []string) error {
 func (s *sqliteStore) Destruct() error {
 	close(s.stopCheckpoints)
 	<-s.checkpointsDone
+	s.ck.Close()
 	s.db.ExecContext(context.Background(), `PRAGMA wal_checkpoint(TRUNCATE)`)
 	return s.sqlStore.Destruct()
 }
