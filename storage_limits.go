@@ -77,11 +77,25 @@ func (s *sqlStore) Peek(ctx context.Context, l RateLimit, now time.Time) (time.D
 	if err != nil {
 		return 0, fmt.Errorf("rate limit: %w", err)
 	}
+	return l.retryAfter(tat, now), nil
+}
+
+// retryAfter is what Peek answers for a key whose TAT is tat: zero when
+// one more event fits now, and at least a millisecond otherwise.
+func (l RateLimit) retryAfter(tat int64, now time.Time) time.Duration {
 	wait := l.wait(tat, now)
 	if wait <= 0 {
-		return 0, nil
+		return 0
 	}
-	return max(wait, time.Millisecond), nil
+	return max(wait, time.Millisecond)
+}
+
+// lockedUntil reads a failures row's locked_until: 0 is no lock.
+func lockedUntil(until int64) time.Time {
+	if until == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(until)
 }
 
 func (s *sqlStore) Failure(ctx context.Context, alias string, threshold int, lockFor time.Duration, now time.Time) (int, time.Time, error) {
@@ -116,13 +130,13 @@ func (s *sqlStore) Failure(ctx context.Context, alias string, threshold int, loc
 func (s *sqlStore) LockedUntil(ctx context.Context, alias string) (time.Time, error) {
 	var until int64
 	err := s.rdb.QueryRowContext(ctx, `SELECT locked_until FROM failures WHERE alias = ?`, alias).Scan(&until)
-	if errors.Is(err, sql.ErrNoRows) || (err == nil && until == 0) {
+	if errors.Is(err, sql.ErrNoRows) {
 		return time.Time{}, nil
 	}
 	if err != nil {
 		return time.Time{}, fmt.Errorf("reading lockout: %w", err)
 	}
-	return time.UnixMilli(until), nil
+	return lockedUntil(until), nil
 }
 
 func (s *sqlStore) PeekLocked(ctx context.Context, l RateLimit, alias string, now time.Time) (time.Duration, time.Time, error) {
@@ -136,15 +150,9 @@ func (s *sqlStore) PeekLocked(ctx context.Context, l RateLimit, alias string, no
 	}
 	var wait time.Duration
 	if tat.Valid {
-		if w := l.wait(tat.Int64, now); w > 0 {
-			wait = max(w, time.Millisecond)
-		}
+		wait = l.retryAfter(tat.Int64, now)
 	}
-	var locked time.Time
-	if until.Valid && until.Int64 != 0 {
-		locked = time.UnixMilli(until.Int64)
-	}
-	return wait, locked, nil
+	return wait, lockedUntil(until.Int64), nil
 }
 
 func (s *sqlStore) ResetFailures(ctx context.Context, alias string) error {

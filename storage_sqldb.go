@@ -308,13 +308,13 @@ func (b *writeBatch) run(d sqlDB, fn func(sqlTx) error) error {
 	}
 	// The batch is what waits once the writer is free: the jobs that came
 	// while the last transaction ran, or while the checkpoint did.
-	h, err := d.enter(context.Background())
+	h, _ := d.enter(context.Background()) // a background context never ends
 	b.mu.Lock()
 	n := min(len(b.waiting), maxBatch)
 	jobs := b.waiting[:n:n] // j is first: only the queue's head is ever told to lead
 	b.waiting = b.waiting[n:]
 	b.mu.Unlock()
-	d.runBatch(jobs, h, err)
+	d.runBatch(jobs, h)
 	b.mu.Lock()
 	if len(b.waiting) > 0 {
 		b.waiting[0].lead <- struct{}{}
@@ -325,9 +325,9 @@ func (b *writeBatch) run(d sqlDB, fn func(sqlTx) error) error {
 	return <-j.done
 }
 
-// runBatch runs jobs in one transaction and tells each how it ended.
-// h is the pass through the gate that entering it gave, or err.
-func (d sqlDB) runBatch(jobs []*batchJob, h *gateHold, err error) {
+// runBatch runs jobs in one transaction, on the writer's pass h through
+// the gate, and tells each how it ended.
+func (d sqlDB) runBatch(jobs []*batchJob, h *gateHold) {
 	errs := make([]error, len(jobs))
 	finish := func(err error) {
 		for i, j := range jobs {
@@ -339,10 +339,6 @@ func (d sqlDB) runBatch(jobs []*batchJob, h *gateHold, err error) {
 	}
 	// The transaction is the batch's, not one request's: a client that
 	// goes away interrupts its own statements, never the others' commit.
-	if err != nil {
-		finish(err)
-		return
-	}
 	tx, err := d.begin(context.Background(), nil, h)
 	if err != nil {
 		finish(err)

@@ -215,8 +215,8 @@ const scrubEvery = 250 * time.Millisecond
 // its turn at the gate held every writer for its copy and two syncs,
 // 5 ms in every 25 at full load, a fifth of the writer's time. (An
 // earlier try of this saw writers stall 100 ms now and then; with writes
-// batched (writeBatch) the 8- and 64-client p99s in bench/logins.sh stay
-// lower than with the gate.) After messages were deleted it truncates the
+// batched (writeBatch), bench/logins.sh's 8-client p99 of exchanges was
+// lower than with the gate, and the 64-client one within a few ms of it.) After messages were deleted it truncates the
 // log as well, holding the gate for that: its frames still hold the codes
 // the messages carried in clear, and anyone with a copy of the files
 // could read them there; secure_delete only clears the database file's
