@@ -290,14 +290,6 @@ type passkeySignIn struct {
 // answers alike and counts against the client's failed_per_ip budget.
 func (p *Passwordless) passkeyLogin(ctx context.Context, r *http.Request, body []byte) passkeySignIn {
 	ip := p.clientKey(r)
-	wait, err := p.store.Peek(ctx, p.failedIPLimit(ip), now())
-	if err != nil {
-		return passkeySignIn{err: p.internal("rate limit", err)}
-	}
-	if wait > 0 {
-		countRateLimited(failedIPKey(ip))
-		return passkeySignIn{err: tooMany(wait)}
-	}
 	ev := auditEvent{Channel: channelPasskey}
 	fail := func(reason string) passkeySignIn {
 		p.logger.Debug("passkey sign-in refused", zap.String("reason", reason))
@@ -329,7 +321,11 @@ func (p *Passwordless) passkeyLogin(ctx context.Context, r *http.Request, body [
 	}
 	ceremony = Ceremony{ChallengeHash: challengeHash(ch), Kind: ceremonyLogin, Realm: p.Realm, ExpiresAt: exp}
 	ev.PasskeyID = base64.RawURLEncoding.EncodeToString(parsed.RawID)
-	pk, err := p.store.PasskeyByID(ctx, p.Realm, parsed.RawID)
+	// The passkey, its owner and the client's budget of failures come in
+	// one read. A client over its budget gets 429 before the signature is
+	// checked; an unknown passkey's refusal counts against the budget
+	// (passkeyFailed), so it answers 429 all the same.
+	pk, u, wait, err := p.store.PasskeyOwner(ctx, p.Realm, parsed.RawID, p.failedIPLimit(ip), t)
 	if errors.Is(err, ErrNotFound) {
 		res := refuse("unknown passkey")
 		res.unknown = ev.PasskeyID
@@ -338,14 +334,14 @@ func (p *Passwordless) passkeyLogin(ctx context.Context, r *http.Request, body [
 	if err != nil {
 		return passkeySignIn{err: p.internal("reading passkey", err)}
 	}
-	ev.UserID = pk.UserID
-	u, err := p.store.UserByID(ctx, pk.UserID)
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return passkeySignIn{err: p.internal("reading user", err)}
+	if wait > 0 {
+		countRateLimited(failedIPKey(ip))
+		return passkeySignIn{err: tooMany(wait)}
 	}
+	ev.UserID = pk.UserID
 	// Whoever may not sign in with a code may not with a passkey: the
 	// answer is an unknown passkey's.
-	if err != nil || u.Realm != p.Realm || u.Disabled || !p.access.admitsUser(u) {
+	if u.Realm != p.Realm || u.Disabled || !p.access.admitsUser(u) {
 		return refuse("user may not sign in")
 	}
 	cred := pk.credential()

@@ -57,6 +57,27 @@ func testPasskeys(t *testing.T, s Store) {
 		t.Fatalf("a passkey found in a realm it is not in: %v", err)
 	}
 
+	// A sign-in's one read: the passkey, its owner and the client's
+	// budget of failures, which waits once it is spent.
+	budget := RateLimit{Key: "failed-ip:owner-test", Count: 1, Window: time.Hour}
+	gotPK, owner, wait, err := s.PasskeyOwner(ctx, defaultRealm, []byte("cred-1"), budget, t0)
+	if err != nil || wait != 0 || gotPK.UserID != alice.ID || gotPK.SignCount != 5 || gotPK.Name != "Laptop" ||
+		len(gotPK.Transports) != 2 || owner.ID != alice.ID || owner.Email != "alice@example.com" || owner.Realm != defaultRealm {
+		t.Fatalf("passkey owner: %+v %+v %v %v", gotPK, owner, wait, err)
+	}
+	if w, err := s.Hit(ctx, budget, t0); err != nil || w != 0 {
+		t.Fatal(w, err)
+	}
+	if _, _, wait, err := s.PasskeyOwner(ctx, defaultRealm, []byte("cred-1"), budget, t0); err != nil || wait <= 0 {
+		t.Fatalf("a spent budget did not wait: %v %v", wait, err)
+	}
+	if _, owner, _, err := s.PasskeyOwner(ctx, "other", []byte("cred-1"), budget, t0); err != nil || owner.ID != other.ID {
+		t.Fatalf("the other realm's owner: %+v %v", owner, err)
+	}
+	if _, _, _, err := s.PasskeyOwner(ctx, "third", []byte("cred-1"), budget, t0); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("an owner found in a realm without the passkey: %v", err)
+	}
+
 	// The counter moves forward only; a refused use keeps what was stored.
 	if err := s.UsePasskey(ctx, defaultRealm, []byte("cred-1"), 6, true, true, t0.Add(time.Minute)); err != nil {
 		t.Fatal(err)
