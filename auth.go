@@ -392,7 +392,7 @@ func dropSessionCookie(h http.Header) {
 	kept := lines[:0]
 	changed := false
 	for _, line := range lines {
-		if l := withoutSessionCookies(line); l != line {
+		if l := strippedLines.without(line); l != line {
 			changed = true
 			if strings.TrimSpace(l) == "" {
 				continue
@@ -408,6 +408,51 @@ func dropSessionCookie(h http.Header) {
 	default:
 		h["Cookie"] = kept
 	}
+}
+
+// strippedLines remembers what withoutSessionCookies made of recent
+// lines. A browser sends the same Cookie line on request after request,
+// kilobytes of it; rebuilding it each time made the cookie path cost more
+// than the bearer's in garbage to collect. The answer depends on the line
+// alone, so sharing it between requests and users leaks nothing.
+var strippedLines = &strippedCache{m: make(map[string]string)}
+
+const (
+	strippedCacheSize = 512
+	strippedMaxLine   = 8 << 10 // longer lines are rebuilt every time
+)
+
+type strippedCache struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+// without is withoutSessionCookies(line), from the cache when it can be.
+func (c *strippedCache) without(line string) string {
+	if len(line) > strippedMaxLine {
+		return withoutSessionCookies(line)
+	}
+	c.mu.Lock()
+	out, ok := c.m[line]
+	c.mu.Unlock()
+	if ok {
+		return out
+	}
+	out = withoutSessionCookies(line)
+	if out == line {
+		// No session cookie: nothing to remember.
+		return out
+	}
+	c.mu.Lock()
+	if len(c.m) >= strippedCacheSize {
+		for k := range c.m { // a random entry goes (map order)
+			delete(c.m, k)
+			break
+		}
+	}
+	c.m[line] = out
+	c.mu.Unlock()
+	return out
 }
 
 // withoutSessionCookies is line without its session cookie pairs.

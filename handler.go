@@ -102,11 +102,10 @@ func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	if st := v.st; st != nil {
 		// Who the user is comes from the session's current state, not
 		// from the token's claims, which may be as old as the session.
+		// The placeholders are answered when asked for, by one provider,
+		// rather than put into the replacer's map on every request.
 		repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-		repl.Set("http.auth.user.id", st.userID)
-		repl.Set("http.auth.user.email", st.email)
-		repl.Set("http.auth.user.mobile", st.mobile)
-		repl.Set("http.auth.user.roles", st.rolesHeader)
+		repl.Map(st.placeholder)
 		setIdentity(r.Header, st)
 	}
 	if p.Assertion {
@@ -124,16 +123,37 @@ func (p *Passwordless) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 // the answer of /check. The names are canonical already: no need for
 // Header.Set's work.
 func setIdentity(h http.Header, st *userState) {
-	h[headerUserID] = []string{st.userID}
+	// One array holds the values, each header a full slice of one element
+	// of it: one allocation per request, and an append to one header
+	// cannot write into the next.
+	vals := [4]string{st.userID, st.email, st.mobile, st.rolesHeader}
+	all := vals[:]
+	h[headerUserID] = all[0:1:1]
 	if st.email != "" {
-		h[headerUserEmail] = []string{st.email}
+		h[headerUserEmail] = all[1:2:2]
 	}
 	if st.mobile != "" {
-		h[headerUserMobile] = []string{st.mobile}
+		h[headerUserMobile] = all[2:3:3]
 	}
 	if st.rolesHeader != "" {
-		h[headerUserRoles] = []string{st.rolesHeader}
+		h[headerUserRoles] = all[3:4:4]
 	}
+}
+
+// placeholder answers {http.auth.user.id}, .email, .mobile and .roles
+// for the user of st.
+func (st *userState) placeholder(key string) (any, bool) {
+	switch key {
+	case "http.auth.user.id":
+		return st.userID, true
+	case "http.auth.user.email":
+		return st.email, true
+	case "http.auth.user.mobile":
+		return st.mobile, true
+	case "http.auth.user.roles":
+		return st.rolesHeader, true
+	}
+	return nil, false
 }
 
 // verdictKind is what protection decides about a request.

@@ -173,9 +173,24 @@ func countRateLimited(key string) {
 	metrics.rateLimited.WithLabelValues(name).Inc()
 }
 
+// protectedCounters are protected_requests_total's three counters, looked
+// up once: every protected request counts, and WithLabelValues hashes
+// and locks.
+var protectedCounters = map[string]prometheus.Counter{}
+
+func init() {
+	for _, r := range []string{protectedAllowed, protectedUnauthenticated, protectedForbidden} {
+		protectedCounters[r] = metrics.protected.WithLabelValues(r)
+	}
+}
+
 // countProtected records the answer to a request for a protected route:
 // protectedAllowed, protectedUnauthenticated or protectedForbidden.
 func countProtected(result string) {
+	if c, ok := protectedCounters[result]; ok {
+		c.Inc()
+		return
+	}
 	metrics.protected.WithLabelValues(result).Inc()
 }
 

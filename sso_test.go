@@ -1,6 +1,7 @@
 package passwordless
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -78,6 +79,35 @@ func TestSessionCookieIsFoundWithoutParsingTheOthers(t *testing.T) {
 	h = map[string][]string{"Cookie": {"__Host-pwl_session=x"}}
 	if dropSessionCookie(h); h["Cookie"] != nil {
 		t.Errorf("only the session cookie: %q", h["Cookie"])
+	}
+}
+
+// The cache of stripped Cookie lines answers what stripping answers, the
+// second time too, stays within its size, and keeps no long line.
+func TestStrippedCookieLines(t *testing.T) {
+	c := &strippedCache{m: make(map[string]string)}
+	for i := range 3 * strippedCacheSize {
+		line := fmt.Sprintf("a=%d; pwl_session=tok%d; b=2", i, i)
+		want := fmt.Sprintf("a=%d; b=2", i)
+		for range 2 {
+			if got := c.without(line); got != want {
+				t.Fatalf("without(%q) = %q, want %q", line, got, want)
+			}
+		}
+		if len(c.m) > strippedCacheSize {
+			t.Fatalf("%d lines cached, more than %d", len(c.m), strippedCacheSize)
+		}
+	}
+	if got := c.without("a=1; b=2"); got != "a=1; b=2" || len(c.m) > strippedCacheSize {
+		t.Fatalf("a line without the cookie: %q", got)
+	}
+	long := "a=" + strings.Repeat("x", strippedMaxLine) + "; pwl_session=t"
+	before := len(c.m)
+	if got := c.without(long); got != long[:len(long)-len("; pwl_session=t")] {
+		t.Fatalf("a long line: %d bytes back", len(got))
+	}
+	if _, cached := c.m[long]; cached || len(c.m) > before {
+		t.Fatal("a long line was cached")
 	}
 }
 

@@ -4,7 +4,9 @@
 # One Caddy process (the ./caddy built with this plugin) serves, on 127.0.0.1 only:
 #   A  :BASE_PORT      passwordless { … } + reverse_proxy to the backend   (token checked)
 #   B  :BASE_PORT+1    the same reverse_proxy, without the plugin
-#      :BASE_PORT+2    the backend: respond "ok" 200
+#      :BASE_PORT+2    the backend: respond "ok" 200, in a second Caddy process, as an
+#                      app runs apart from its proxy (what it spends reading the identity
+#                      headers is the app's, not Caddy's)
 #   C  :BASE_PORT+3    only with PASSTHROUGH=1: the plugin with `protect /nothing/*`,
 #                      so it runs on every request but checks no token
 #   D  :BASE_PORT+4    the stock `forward_auth` to E, then the same reverse_proxy
@@ -32,6 +34,15 @@
 #   BASE_PORT=18080  first of the 3 (or 4) ports used on 127.0.0.1
 #   PASSTHROUGH=0    1 to also measure site C (plugin present, no token check)
 #   ALGORITHMS="EdDSA HS256"
+#   CADDY=./caddy    the binary to measure (another build, to set two side by side)
+#   INSTRUCTIONS=0   N > 0: instead of wrk runs, count the instructions Caddy executes per
+#                    request (valgrind's callgrind; installed with apt-get as root): Caddy
+#                    runs under callgrind, and each site gets N requests from
+#                    bench/fixedload (CONNECTIONS of them at once, at most 8), after N/5
+#                    unmeasured ones. Instruction counts do not move with other work on
+#                    the machine, so the ratios need no quiet machine and no rounds.
+#   CALLGRIND_DIR=   with INSTRUCTIONS, keep each site's callgrind dump there, to read
+#                    with callgrind_annotate
 # It builds ./caddy with ./xcaddy.sh if missing, and installs wrk with apt-get when run
 # as root. It exits 1 if setup or the sanity checks fail, or if any wrk phase got a
 # response other than 2xx/3xx; it never fails on the ratio itself (the target is >= 0.97).
@@ -45,9 +56,12 @@ THREADS=${THREADS:-1}
 BASE_PORT=${BASE_PORT:-18080}
 PASSTHROUGH=${PASSTHROUGH:-0}
 ALGORITHMS=${ALGORITHMS:-"EdDSA HS256"}
+INSTRUCTIONS=${INSTRUCTIONS:-0}
+CALLGRIND_DIR=${CALLGRIND_DIR:-}
+CADDY=${CADDY:-}
 
-for v in DURATION WARMUP ROUNDS CONNECTIONS THREADS BASE_PORT; do
-	if ! [[ ${!v} =~ ^[0-9]+$ ]] || [ "${!v}" -lt 1 ]; then
+for v in DURATION WARMUP ROUNDS CONNECTIONS THREADS BASE_PORT INSTRUCTIONS; do
+	if ! [[ ${!v} =~ ^[0-9]+$ ]] || { [ "${!v}" -lt 1 ] && [ "$v" != INSTRUCTIONS ]; }; then
 		echo "$v must be a positive whole number, not '${!v}'" >&2
 		exit 1
 	fi
@@ -69,19 +83,30 @@ DEMO_EMAIL=bench@example.com
 DEMO_CODE=246810
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+case $CADDY in "") CADDY=$root/caddy ;; /*) ;; *) CADDY=$PWD/$CADDY ;; esac
 cd "$root"
 
 # --- prerequisites -----------------------------------------------------------------
-if [ ! -x ./caddy ]; then
+if [ "$CADDY" = "$root/caddy" ] && [ ! -x ./caddy ]; then
 	echo "./caddy is missing: building it with ./xcaddy.sh" >&2
 	./xcaddy.sh
 fi
+[ -x "$CADDY" ] || { echo "$CADDY is not an executable" >&2; exit 1; }
 if ! command -v wrk >/dev/null 2>&1; then
 	if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
 		echo "wrk is missing: installing it with apt-get" >&2
 		apt-get update && apt-get install -y wrk
 	else
 		echo "wrk is missing. Install it, e.g.: sudo apt-get update && sudo apt-get install -y wrk" >&2
+		exit 1
+	fi
+fi
+if [ "$INSTRUCTIONS" -gt 0 ] && ! command -v callgrind_control >/dev/null 2>&1; then
+	if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+		echo "valgrind is missing: installing it with apt-get" >&2
+		apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y valgrind >&2
+	else
+		echo "valgrind is missing. Install it, e.g.: sudo apt-get install -y valgrind" >&2
 		exit 1
 	fi
 fi
@@ -106,12 +131,16 @@ ports_in_use() {
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/pwl-bench.XXXXXX")
 caddy_pid=
+backend_pid=
 stop_caddy() {
-	if [ -n "$caddy_pid" ]; then
-		kill "$caddy_pid" 2>/dev/null || true
-		wait "$caddy_pid" 2>/dev/null || true
-		caddy_pid=
-	fi
+	local pid
+	for pid in "$caddy_pid" "$backend_pid"; do
+		if [ -n "$pid" ]; then
+			kill "$pid" 2>/dev/null || true
+			wait "$pid" 2>/dev/null || true
+		fi
+	done
+	caddy_pid= backend_pid=
 }
 cleanup() {
 	stop_caddy
@@ -149,6 +178,26 @@ plugin_block() {
 		}
 		protect $2
 	}
+EOF
+}
+
+# write_backend_config FILE: the app behind the proxies, in a Caddy process of its
+# own as an app is: what it spends reading the identity headers is not the proxy's.
+write_backend_config() {
+	cat >"$1" <<EOF
+{
+	admin off
+	auto_https off
+	skip_install_trust
+	log {
+		level ERROR
+	}
+}
+
+http://:$PORT_BACKEND {
+	bind 127.0.0.1
+	respond "ok" 200
+}
 EOF
 }
 
@@ -211,12 +260,6 @@ http://:$PORT_G {
 	bind 127.0.0.1
 	respond 200
 }
-
-# backend
-http://:$PORT_BACKEND {
-	bind 127.0.0.1
-	respond "ok" 200
-}
 EOF
 		if [ "$PASSTHROUGH" = 1 ]; then
 			cat <<EOF
@@ -251,11 +294,24 @@ start_caddy() {
 		exit 1
 	fi
 	# Caddy's data and config dirs go to the temp dir too, not to $HOME.
+	local under=() tries=150
+	if [ "$INSTRUCTIONS" -gt 0 ]; then
+		# Under callgrind, Caddy starts in tens of seconds. Go's preemption
+		# signals, sent while a signal is being handled, crash callgrind:
+		# asyncpreemptoff (the same for every site measured). Valgrind does not
+		# know RDTSCP, which Go uses where the CPU has it: cpu.rdtscp=off.
+		under=(env GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off valgrind --tool=callgrind --callgrind-out-file="$tmp/callgrind.out")
+		tries=1800
+	fi
+	write_backend_config "$tmp/Caddyfile.backend"
 	XDG_DATA_HOME=$tmp/xdg-data XDG_CONFIG_HOME=$tmp/xdg-config \
-		./caddy run --config "$1" --adapter caddyfile >"$tmp/caddy.log" 2>&1 &
+		"$CADDY" run --config "$tmp/Caddyfile.backend" --adapter caddyfile >"$tmp/backend.log" 2>&1 &
+	backend_pid=$!
+	XDG_DATA_HOME=$tmp/xdg-data XDG_CONFIG_HOME=$tmp/xdg-config \
+		"${under[@]}" "$CADDY" run --config "$1" --adapter caddyfile >"$tmp/caddy.log" 2>&1 &
 	caddy_pid=$!
 	local i code
-	for i in $(seq 1 150); do
+	for i in $(seq 1 "$tries"); do
 		if ! kill -0 "$caddy_pid" 2>/dev/null; then
 			echo "caddy exited during startup; its log:" >&2
 			cat "$tmp/caddy.log" >&2
@@ -273,14 +329,14 @@ start_caddy() {
 		fi
 		sleep 0.1
 	done
-	echo "caddy did not answer on all ports within 15s; its log:" >&2
+	echo "caddy did not answer on all ports within $((tries / 10))s; its log:" >&2
 	cat "$tmp/caddy.log" >&2
 	exit 1
 }
 
 get_token() {
 	local body
-	body=$(curl -s --max-time 10 -X POST \
+	body=$(curl -s --max-time 60 -X POST \
 		--data-urlencode "email=$DEMO_EMAIL" --data-urlencode "token=$DEMO_CODE" \
 		"http://127.0.0.1:$PORT_A/auth/token" || true)
 	python3 -c 'import json,sys
@@ -296,7 +352,7 @@ except Exception:
 # get_cookie: the session cookie of a browser sign-in on A, as NAME=VALUE.
 get_cookie() {
 	local c
-	c=$(curl -s -o /dev/null -D - --max-time 10 -H "Origin: http://127.0.0.1:$PORT_A" \
+	c=$(curl -s -o /dev/null -D - --max-time 60 -H "Origin: http://127.0.0.1:$PORT_A" \
 		--data-urlencode "alias=$DEMO_EMAIL" --data-urlencode "code=$DEMO_CODE" \
 		"http://127.0.0.1:$PORT_A/auth/login" | sed -n 's/^[Ss]et-[Cc]ookie: \(pwl_session=[^;]*\).*/\1/p' | tr -d '\r')
 	if [ -z "$c" ]; then
@@ -329,7 +385,7 @@ header_of() {
 sanity() {
 	local code body s creds
 	for s in A D; do
-		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$(port_of "$s")/" || true)
+		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 60 "http://127.0.0.1:$(port_of "$s")/" || true)
 		if [ "$code" != 401 ]; then
 			echo "sanity: site $s without credentials answered $code, expected 401" >&2
 			exit 1
@@ -337,7 +393,7 @@ sanity() {
 	done
 	for run in $runs A:cookie D:bearer; do
 		s=${run%%:*} creds=${run#*:}
-		body=$(curl -s -w '\n%{http_code}' --max-time 5 -H "$(header_of "$creds")" \
+		body=$(curl -s -w '\n%{http_code}' --max-time 60 -H "$(header_of "$creds")" \
 			"http://127.0.0.1:$(port_of "$s")/" || true)
 		if [ "$body" != $'ok\n200' ]; then
 			echo "sanity: site $s with the $creds answered $(printf %q "$body"), expected ok / 200" >&2
@@ -383,6 +439,29 @@ run_wrk() {
 	echo "$rps $(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN {printf "%.1f", d * 1e6 / hz / n}')"
 }
 
+# run_instr SITE HEADER LABEL: prints the instructions Caddy executed per request
+# (callgrind's count, between a --zero and a --dump around INSTRUCTIONS requests).
+run_instr() {
+	local url c dumps before after
+	url="http://127.0.0.1:$(port_of "$1")/"
+	c=$((CONNECTIONS < 8 ? CONNECTIONS : 8))
+	"$fixedload" -url "$url" -n $((INSTRUCTIONS / 5 + 1)) -c "$c" -H "$2" || { echo "FAIL: $3, site $1 (warm-up)" >&2; exit 1; }
+	callgrind_control --zero "$caddy_pid" >/dev/null 2>&1
+	"$fixedload" -url "$url" -n "$INSTRUCTIONS" -c "$c" -H "$2" || { echo "FAIL: $3, site $1" >&2; exit 1; }
+	before=$(ls "$tmp"/callgrind.out* 2>/dev/null | wc -l)
+	callgrind_control --dump="$3 $1" "$caddy_pid" >/dev/null 2>&1
+	after=$(ls -t "$tmp"/callgrind.out* | head -n 1)
+	if [ "$(ls "$tmp"/callgrind.out* | wc -l)" -le "$before" ]; then
+		echo "callgrind wrote no dump for $3, site $1" >&2
+		exit 1
+	fi
+	if [ -n "$CALLGRIND_DIR" ]; then
+		mkdir -p "$CALLGRIND_DIR"
+		cp "$after" "$CALLGRIND_DIR/callgrind.${3// /-}-$1"
+	fi
+	awk -v n="$INSTRUCTIONS" '/^(summary|totals):/ {print int($2 / n); exit}' "$after"
+}
+
 median() {
 	python3 -c 'import statistics,sys; print("%.0f" % statistics.median(float(x) for x in sys.argv[1:]))' "$@"
 }
@@ -393,8 +472,14 @@ div() {
 	python3 -c 'import sys; print("%.2f" % (float(sys.argv[1]) / float(sys.argv[2])))' "$1" "$2"
 }
 
+fixedload=
+if [ "$INSTRUCTIONS" -gt 0 ]; then
+	fixedload=$tmp/fixedload
+	go build -o "$fixedload" ./bench/fixedload
+fi
+
 echo "passwordless load test: $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS, ${DURATION}s x $ROUNDS rounds per site, ${WARMUP}s warm-up; sites: $sites"
-echo "caddy: $(./caddy version | cut -d' ' -f1), binary $(date -r ./caddy '+%F %T')"
+echo "caddy: $("$CADDY" version | cut -d' ' -f1), binary $CADDY of $(date -r "$CADDY" '+%F %T')"
 
 summary=()
 for alg in $ALGORITHMS; do
@@ -410,6 +495,24 @@ for alg in $ALGORITHMS; do
 	sanity
 	echo "  sanity ok (401 without credentials, 200 \"ok\" with a token or a $(printf %s "$cookies" | wc -c)-byte Cookie header)"
 
+	if [ "$INSTRUCTIONS" -gt 0 ]; then
+		declare -A ins=()
+		line="  instructions per request:"
+		for run in $runs; do
+			ins[$run]=$(run_instr "${run%%:*}" "$(header_of "${run#*:}")" "$alg ${run#*:}")
+			line="$line  $run ${ins[$run]}"
+		done
+		echo "$line"
+		for creds in bearer cookie; do
+			summary+=("$alg $creds: instructions per request protected ${ins[A:$creds]}, unprotected ${ins[B:$creds]}, ratio $(div "${ins[B:$creds]}" "${ins[A:$creds]}") (the plugin's own: $((ins[A:$creds] - ins[B:$creds])))")
+		done
+		hop=$((ins[A:cookie] + ins[F:cookie] - ins[B:cookie]))
+		summary+=("$alg cookie, forward_auth to /check: ${ins[D:cookie]} instructions per request vs protected in Caddy + the forward_auth hop $hop, ratio $(div "$hop" "${ins[D:cookie]}")")
+		summary+=("$alg: cookie over bearer in Caddy: $((ins[A:cookie] - ins[A:bearer])) instructions per request, the plain proxy's $((ins[B:cookie] - ins[B:bearer]))")
+		unset ins
+		stop_caddy
+		continue
+	fi
 	for run in $runs; do
 		run_wrk "${run%%:*}" "$WARMUP" "$(header_of "${run#*:}")" "$alg warm-up" >/dev/null
 	done
@@ -456,7 +559,11 @@ for alg in $ALGORITHMS; do
 done
 
 echo
-echo "== summary (median of $ROUNDS x ${DURATION}s, wrk -t$THREADS -c$CONNECTIONS; target ratio >= 0.97)"
+if [ "$INSTRUCTIONS" -gt 0 ]; then
+	echo "== summary (instructions Caddy executed per request, callgrind, $INSTRUCTIONS requests per site; ratio = unprotected / protected, target >= 0.97)"
+else
+	echo "== summary (median of $ROUNDS x ${DURATION}s, wrk -t$THREADS -c$CONNECTIONS; target ratio >= 0.97)"
+fi
 printf '%s\n' "${summary[@]}"
 echo "(CPU ratio = Caddy CPU per unprotected request / per protected request: what the"
 echo " throughput ratio would be if Caddy alone were CPU-bound; less sensitive to other load."
