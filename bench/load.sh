@@ -43,6 +43,7 @@
 #                    the machine, so the ratios need no quiet machine and no rounds.
 #   CALLGRIND_DIR=   with INSTRUCTIONS, keep each site's callgrind dump there, to read
 #                    with callgrind_annotate
+#   CALLGRIND_ARGS=  more valgrind options, e.g. --dump-instr=yes
 # It builds ./caddy with ./xcaddy.sh if missing, and installs wrk with apt-get when run
 # as root. It exits 1 if setup or the sanity checks fail, or if any wrk phase got a
 # response other than 2xx/3xx; it never fails on the ratio itself (the target is >= 0.97).
@@ -58,6 +59,7 @@ PASSTHROUGH=${PASSTHROUGH:-0}
 ALGORITHMS=${ALGORITHMS:-"EdDSA HS256"}
 INSTRUCTIONS=${INSTRUCTIONS:-0}
 CALLGRIND_DIR=${CALLGRIND_DIR:-}
+CALLGRIND_ARGS=${CALLGRIND_ARGS:-}
 CADDY=${CADDY:-}
 
 for v in DURATION WARMUP ROUNDS CONNECTIONS THREADS BASE_PORT INSTRUCTIONS; do
@@ -300,7 +302,7 @@ start_caddy() {
 		# signals, sent while a signal is being handled, crash callgrind:
 		# asyncpreemptoff (the same for every site measured). Valgrind does not
 		# know RDTSCP, which Go uses where the CPU has it: cpu.rdtscp=off.
-		under=(env GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off valgrind --tool=callgrind --callgrind-out-file="$tmp/callgrind.out")
+		under=(env GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off valgrind --tool=callgrind --callgrind-out-file="$tmp/callgrind.out" $CALLGRIND_ARGS)
 		tries=1800
 	fi
 	write_backend_config "$tmp/Caddyfile.backend"
@@ -565,6 +567,7 @@ else
 	echo "== summary (median of $ROUNDS x ${DURATION}s, wrk -t$THREADS -c$CONNECTIONS; target ratio >= 0.97)"
 fi
 printf '%s\n' "${summary[@]}"
+[ "$INSTRUCTIONS" -gt 0 ] && exit 0
 echo "(CPU ratio = Caddy CPU per unprotected request / per protected request: what the"
 echo " throughput ratio would be if Caddy alone were CPU-bound; less sensitive to other load."
 echo " For forward_auth, Caddy's CPU counts both hops and the check: it is compared with the"
