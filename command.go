@@ -159,8 +159,9 @@ func parseFlags(cmd *cobra.Command, raw []string) ([]string, error) {
 			name, _, hasValue := strings.Cut(a[2:], "=")
 			if f = fs.Lookup(name); f == nil {
 				// An alias may start with "--" (--x=y@example.com is
-				// an address); any other unknown flag is a typo.
-				if strings.Contains(a, "@") {
+				// an address), and so may an id; any other unknown
+				// flag is a typo.
+				if strings.Contains(a, "@") || looksLikeID(a) {
 					args = append(args, a)
 					continue
 				}
@@ -188,6 +189,22 @@ func parseFlags(cmd *cobra.Command, raw []string) ([]string, error) {
 		return nil, err
 	}
 	return args, nil
+}
+
+// looksLikeID reports whether s may be an id: 16 or more characters of
+// unpadded base64url, as user ids (22) and passkey ids are. One user id
+// in 4,096 begins with "--"; no flag is spelled so long without a typo.
+func looksLikeID(s string) bool {
+	if len(s) < 16 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 func runOperator(cmd *cobra.Command, args []string, f func(*operator, []string) error) error {

@@ -397,6 +397,8 @@ func TestCommandManagesUsers(t *testing.T) {
 		for _, args := range [][]string{
 			{"users", "show", "bob@example.com"}, {"users", "disable", bob}, {"users", "delete", bob},
 			{"sessions", "revoke", "bob@example.com"}, {"users", "roles", bob, "admin"},
+			// One id in 4,096 starts with "--": it is an id, not a flag.
+			{"users", "show", "--XDcyc0IfgNj_hpWLT3TA"}, {"users", "disable", "--XDcyc0IfgNj_hpWLT3TA"},
 		} {
 			expectContains(t, c.fails(args...), "no user with")
 		}
