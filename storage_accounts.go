@@ -313,29 +313,33 @@ func (s *sqlStore) loginIn(ctx context.Context, tx sqlTx, realm string, a Alias,
 	if err := s.lock(ctx, tx, realmKey(realm, a.Key())); err != nil {
 		return User{}, false, err
 	}
-	u, err := userByAlias(ctx, tx, realm, a)
+	// A returning user, the common case, is one statement: the UPDATE
+	// finds the enabled user who holds the alias and answers it.
+	u, err := scanUser(tx.QueryRowContext(ctx, `UPDATE users SET `+col+`_verified = TRUE, last_login = ?
+		WHERE realm = ? AND `+col+` = ? AND NOT disabled RETURNING `+userColumns, ms(now), realm, a.Value))
 	switch {
-	case errors.Is(err, ErrNotFound) && create:
-		id, err := randomID()
-		if err != nil {
-			return User{}, false, err
-		}
-		u, err := scanUser(tx.QueryRowContext(ctx, `INSERT INTO users (id, realm, `+col+`, `+col+`_verified, created_at, last_login) VALUES (?, ?, ?, TRUE, ?, ?)
-			RETURNING `+userColumns, id, realm, a.Value, ms(now), ms(now)))
-		if err != nil {
-			return User{}, false, fmt.Errorf("creating user: %w", err)
-		}
-		return u, true, nil
-	case err != nil:
-		return User{}, false, err
-	case u.Disabled:
+	case err == nil:
+		return u, false, nil
+	case !errors.Is(err, ErrNotFound):
+		return User{}, false, fmt.Errorf("marking %s verified: %w", col, err)
+	case !create:
 		return User{}, false, ErrNotFound
 	}
-	u, err = scanUser(tx.QueryRowContext(ctx, `UPDATE users SET `+col+`_verified = TRUE, last_login = ? WHERE id = ? RETURNING `+userColumns, ms(now), u.ID))
+	id, err := randomID()
 	if err != nil {
-		return User{}, false, fmt.Errorf("marking %s verified: %w", col, err)
+		return User{}, false, err
 	}
-	return u, false, nil
+	// No enabled user holds the alias: a new one, unless a disabled user
+	// holds it, when the insert does nothing and the answer is ErrNotFound.
+	u, err = scanUser(tx.QueryRowContext(ctx, `INSERT INTO users (id, realm, `+col+`, `+col+`_verified, created_at, last_login)
+		VALUES (?, ?, ?, TRUE, ?, ?) ON CONFLICT DO NOTHING RETURNING `+userColumns, id, realm, a.Value, ms(now), ms(now)))
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return User{}, false, ErrNotFound
+	case err != nil:
+		return User{}, false, fmt.Errorf("creating user: %w", err)
+	}
+	return u, true, nil
 }
 
 // SignIn is a whole successful exchange in one write transaction: where
