@@ -30,6 +30,10 @@ type sqlStore struct {
 	name string // for logs: the file, or the database without credentials
 	stop chan struct{}
 	done chan struct{}
+	// purged is closed once the first purge has run. Tests that write
+	// rows the purge deletes (revoked sessions) wait for it, so that the
+	// purge of a freshly opened store cannot land between their steps.
+	purged chan struct{}
 }
 
 func newSQLStore(db, rdb sqlDB, name string, lock func(context.Context, sqlTx, string) error) *sqlStore {
@@ -43,7 +47,7 @@ func newSQLStore(db, rdb sqlDB, name string, lock func(context.Context, sqlTx, s
 // purgeInBackground starts purgeLoop. A server does; the command line,
 // a client of the store for a moment, does not.
 func (s *sqlStore) purgeInBackground() {
-	s.stop, s.done = make(chan struct{}), make(chan struct{})
+	s.stop, s.done, s.purged = make(chan struct{}), make(chan struct{}), make(chan struct{})
 	go s.purgeLoop()
 }
 
@@ -64,9 +68,12 @@ func (s *sqlStore) purgeLoop() {
 	defer close(s.done)
 	t := time.NewTicker(purgeEvery)
 	defer t.Stop()
-	for {
+	for first := true; ; first = false {
 		if err := s.Purge(context.Background(), now()); err != nil {
 			caddy.Log().Named("http.handlers.passwordless").Error("purging storage", zap.String("store", s.name), zap.Error(err))
+		}
+		if first {
+			close(s.purged)
 		}
 		select {
 		case <-s.stop:
