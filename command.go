@@ -3,6 +3,7 @@ package passwordless
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -195,16 +196,8 @@ func parseFlags(cmd *cobra.Command, raw []string) ([]string, error) {
 // unpadded base64url, as user ids (22) and passkey ids are. One user id
 // in 4,096 begins with "--"; no flag is spelled so long without a typo.
 func looksLikeID(s string) bool {
-	if len(s) < 16 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
+	_, err := base64.RawURLEncoding.DecodeString(s)
+	return len(s) >= 16 && err == nil
 }
 
 func runOperator(cmd *cobra.Command, args []string, f func(*operator, []string) error) error {

@@ -105,7 +105,7 @@ func init() {
 		metrics.rateLimited.WithLabelValues(l)
 	}
 	for _, r := range []string{protectedAllowed, protectedUnauthenticated, protectedForbidden} {
-		metrics.protected.WithLabelValues(r)
+		protectedCounters[r] = metrics.protected.WithLabelValues(r)
 	}
 }
 
@@ -176,13 +176,8 @@ func countRateLimited(key string) {
 // protectedCounters are protected_requests_total's three counters, looked
 // up once: every protected request counts, and WithLabelValues hashes
 // and locks.
+// init fills it as it makes the series at 0.
 var protectedCounters = map[string]prometheus.Counter{}
-
-func init() {
-	for _, r := range []string{protectedAllowed, protectedUnauthenticated, protectedForbidden} {
-		protectedCounters[r] = metrics.protected.WithLabelValues(r)
-	}
-}
 
 // countProtected records the answer to a request for a protected route:
 // protectedAllowed, protectedUnauthenticated or protectedForbidden.

@@ -39,14 +39,16 @@ func splitRoles(s string) []string {
 	return strings.Split(s, ",")
 }
 
+// sessionUserQuery reads a session and its user's userColumns.
+var sessionUserQuery = `SELECT s.id, s.user_id, s.created_at, s.expires_at, s.revoked, s.client_ip, s.last_used, ` +
+	prefixColumns("u.", userColumns) + ` FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ?`
+
 func (s *sqlStore) SessionUser(ctx context.Context, id string, now time.Time) (SessionUser, error) {
 	var su SessionUser
 	var revoked bool
 	var created, exp, used int64
 	dest, done := userFields(&su.User)
-	cols := `s.id, s.user_id, s.created_at, s.expires_at, s.revoked, s.client_ip, s.last_used, u.` +
-		`id, u.realm, COALESCE(u.email, ''), COALESCE(u.mobile, ''), u.email_verified, u.mobile_verified, u.roles, u.disabled, u.created_at, u.last_login`
-	err := s.rdb.QueryRowContext(ctx, `SELECT `+cols+` FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ?`, id).
+	err := s.rdb.QueryRowContext(ctx, sessionUserQuery, id).
 		Scan(append([]any{&su.Session.ID, &su.Session.UserID, &created, &exp, &revoked, &su.Session.ClientIP, &used}, dest...)...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return su, ErrNotFound

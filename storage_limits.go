@@ -90,6 +90,15 @@ func (l RateLimit) retryAfter(tat int64, now time.Time) time.Duration {
 	return max(wait, time.Millisecond)
 }
 
+// retryAfterOf is retryAfter of a TAT read by a query that may find none:
+// a key without state waits for nothing.
+func (l RateLimit) retryAfterOf(tat sql.NullInt64, now time.Time) time.Duration {
+	if !tat.Valid {
+		return 0
+	}
+	return l.retryAfter(tat.Int64, now)
+}
+
 // lockedUntil reads a failures row's locked_until: 0 is no lock.
 func lockedUntil(until int64) time.Time {
 	if until == 0 {
@@ -148,11 +157,7 @@ func (s *sqlStore) PeekLocked(ctx context.Context, l RateLimit, alias string, no
 		l.Key, alias).Scan(&tat, &until); err != nil {
 		return 0, time.Time{}, fmt.Errorf("rate limit and lockout: %w", err)
 	}
-	var wait time.Duration
-	if tat.Valid {
-		wait = l.retryAfter(tat.Int64, now)
-	}
-	return wait, lockedUntil(until.Int64), nil
+	return l.retryAfterOf(tat, now), lockedUntil(until.Int64), nil
 }
 
 func (s *sqlStore) ResetFailures(ctx context.Context, alias string) error {

@@ -267,11 +267,7 @@ func (s *sqlStore) PasskeyOwner(ctx context.Context, realm string, id []byte, l 
 	}
 	pdone()
 	udone()
-	var wait time.Duration
-	if tat.Valid {
-		wait = l.retryAfter(tat.Int64, now)
-	}
-	return pk, u, wait, nil
+	return pk, u, l.retryAfterOf(tat, now), nil
 }
 
 func (s *sqlStore) Passkeys(ctx context.Context, userID string) ([]Passkey, error) {
