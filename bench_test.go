@@ -239,3 +239,46 @@ func BenchmarkExchangeParallel(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkStoreSignIn is the store's part of a new user's successful
+// exchange on SQLite (Store.SignIn, one write transaction, committed
+// alone): the part that runs in the one writer, so what bounds the
+// exchanges a second that SQLite can take.
+func BenchmarkStoreSignIn(b *testing.B) {
+	s, err := openSQLite(filepath.Join(b.TempDir(), "signin.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { releaseSQLite(s) })
+	ctx := context.Background()
+	t0 := now()
+	hash := []byte("0123456789abcdef0123456789abcdef")
+	match := func(h []byte) bool { return string(h) == string(hash) }
+	const ahead = 512 // codes are stored in rounds, outside the timer
+	i := 0
+	for b.Loop() {
+		if i%ahead == 0 {
+			b.StopTimer()
+			for j := i; j < i+ahead; j++ {
+				a := Alias{Kind: KindEmail, Value: fmt.Sprintf("s%d@example.com", j)}
+				if err := storeSQL(s).SaveCode(ctx, Code{ID: fmt.Sprint("c", j), Alias: a.Key(), Purpose: purposeLogin,
+					Hash: hash, ExpiresAt: t0.Add(time.Hour), CreatedAt: t0}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StartTimer()
+		}
+		a := Alias{Kind: KindEmail, Value: fmt.Sprintf("s%d@example.com", i)}
+		id, err := randomID() // random keys, as real sessions have
+		if err != nil {
+			b.Fatal(err)
+		}
+		res, err := s.SignIn(ctx, SignIn{Realm: defaultRealm, Alias: a, Key: a.Key(), Match: match, MaxAttempts: 5, Create: true,
+			Session:     Session{ID: id, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)},
+			RefreshHash: opaqueHash(id)}, t0)
+		if err != nil || res.Code != CodeOK || !res.Created {
+			b.Fatalf("%+v %v", res, err)
+		}
+		i++
+	}
+}

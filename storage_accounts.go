@@ -315,33 +315,36 @@ func (s *sqlStore) loginIn(ctx context.Context, tx sqlTx, realm string, a Alias,
 	if err := s.lock(ctx, tx, realmKey(realm, a.Key())); err != nil {
 		return User{}, false, err
 	}
-	// A returning user, the common case, is one statement: the UPDATE
-	// finds the enabled user who holds the alias and answers it.
-	u, err := scanUser(tx.QueryRowContext(ctx, `UPDATE users SET `+col+`_verified = TRUE, last_login = ?
-		WHERE realm = ? AND `+col+` = ? AND NOT disabled RETURNING `+userColumns, ms(now), realm, a.Value))
-	switch {
-	case err == nil:
-		return u, false, nil
-	case !errors.Is(err, ErrNotFound):
-		return User{}, false, fmt.Errorf("marking %s verified: %w", col, err)
-	case !create:
-		return User{}, false, ErrNotFound
+	if !create {
+		u, err := scanUser(tx.QueryRowContext(ctx, `UPDATE users SET `+col+`_verified = TRUE, last_login = ?
+			WHERE realm = ? AND `+col+` = ? AND NOT disabled RETURNING `+userColumns, ms(now), realm, a.Value))
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return User{}, false, fmt.Errorf("marking %s verified: %w", col, err)
+		}
+		return u, false, err
 	}
 	id, err := randomID()
 	if err != nil {
 		return User{}, false, err
 	}
-	// No enabled user holds the alias: a new one, unless a disabled user
-	// holds it, when the insert does nothing and the answer is ErrNotFound.
-	u, err = scanUser(tx.QueryRowContext(ctx, `INSERT INTO users (id, realm, `+col+`, `+col+`_verified, created_at, last_login)
-		VALUES (?, ?, ?, TRUE, ?, ?) ON CONFLICT DO NOTHING RETURNING `+userColumns, id, realm, a.Value, ms(now), ms(now)))
+	// One statement for a new user and a returning one: the insert, or,
+	// when a user holds the alias, the update of that user, if enabled. A
+	// disabled holder gets neither, and the answer is ErrNotFound. The
+	// conflict target names the alias's index (the WHERE matches SQLite's
+	// partial one, and PostgreSQL infers its full one from it); the row
+	// that comes back is the new one when it carries the id made here.
+	u, err := scanUser(tx.QueryRowContext(ctx, `INSERT INTO users (id, realm, `+col+`, `+col+`_verified, created_at, last_login)
+		VALUES (?, ?, ?, TRUE, ?, ?)
+		ON CONFLICT (realm, `+col+`) WHERE `+col+` IS NOT NULL
+		DO UPDATE SET `+col+`_verified = TRUE, last_login = excluded.last_login WHERE NOT users.disabled
+		RETURNING `+userColumns, id, realm, a.Value, ms(now), ms(now)))
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return User{}, false, ErrNotFound
 	case err != nil:
-		return User{}, false, fmt.Errorf("creating user: %w", err)
+		return User{}, false, fmt.Errorf("signing in user: %w", err)
 	}
-	return u, true, nil
+	return u, u.ID == id, nil
 }
 
 // SignIn is a whole successful exchange in one write transaction: where

@@ -349,7 +349,136 @@ var sqliteMigrations = []string{
 	schemaOutbox("BLOB", "INTEGER", " WITHOUT ROWID"),
 	schemaPasskeys("BLOB", "INTEGER"),
 	schemaOutboxLang,
+	schemaSQLiteNoRowID,
 }
+
+// schemaSQLiteNoRowID rebuilds the tables keyed by text or bytes as
+// WITHOUT ROWID tables, as the outbox and rate_limits already are: such a
+// table is one B-tree instead of a table and the index of its key, so a
+// sign-in's inserts and deletes write three or four fewer pages to the log,
+// and every write transaction's cost on SQLite is mostly its pages. The
+// rebuild follows SQLite's documented procedure, with foreign keys off
+// (migrateSQLite): create the new table, copy the rows, drop the old one,
+// rename, and create its indexes again. The columns are those the earlier
+// migrations left, in the same order. The alias indexes leave out the users
+// without that kind of alias (most have one kind): a new user is one index
+// entry fewer, and a lookup `email = ?` still uses the index, as SQLite
+// knows that it implies `email IS NOT NULL`.
+const schemaSQLiteNoRowID = `CREATE TABLE secrets_new (
+		name TEXT PRIMARY KEY,
+		value BLOB NOT NULL
+	) WITHOUT ROWID;
+	INSERT INTO secrets_new (name, value) SELECT name, value FROM secrets;
+	DROP TABLE secrets;
+	ALTER TABLE secrets_new RENAME TO secrets;
+
+	CREATE TABLE users_new (
+		id TEXT PRIMARY KEY,
+		realm TEXT NOT NULL DEFAULT 'default',
+		email TEXT,
+		mobile TEXT,
+		email_verified BOOLEAN NOT NULL DEFAULT FALSE,
+		mobile_verified BOOLEAN NOT NULL DEFAULT FALSE,
+		roles TEXT NOT NULL DEFAULT '',
+		disabled BOOLEAN NOT NULL DEFAULT FALSE,
+		created_at INTEGER NOT NULL,
+		last_login INTEGER NOT NULL DEFAULT 0
+	) WITHOUT ROWID;
+	INSERT INTO users_new (id, realm, email, mobile, email_verified, mobile_verified, roles, disabled, created_at, last_login)
+		SELECT id, realm, email, mobile, email_verified, mobile_verified, roles, disabled, created_at, last_login FROM users;
+	DROP TABLE users;
+	ALTER TABLE users_new RENAME TO users;
+	CREATE UNIQUE INDEX users_realm_email ON users(realm, email) WHERE email IS NOT NULL;
+	CREATE UNIQUE INDEX users_realm_mobile ON users(realm, mobile) WHERE mobile IS NOT NULL;
+
+	CREATE TABLE codes_new (
+		alias TEXT NOT NULL,
+		purpose TEXT NOT NULL,
+		id TEXT NOT NULL UNIQUE,
+		user_id TEXT NOT NULL DEFAULT '',
+		hash BLOB NOT NULL,
+		attempts INTEGER NOT NULL DEFAULT 0,
+		expires_at INTEGER NOT NULL,
+		created_at INTEGER NOT NULL,
+		PRIMARY KEY (alias, purpose)
+	) WITHOUT ROWID;
+	INSERT INTO codes_new (alias, purpose, id, user_id, hash, attempts, expires_at, created_at)
+		SELECT alias, purpose, id, user_id, hash, attempts, expires_at, created_at FROM codes;
+	DROP TABLE codes;
+	ALTER TABLE codes_new RENAME TO codes;
+
+	CREATE TABLE sessions_new (
+		id TEXT PRIMARY KEY,
+		user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+		created_at INTEGER NOT NULL,
+		expires_at INTEGER NOT NULL,
+		revoked BOOLEAN NOT NULL DEFAULT FALSE,
+		client_ip TEXT NOT NULL DEFAULT '',
+		last_used INTEGER NOT NULL DEFAULT 0
+	) WITHOUT ROWID;
+	INSERT INTO sessions_new (id, user_id, created_at, expires_at, revoked, client_ip, last_used)
+		SELECT id, user_id, created_at, expires_at, revoked, client_ip, last_used FROM sessions;
+	DROP TABLE sessions;
+	ALTER TABLE sessions_new RENAME TO sessions;
+	CREATE INDEX sessions_user ON sessions(user_id);
+
+	CREATE TABLE refresh_tokens_new (
+		hash BLOB PRIMARY KEY,
+		session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+		expires_at INTEGER NOT NULL,
+		used BOOLEAN NOT NULL DEFAULT FALSE
+	) WITHOUT ROWID;
+	INSERT INTO refresh_tokens_new (hash, session_id, expires_at, used)
+		SELECT hash, session_id, expires_at, used FROM refresh_tokens;
+	DROP TABLE refresh_tokens;
+	ALTER TABLE refresh_tokens_new RENAME TO refresh_tokens;
+	CREATE INDEX refresh_tokens_session ON refresh_tokens(session_id);
+
+	CREATE TABLE failures_new (
+		alias TEXT PRIMARY KEY,
+		count INTEGER NOT NULL,
+		locked_until INTEGER NOT NULL DEFAULT 0
+	) WITHOUT ROWID;
+	INSERT INTO failures_new (alias, count, locked_until) SELECT alias, count, locked_until FROM failures;
+	DROP TABLE failures;
+	ALTER TABLE failures_new RENAME TO failures;
+
+	CREATE TABLE passkeys_new (
+		realm TEXT NOT NULL,
+		id BLOB NOT NULL,
+		user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+		public_key BLOB NOT NULL,
+		sign_count INTEGER NOT NULL DEFAULT 0,
+		aaguid BLOB NOT NULL,
+		transports TEXT NOT NULL DEFAULT '',
+		backup_eligible BOOLEAN NOT NULL DEFAULT FALSE,
+		backup_state BOOLEAN NOT NULL DEFAULT FALSE,
+		name TEXT NOT NULL,
+		created_at INTEGER NOT NULL,
+		last_used_at INTEGER NOT NULL DEFAULT 0,
+		PRIMARY KEY (realm, id)
+	) WITHOUT ROWID;
+	INSERT INTO passkeys_new (realm, id, user_id, public_key, sign_count, aaguid, transports, backup_eligible, backup_state, name, created_at, last_used_at)
+		SELECT realm, id, user_id, public_key, sign_count, aaguid, transports, backup_eligible, backup_state, name, created_at, last_used_at FROM passkeys;
+	DROP TABLE passkeys;
+	ALTER TABLE passkeys_new RENAME TO passkeys;
+	CREATE INDEX passkeys_user ON passkeys(user_id);
+
+	CREATE TABLE passkey_ceremonies_new (
+		challenge_hash BLOB PRIMARY KEY,
+		kind TEXT NOT NULL,
+		realm TEXT NOT NULL,
+		session_id TEXT NOT NULL DEFAULT '',
+		user_id TEXT NOT NULL DEFAULT '',
+		name TEXT NOT NULL DEFAULT '',
+		data BLOB,
+		expires_at INTEGER NOT NULL
+	) WITHOUT ROWID;
+	INSERT INTO passkey_ceremonies_new (challenge_hash, kind, realm, session_id, user_id, name, data, expires_at)
+		SELECT challenge_hash, kind, realm, session_id, user_id, name, data, expires_at FROM passkey_ceremonies;
+	DROP TABLE passkey_ceremonies;
+	ALTER TABLE passkey_ceremonies_new RENAME TO passkey_ceremonies;
+	CREATE INDEX passkey_ceremonies_expiry ON passkey_ceremonies(expires_at);`
 
 func migrateSQLite(db *sql.DB) (err error) {
 	ctx := context.Background()
