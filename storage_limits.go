@@ -153,7 +153,7 @@ func (s *sqlStore) PeekLocked(ctx context.Context, l RateLimit, alias string, no
 		return 0, time.Time{}, err
 	}
 	var tat, until sql.NullInt64
-	if err := s.rdb.QueryRowContext(ctx, `SELECT (SELECT tat FROM rate_limits WHERE key = ?), (SELECT locked_until FROM failures WHERE alias = ?)`,
+	if err := s.db.readBeforeWrite(ctx, s.rdb, `SELECT (SELECT tat FROM rate_limits WHERE key = ?), (SELECT locked_until FROM failures WHERE alias = ?)`,
 		l.Key, alias).Scan(&tat, &until); err != nil {
 		return 0, time.Time{}, fmt.Errorf("rate limit and lockout: %w", err)
 	}

@@ -258,7 +258,7 @@ func (s *sqlStore) PasskeyOwner(ctx context.Context, realm string, id []byte, l 
 	pdest, pdone := passkeyFields(&pk)
 	udest, udone := userFields(&u)
 	dest := append(append([]any{&tat}, pdest...), udest...)
-	err := s.rdb.QueryRowContext(ctx, passkeyOwnerQuery, l.Key, realm, id).Scan(dest...)
+	err := s.db.readBeforeWrite(ctx, s.rdb, passkeyOwnerQuery, l.Key, realm, id).Scan(dest...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Passkey{}, User{}, 0, ErrNotFound
 	}

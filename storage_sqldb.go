@@ -69,6 +69,16 @@ func (d sqlDB) enter(ctx context.Context) (*gateHold, error) {
 	}
 }
 
+// tryEnter passes the gate only if it is free now, else answers nil.
+func (d sqlDB) tryEnter() *gateHold {
+	select {
+	case d.gate <- struct{}{}:
+		return &gateHold{gate: d.gate}
+	default:
+		return nil
+	}
+}
+
 func (h *gateHold) leave() {
 	if h != nil {
 		h.once.Do(func() { <-h.gate })
@@ -155,6 +165,31 @@ func (d sqlDB) QueryRowContext(ctx context.Context, q string, args ...any) *sql.
 	h, err := d.enter(ctx)
 	if err != nil {
 		return d.DB.QueryRowContext(ctx, "") // answers ctx's error at Scan
+	}
+	defer h.leave()
+	q = rebind(d.dollar, q)
+	if d.cache != nil {
+		if s := d.cache.prepare(ctx, d.DB, q); s != nil {
+			return s.QueryRowContext(ctx, args...)
+		}
+	}
+	return d.DB.QueryRowContext(ctx, q, args...)
+}
+
+// readBeforeWrite is the QueryRowContext of a read that comes just before
+// a write of the same request (a sign-in's limits, a passkey's owner): on
+// the writer's connection when no writer holds it, else on the pool r.
+// On SQLite every write empties the readers' page caches, so a pool
+// connection reads its pages again from the files, a system call each,
+// while the writer's cache stays valid; this read costs the writer no
+// more than a short wait. It never waits for the writer.
+func (d sqlDB) readBeforeWrite(ctx context.Context, r sqlDB, q string, args ...any) *sql.Row {
+	if d.gate == nil {
+		return r.QueryRowContext(ctx, q, args...)
+	}
+	h := d.tryEnter()
+	if h == nil {
+		return r.QueryRowContext(ctx, q, args...)
 	}
 	defer h.leave()
 	q = rebind(d.dollar, q)

@@ -961,3 +961,54 @@ func TestSQLiteMigratesVersion5(t *testing.T) {
 		}
 	}
 }
+
+// TestReadBeforeWriteNeverWaitsForTheWriter reads a sign-in's limits
+// (PeekLocked) while a writer holds SQLite's one write connection, and
+// again when it is free: the first is answered from the read pool at once,
+// both see the same committed state, and the read gives the writer's gate
+// back.
+func TestReadBeforeWriteNeverWaitsForTheWriter(t *testing.T) {
+	s, err := openSQLite(filepath.Join(t.TempDir(), "peek.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { releaseSQLite(s) })
+	ctx := context.Background()
+	t0 := now().Truncate(time.Millisecond)
+	l := RateLimit{Key: "failed-ip:192.0.2.1", Count: 1, Window: time.Hour}
+	if _, err := s.Hit(ctx, l, t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Failure(ctx, "email:a@example.com", 1, time.Hour, t0); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		t.Helper()
+		wait, until, err := s.PeekLocked(ctx, l, "email:a@example.com", t0)
+		if err != nil || wait <= 0 || until.Sub(t0) != time.Hour {
+			t.Fatalf("%s: retry after %v, locked until %v, %v", when, wait, until, err)
+		}
+	}
+
+	h, err := s.db.enter(ctx) // a writer holds the connection
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		check("with the writer busy")
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("PeekLocked waited for the writer")
+	}
+	h.leave()
+	check("with the writer free")
+	if h := s.db.tryEnter(); h == nil {
+		t.Fatal("the read kept the writer's gate")
+	} else {
+		h.leave()
+	}
+}
