@@ -69,7 +69,8 @@ func (d sqlDB) enter(ctx context.Context) (*gateHold, error) {
 	}
 }
 
-// tryEnter passes the gate only if it is free now, else answers nil.
+// tryEnter passes the gate only if it is free now, else answers nil (and
+// always nil without a gate: a send on a nil channel is never ready).
 func (d sqlDB) tryEnter() *gateHold {
 	select {
 	case d.gate <- struct{}{}:
@@ -167,6 +168,11 @@ func (d sqlDB) QueryRowContext(ctx context.Context, q string, args ...any) *sql.
 		return d.DB.QueryRowContext(ctx, "") // answers ctx's error at Scan
 	}
 	defer h.leave()
+	return d.queryRow(ctx, q, args...)
+}
+
+// queryRow is QueryRowContext for the holder of the gate.
+func (d sqlDB) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
 	q = rebind(d.dollar, q)
 	if d.cache != nil {
 		if s := d.cache.prepare(ctx, d.DB, q); s != nil {
@@ -184,21 +190,11 @@ func (d sqlDB) QueryRowContext(ctx context.Context, q string, args ...any) *sql.
 // while the writer's cache stays valid; this read costs the writer no
 // more than a short wait. It never waits for the writer.
 func (d sqlDB) readBeforeWrite(ctx context.Context, r sqlDB, q string, args ...any) *sql.Row {
-	if d.gate == nil {
-		return r.QueryRowContext(ctx, q, args...)
+	if h := d.tryEnter(); h != nil {
+		defer h.leave()
+		return d.queryRow(ctx, q, args...)
 	}
-	h := d.tryEnter()
-	if h == nil {
-		return r.QueryRowContext(ctx, q, args...)
-	}
-	defer h.leave()
-	q = rebind(d.dollar, q)
-	if d.cache != nil {
-		if s := d.cache.prepare(ctx, d.DB, q); s != nil {
-			return s.QueryRowContext(ctx, args...)
-		}
-	}
-	return d.DB.QueryRowContext(ctx, q, args...)
+	return r.QueryRowContext(ctx, q, args...)
 }
 
 func (d sqlDB) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
