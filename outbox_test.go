@@ -592,3 +592,52 @@ func TestRealmsDoNotShareAQueue(t *testing.T) {
 		t.Fatalf("realm a's server got %d mails and realm b's %d, want %d each", a, b, n)
 	}
 }
+
+// TestReloadDoesNotWaitForASilentSMTPServer: a config reload waited for
+// the delivery in flight. An SMTP server that accepts the connection and
+// then says nothing held the stopping workers, and so the reload, for the
+// whole SMTP timeout (60 s here), as go-mail watches the context only
+// while connecting. caddytest gives a config load 5 s; the reload now
+// ends the dialogue instead.
+func TestReloadDoesNotWaitForASilentSMTPServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	accepted := make(chan struct{}, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c) // never answered, never closed by us until the end
+			mu.Unlock()
+			accepted <- struct{}{}
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	e := newEnv(t, withEmail(fmt.Sprintf("email {\n from \"Login <login@example.com>\"\n smtp %s {\n tls none\n timeout 60s\n }\n }", ln.Addr())))
+	expectStatus(t, e.postForm("/auth/email/", map[string]string{"email": "silent@example.com"}), http.StatusOK)
+	select {
+	case <-accepted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no delivery or probe connected to the SMTP server")
+	}
+	// A worker now waits for a greeting that never comes. The reload
+	// stops the workers; caddytest fails the test if it takes 5 s.
+	e.tester.InitServer(global()+fmt.Sprintf("http://localhost:%d {\n respond ok\n}\n", testPort), "caddyfile")
+	if t.Failed() {
+		t.Fatal("the reload waited for the silent SMTP server")
+	}
+}

@@ -69,13 +69,13 @@ func (b *emailBurst) Send(ctx context.Context, m Message) error {
 		if err != nil {
 			return err
 		}
-		conn, err := client.DialToSMTPClientWithContext(ctx)
+		conn, err := dialSMTP(ctx, client)
 		if err != nil {
 			return smtpFailure(e.smtp.Address, err)
 		}
 		b.client, b.conn = client, conn
 	}
-	if err := b.client.SendWithSMTPClient(b.conn, msg); err != nil {
+	if err := whileLive(ctx, b.conn, func() error { return b.client.SendWithSMTPClient(b.conn, msg) }); err != nil {
 		err = smtpFailure(e.smtp.Address, err)
 		if errors.Is(err, errTransient) && !errors.Is(err, errBadRecipient) {
 			b.Close()
@@ -83,6 +83,42 @@ func (b *emailBurst) Send(ctx context.Context, m Message) error {
 		return err
 	}
 	return nil
+}
+
+// dialSMTP is client.DialToSMTPClientWithContext that gives up when ctx
+// ends. go-mail watches ctx only while connecting: a server that accepts
+// and then says nothing held a stopping worker, and so a config reload,
+// for the whole SMTP timeout. The abandoned dialogue ends at that timeout
+// by itself, and its connection is closed then.
+func dialSMTP(ctx context.Context, client *mail.Client) (*smtp.Client, error) {
+	type dialled struct {
+		conn *smtp.Client
+		err  error
+	}
+	done := make(chan dialled, 1)
+	go func() {
+		conn, err := client.DialToSMTPClientWithContext(ctx)
+		done <- dialled{conn, err}
+	}()
+	select {
+	case d := <-done:
+		return d.conn, d.err
+	case <-ctx.Done():
+		go func() {
+			if d := <-done; d.err == nil {
+				client.CloseWithSMTPClient(d.conn)
+			}
+		}()
+		return nil, ctx.Err()
+	}
+}
+
+// whileLive runs f, a dialogue on conn, and closes conn if ctx ends
+// first, which ends f at once instead of at the SMTP timeout.
+func whileLive(ctx context.Context, conn *smtp.Client, f func() error) error {
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	return f()
 }
 
 func (b *emailBurst) Close() error {
@@ -419,7 +455,7 @@ func (e *emailSender) Probe(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	conn, err := client.DialToSMTPClientWithContext(ctx)
+	conn, err := dialSMTP(ctx, client)
 	if err != nil {
 		return fmt.Errorf("connecting to %s: %w", e.smtp.Address, err)
 	}
@@ -428,13 +464,15 @@ func (e *emailSender) Probe(ctx context.Context) error {
 	if a, err := netmail.ParseAddress(e.from); err == nil {
 		from = a.Address
 	}
-	if err := conn.Mail(from); err != nil {
-		return fmt.Errorf("smtp %s refused MAIL FROM: %w", e.smtp.Address, err)
-	}
-	if err := conn.Reset(); err != nil {
-		return fmt.Errorf("smtp %s: %w", e.smtp.Address, err)
-	}
-	return nil
+	return whileLive(ctx, conn, func() error {
+		if err := conn.Mail(from); err != nil {
+			return fmt.Errorf("smtp %s refused MAIL FROM: %w", e.smtp.Address, err)
+		}
+		if err := conn.Reset(); err != nil {
+			return fmt.Errorf("smtp %s: %w", e.smtp.Address, err)
+		}
+		return nil
+	})
 }
 
 // validate checks what the Caddyfile parser checks too, for JSON configs.
