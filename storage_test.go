@@ -884,6 +884,11 @@ func TestSQLiteMigratesVersion5(t *testing.T) {
 	defer releaseSQLite(s)
 	ctx := context.Background()
 
+	// The upgrade's large page cache is not kept by the writer.
+	var cache int
+	if err := s.db.QueryRowContext(ctx, `PRAGMA cache_size`).Scan(&cache); err != nil || cache != -2000 {
+		t.Fatalf("the writer's page cache after the upgrade: %d %v", cache, err)
+	}
 	for _, table := range []string{"secrets", "users", "codes", "sessions", "refresh_tokens", "failures", "passkeys", "passkey_ceremonies"} {
 		var ddl string
 		if err := s.db.QueryRowContext(ctx, `SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?`, table).Scan(&ddl); err != nil {
