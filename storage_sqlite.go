@@ -362,10 +362,10 @@ var sqliteMigrations = []string{
 // rename, and create its indexes again. Rows are copied in key order, so
 // that each new B-tree is filled from one end, not page by page at random
 // places. The columns are those the earlier migrations left, in the same
-// order. The alias indexes leave out the users
-// without that kind of alias (most have one kind): a new user is one index
-// entry fewer, and a lookup `email = ?` still uses the index, as SQLite
-// knows that it implies `email IS NOT NULL`.
+// order. The alias indexes leave out the users without that kind of alias
+// (most have one kind): a new user is one index entry fewer, and a lookup
+// `email = ?` still uses the index, as SQLite knows that it implies
+// `email IS NOT NULL`.
 const schemaSQLiteNoRowID = `CREATE TABLE secrets_new (
 		name TEXT PRIMARY KEY,
 		value BLOB NOT NULL
