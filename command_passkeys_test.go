@@ -49,7 +49,7 @@ func TestPasskeysCommand(t *testing.T) {
 		}
 
 		expectContains(t, c.ok("passkeys", "delete", "ada@example.com", k1), "deleted 1 passkey of "+u.ID)
-		if _, err := s.PasskeyByID(ctx, defaultRealm, []byte("k1")); !errors.Is(err, ErrNotFound) {
+		if _, err := storeSQL(s).PasskeyByID(ctx, defaultRealm, []byte("k1")); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("the deleted passkey is still there: %v", err)
 		}
 		expectContains(t, c.fails("passkeys", "delete", "ada@example.com", k1), "no passkey "+k1)

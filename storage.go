@@ -126,17 +126,15 @@ type Store interface {
 	// due for a retry, but not those that are not to be sent or whose code
 	// was superseded, used or expired.
 	PendingMessages(ctx context.Context, now time.Time) (map[AliasKind]int, error)
-	// Peek answers how long until one more event fits l at now (zero: it
-	// fits), without counting one.
-	Peek(ctx context.Context, l RateLimit, now time.Time) (retryAfter time.Duration, err error)
 	// Failure counts a wrong guess for alias and returns the count of
 	// consecutive failures in the current run; at threshold it locks the
 	// alias for lockFor. A run starts over once a lock has ended.
 	// LockedUntil and ResetFailures read and clear it.
 	Failure(ctx context.Context, alias string, threshold int, lockFor time.Duration, now time.Time) (failures int, lockedUntil time.Time, err error)
 	LockedUntil(ctx context.Context, alias string) (time.Time, error)
-	// PeekLocked is Peek of l and LockedUntil of alias in one read, the
-	// two checks before an exchange.
+	// PeekLocked answers, in one read, how long until one more event fits
+	// l at now (zero: it fits) without counting one, and LockedUntil of
+	// alias: the two checks before an exchange.
 	PeekLocked(ctx context.Context, l RateLimit, alias string, now time.Time) (retryAfter time.Duration, lockedUntil time.Time, err error)
 	// ResetFailures clears the failures of alias, and so lifts a lockout.
 	ResetFailures(ctx context.Context, alias string) error

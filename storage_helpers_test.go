@@ -30,6 +30,19 @@ func (s *sqlStore) SaveCode(ctx context.Context, c Code) error {
 	return saveCode(ctx, s.db, c)
 }
 
+// PasskeyByID reads the passkey of realm with that credential id alone,
+// whether or not its user is there, or answers ErrNotFound.
+func (s *sqlStore) PasskeyByID(ctx context.Context, realm string, id []byte) (Passkey, error) {
+	pk, err := scanPasskey(s.rdb.QueryRowContext(ctx, `SELECT `+passkeyColumns+` FROM passkeys WHERE realm = ? AND id = ?`, realm, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Passkey{}, ErrNotFound
+	}
+	if err != nil {
+		return Passkey{}, fmt.Errorf("reading passkey: %w", err)
+	}
+	return pk, nil
+}
+
 func (s *sqlStore) SessionActive(ctx context.Context, id string, now time.Time) (bool, error) {
 	var revoked bool
 	var exp int64

@@ -65,22 +65,7 @@ func (s *sqlStore) Hit(ctx context.Context, l RateLimit, now time.Time) (time.Du
 	return 0, tx.Commit()
 }
 
-func (s *sqlStore) Peek(ctx context.Context, l RateLimit, now time.Time) (time.Duration, error) {
-	if _, err := l.interval(); err != nil {
-		return 0, err
-	}
-	var tat int64
-	err := s.rdb.QueryRowContext(ctx, `SELECT tat FROM rate_limits WHERE key = ?`, l.Key).Scan(&tat)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("rate limit: %w", err)
-	}
-	return l.retryAfter(tat, now), nil
-}
-
-// retryAfter is what Peek answers for a key whose TAT is tat: zero when
+// retryAfter is what PeekLocked answers for a key whose TAT is tat: zero when
 // one more event fits now, and at least a millisecond otherwise.
 func (l RateLimit) retryAfter(tat int64, now time.Time) time.Duration {
 	wait := l.wait(tat, now)

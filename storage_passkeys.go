@@ -18,9 +18,6 @@ type PasskeyStore interface {
 	// the realm (ErrPasskeyTaken); either way nothing changes. Concurrent
 	// callers for one user never pass max together.
 	AddPasskey(ctx context.Context, pk Passkey, max int) error
-	// PasskeyByID returns the passkey of realm with that credential id, or
-	// ErrNotFound.
-	PasskeyByID(ctx context.Context, realm string, id []byte) (Passkey, error)
 	// PasskeyOwner is what a sign-in reads, in one read: the passkey of
 	// realm with that credential id, its user, and Peek of l (the
 	// client's budget of failures). ErrNotFound, with a zero wait, when
@@ -204,17 +201,6 @@ func (s *sqlStore) AddPasskey(ctx context.Context, pk Passkey, max int) error {
 		return ErrPasskeyTaken
 	}
 	return tx.Commit()
-}
-
-func (s *sqlStore) PasskeyByID(ctx context.Context, realm string, id []byte) (Passkey, error) {
-	pk, err := scanPasskey(s.rdb.QueryRowContext(ctx, `SELECT `+passkeyColumns+` FROM passkeys WHERE realm = ? AND id = ?`, realm, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return Passkey{}, ErrNotFound
-	}
-	if err != nil {
-		return Passkey{}, fmt.Errorf("reading passkey: %w", err)
-	}
-	return pk, nil
 }
 
 // passkeyOwnerQuery reads a passkey, its user and a limit's state in one

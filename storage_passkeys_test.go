@@ -35,7 +35,7 @@ func testPasskeys(t *testing.T, s Store) {
 	if err := s.AddPasskey(ctx, pk, 10); err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.PasskeyByID(ctx, defaultRealm, []byte("cred-1"))
+	got, err := storeSQL(s).PasskeyByID(ctx, defaultRealm, []byte("cred-1"))
 	if err != nil || got.UserID != alice.ID || got.SignCount != 5 || !bytes.Equal(got.PublicKey, []byte("cose")) ||
 		len(got.Transports) != 2 || !got.BackupEligible || got.BackupState || got.Name != "Laptop" ||
 		!got.CreatedAt.Equal(t0) || !got.LastUsedAt.IsZero() {
@@ -53,7 +53,7 @@ func testPasskeys(t *testing.T, s Store) {
 	if err := s.AddPasskey(ctx, elsewhere, 10); err != nil {
 		t.Fatalf("the same id in another realm: %v", err)
 	}
-	if _, err := s.PasskeyByID(ctx, "third", []byte("cred-1")); !errors.Is(err, ErrNotFound) {
+	if _, err := storeSQL(s).PasskeyByID(ctx, "third", []byte("cred-1")); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("a passkey found in a realm it is not in: %v", err)
 	}
 
@@ -87,7 +87,7 @@ func testPasskeys(t *testing.T, s Store) {
 			t.Fatalf("counter %d after 6: %v", c, err)
 		}
 	}
-	got, _ = s.PasskeyByID(ctx, defaultRealm, []byte("cred-1"))
+	got, _ = storeSQL(s).PasskeyByID(ctx, defaultRealm, []byte("cred-1"))
 	if got.SignCount != 6 || !got.BackupState || !got.LastUsedAt.Equal(t0.Add(time.Minute)) {
 		t.Fatalf("a refused use changed the passkey: %+v", got)
 	}
@@ -106,7 +106,7 @@ func testPasskeys(t *testing.T, s Store) {
 			t.Fatalf("a zero counter refused: %v", err)
 		}
 	}
-	if got, _ := s.PasskeyByID(ctx, defaultRealm, []byte("cred-0")); !got.BackupEligible || !got.BackupState {
+	if got, _ := storeSQL(s).PasskeyByID(ctx, defaultRealm, []byte("cred-0")); !got.BackupEligible || !got.BackupState {
 		t.Fatalf("backup flags not updated: %+v", got)
 	}
 
@@ -138,7 +138,7 @@ func testPasskeys(t *testing.T, s Store) {
 	if n, err := s.DeletePasskey(ctx, alice.ID, []byte("cred-0")); err != nil || n != 1 {
 		t.Fatalf("delete: %d %v", n, err)
 	}
-	if _, err := s.PasskeyByID(ctx, defaultRealm, []byte("cred-0")); !errors.Is(err, ErrNotFound) {
+	if _, err := storeSQL(s).PasskeyByID(ctx, defaultRealm, []byte("cred-0")); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("a deleted passkey is still found: %v", err)
 	}
 
@@ -166,10 +166,10 @@ func testPasskeys(t *testing.T, s Store) {
 	if err := s.DeleteUser(ctx, alice.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.PasskeyByID(ctx, defaultRealm, []byte("cred-1")); !errors.Is(err, ErrNotFound) {
+	if _, err := storeSQL(s).PasskeyByID(ctx, defaultRealm, []byte("cred-1")); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("a deleted user's passkey is still found: %v", err)
 	}
-	if _, err := s.PasskeyByID(ctx, "other", []byte("cred-1")); err != nil {
+	if _, err := storeSQL(s).PasskeyByID(ctx, "other", []byte("cred-1")); err != nil {
 		t.Fatalf("the other realm's passkey went too: %v", err)
 	}
 }
@@ -203,7 +203,7 @@ func testPasskeySignIn(t *testing.T, s Store) {
 	if su, err := s.SessionUser(ctx, "pk-s1", t0); err != nil || su.User.ID != u.ID {
 		t.Fatalf("session: %+v %v", su, err)
 	}
-	if got, _ := s.PasskeyByID(ctx, defaultRealm, pk.ID); got.SignCount != 6 || !got.BackupEligible || !got.BackupState {
+	if got, _ := storeSQL(s).PasskeyByID(ctx, defaultRealm, pk.ID); got.SignCount != 6 || !got.BackupEligible || !got.BackupState {
 		t.Fatalf("passkey after use: %+v", got)
 	}
 	// The same challenge again: nothing happens.
@@ -224,7 +224,7 @@ func testPasskeySignIn(t *testing.T, s Store) {
 	if again, _ := s.SpendChallenge(ctx, ceremony("two")); again {
 		t.Fatal("the challenge of a refused sign-in was not spent")
 	}
-	if got, _ := s.PasskeyByID(ctx, defaultRealm, pk.ID); got.SignCount != 6 {
+	if got, _ := storeSQL(s).PasskeyByID(ctx, defaultRealm, pk.ID); got.SignCount != 6 {
 		t.Fatalf("stored counter changed to %d", got.SignCount)
 	}
 	// A passkey deleted meanwhile.
@@ -349,7 +349,7 @@ func upgradedStoreTakesPasskeys(t *testing.T, s Store) {
 	if err := s.DeleteUser(ctx, "u1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.PasskeyByID(ctx, defaultRealm, []byte("c")); !errors.Is(err, ErrNotFound) {
+	if _, err := storeSQL(s).PasskeyByID(ctx, defaultRealm, []byte("c")); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("the passkey outlived its user: %v", err)
 	}
 }

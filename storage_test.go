@@ -471,9 +471,6 @@ func testFailures(t *testing.T, s Store) {
 	if wait, until, err := s.PeekLocked(ctx, k, "nobody", t0.Add(15*time.Minute)); err != nil || wait != 45*time.Minute || !until.IsZero() {
 		t.Fatalf("peek of a spent limit: %v %v %v", wait, until, err)
 	}
-	if peek, _ := s.Peek(ctx, k, t0.Add(15*time.Minute)); peek != 45*time.Minute {
-		t.Fatalf("Peek says %v", peek)
-	}
 	// Once the lock has ended, a new lock needs a whole new run: one more
 	// failure is the first of it, not a relock.
 	after := t0.Add(time.Minute)
@@ -914,7 +911,7 @@ func TestSQLiteMigratesVersion5(t *testing.T) {
 	if until, err := s.LockedUntil(ctx, "email:locked@example.com"); err != nil || until.UnixMilli() != later {
 		t.Fatalf("lock after the upgrade: %v %v", until, err)
 	}
-	if pk, err := s.PasskeyByID(ctx, defaultRealm, []byte{1, 2}); err != nil || pk.UserID != "u1" || pk.Name != "laptop" {
+	if pk, err := storeSQL(s).PasskeyByID(ctx, defaultRealm, []byte{1, 2}); err != nil || pk.UserID != "u1" || pk.Name != "laptop" {
 		t.Fatalf("passkey after the upgrade: %+v %v", pk, err)
 	}
 	if _, err := s.TakeCeremony(ctx, []byte{0xcc}); err != nil {
