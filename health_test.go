@@ -81,9 +81,16 @@ func TestHealthFollowsSMTP(t *testing.T) {
 	eventually(t, "the failed delivery", func() bool {
 		return scrape(t)[`caddy_passwordless_delivery_failures_total{channel="email"}`] > before[`caddy_passwordless_delivery_failures_total{channel="email"}`]
 	})
+	// The message waits for its retry, and outbox_pending, counted once
+	// every outboxPoll, shows it from the next count on: wait for that
+	// count rather than depend on whether one fell in between.
+	eventually(t, "outbox_pending to count the message awaiting its retry", func() bool {
+		return scrape(t)[pendingEmail] == before[pendingEmail]+1
+	})
 	expectDeltas(t, deltas(before, scrape(t)), map[string]float64{
 		`caddy_passwordless_delivery_failures_total{channel="email"}`: 1,
 		`caddy_passwordless_delivery_seconds_count{channel="email"}`:  1,
+		pendingEmail: 1,
 	})
 
 	down := func() {
