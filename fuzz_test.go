@@ -3,6 +3,7 @@ package passwordless
 import (
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -107,5 +108,51 @@ func FuzzCaddyfile(f *testing.F) {
 		}
 		var p Passwordless
 		_ = p.UnmarshalCaddyfile(caddyfile.NewDispenser(tokens)) // must not panic
+	})
+}
+
+// FuzzSafeNext: whatever `next` a client sends, the sign-in leads to a path
+// of this site or to a host of return_hosts, as a browser reads the URL,
+// and the answer is stable (a second check keeps it).
+func FuzzSafeNext(f *testing.F) {
+	p := &Passwordless{CookieDomain: "example.com", JWT: &JWTConfig{}}
+	if err := p.provisionSSO(func(*string) {}); err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []string{"/a?b=1", "https://app1.example.com/x/../y", "//evil.example/", "/\\evil.example",
+		"https://example.com.evil.example/", "https://user@app1.example.com/", "https://evil.example\uff0f.example.com/",
+		"https://app1.example.com./x", "/%2F%2Fevil.example", "javascript://app1.example.com/%0aalert(1)", "http://app1.example.com/"} {
+		f.Add(s, true)
+	}
+	f.Fuzz(func(t *testing.T, next string, overTLS bool) {
+		r := httptest.NewRequest(http.MethodGet, "http://auth.example.com/auth/login", nil)
+		if overTLS {
+			r = httptest.NewRequest(http.MethodGet, "https://auth.example.com/auth/login", nil)
+		}
+		out := p.safeNext(r, next)
+		if again := p.safeNext(r, out); again != out {
+			t.Fatalf("not stable: %q -> %q -> %q", next, out, again)
+		}
+		for _, c := range out {
+			if c <= ' ' || c == 0x7f || c == '\\' || c >= utf8.RuneSelf {
+				t.Fatalf("next %q gives %q, with %q in it", next, out, c)
+			}
+		}
+		if strings.HasPrefix(out, "/") {
+			if strings.HasPrefix(out, "//") {
+				t.Fatalf("next %q gives %q, another host to a browser", next, out)
+			}
+			return
+		}
+		u, err := url.Parse(out)
+		if err != nil || u.User != nil || u.Opaque != "" || !p.returnHosts.allows(u.Host) ||
+			!(u.Scheme == "https" || u.Scheme == "http" && !overTLS) {
+			t.Fatalf("next %q gives %q, not a path nor an allowed host", next, out)
+		}
+		for _, c := range u.Hostname() {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+				t.Fatalf("next %q gives host %q, which a browser reads otherwise", next, u.Hostname())
+			}
+		}
 	})
 }

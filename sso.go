@@ -86,7 +86,7 @@ type returnHosts []hostPattern
 
 func (l returnHosts) allows(hostport string) bool {
 	h := bareHost(hostport)
-	if h == "" {
+	if h == "" || !plainHostPort(hostport) {
 		return false
 	}
 	for _, pt := range l {
@@ -95,6 +95,25 @@ func (l returnHosts) allows(hostport string) bool {
 		}
 	}
 	return false
+}
+
+// plainHostPort reports whether hostport is a host name of ASCII letters,
+// digits, hyphens and dots, with a port of digits or none. A browser reads
+// such a host as it is written. Any other character it maps or refuses
+// (a fullwidth solidus becomes a slash, so the host is not what the
+// suffix check saw), so such a host is none of the list's.
+func plainHostPort(hostport string) bool {
+	host, port, hasPort := strings.Cut(hostport, ":")
+	if host == "" || hasPort && strings.Trim(port, "0123456789") != "" {
+		return false
+	}
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // checkLoginURL refuses a login_url that is not an absolute http(s) URL,
@@ -276,12 +295,41 @@ func safePath(next string) string {
 	if !strings.HasPrefix(clean, "/") || strings.HasPrefix(clean, "//") {
 		return "/"
 	}
-	u.Path, u.RawPath = clean, ""
+	u.Path, u.RawPath, u.RawQuery = clean, "", escapeQuery(u.RawQuery)
 	out := u.String()
 	if !strings.HasPrefix(out, "/") || strings.HasPrefix(out, "//") || strings.Contains(out, "\\") {
 		return "/"
 	}
 	return out
+}
+
+// escapeQuery percent-encodes the bytes of a raw query that may not stand
+// in a URL as they are (spaces, controls, quotes, angle brackets, anything
+// not ASCII), as a browser would before sending it: the target goes into a
+// Location header and a page, and stays one printable token there. What
+// is already escaped, and the separators, are kept.
+func escapeQuery(q string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(q); i++ {
+		c := q[i]
+		if c > ' ' && c < 0x7f && !strings.ContainsRune("\"<>\\^`{|}", rune(c)) {
+			if b.Len() > 0 {
+				b.WriteByte(c)
+			}
+			continue
+		}
+		if b.Len() == 0 {
+			b.WriteString(q[:i])
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	if b.Len() == 0 {
+		return q
+	}
+	return b.String()
 }
 
 // formAction is the CSP form-action of a page whose form leads to next:

@@ -37,6 +37,12 @@ func TestAbsoluteNextOnlyToReturnHosts(t *testing.T) {
 		"javascript://app1.example.com/%0aalert(1)": "/",
 		"//app1.example.com/":                       "/",
 		"/local?x=1":                                "/local?x=1",
+		// A browser maps a fullwidth solidus to '/': the host it reads is
+		// evil.example, whatever the name ends with.
+		"https://evil.example\uff0f.example.com/": "/",
+		"https://app1.example.com:８４４３/":          "/",
+		// The target goes into a Location header and a page as one token.
+		"/a? b=\"<é>": "/a?%20b=%22%3C%C3%A9%3E",
 	} {
 		if got := p.safeNext(tls, in); got != want {
 			t.Errorf("over HTTPS, next %q = %q, want %q", in, got, want)
@@ -203,7 +209,9 @@ func TestCookieDomainAndNext(t *testing.T) {
 	tok := c.Value
 
 	// Any other host: the sign-in stays here.
-	for _, next := range []string{"http://evil.example/", "http://example.com.evil.example/", "//app1.example.com/", "http://u@app1.example.com/"} {
+	// (A browser reads the fullwidth solidus as '/', so its host is evil.example.)
+	for _, next := range []string{"http://evil.example/", "http://example.com.evil.example/", "//app1.example.com/", "http://u@app1.example.com/",
+		"http://evil.example\uff0f.example.com/"} {
 		r := e.postLogin(map[string]string{"alias": "demo@example.com", "code": "135790", "next": next})
 		if loc := r.header.Get("Location"); loc != "/" {
 			t.Errorf("next %q led to %q", next, loc)
@@ -217,9 +225,11 @@ func TestCookieDomainAndNext(t *testing.T) {
 	if !strings.Contains(string(page.body), `value="http://app2.example.com/x"`) {
 		t.Fatalf("the form does not carry next:\n%s", page.body)
 	}
-	page = e.get("/auth/login?next="+url.QueryEscape("http://evil.example/x"), "Accept", "text/html")
-	if csp := page.header.Get("Content-Security-Policy"); !strings.Contains(csp, "form-action 'self';") {
-		t.Fatalf("CSP for a foreign next %q", csp)
+	for _, next := range []string{"http://evil.example/x", "http://evil.example\uff0f.example.com/x"} {
+		page = e.get("/auth/login?next="+url.QueryEscape(next), "Accept", "text/html")
+		if csp := page.header.Get("Content-Security-Policy"); !strings.Contains(csp, "form-action 'self';") {
+			t.Fatalf("CSP for a foreign next %q: %q", next, csp)
+		}
 	}
 
 	// This host is not the domain's: protection keeps its own page.
