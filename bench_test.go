@@ -20,7 +20,7 @@ import (
 
 // benchHandler provisions the handler outside a Caddy server, on a real
 // SQLite file, with codes going to a silent log.
-func benchHandler(b *testing.B, config string) *Passwordless {
+func benchHandler(b testing.TB, config string) *Passwordless {
 	b.Helper()
 	var p Passwordless
 	d := caddyfile.NewTestDispenser("passwordless {\n email {\n log\n }\n rate_limit {\n send_interval 0s\n per_alias 1000000 1h\n per_ip 1000000 1h\n }\n" + config + "\n}")
@@ -39,7 +39,7 @@ func benchHandler(b *testing.B, config string) *Passwordless {
 	return &p
 }
 
-func benchPost(b *testing.B, p *Passwordless, path string, form url.Values) *httptest.ResponseRecorder {
+func benchPost(b testing.TB, p *Passwordless, path string, form url.Values) *httptest.ResponseRecorder {
 	r := httptest.NewRequest(http.MethodPost, path, strings.NewReader(form.Encode()))
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	w := httptest.NewRecorder()
@@ -76,7 +76,7 @@ func BenchmarkFailedExchange(b *testing.B) {
 }
 
 // benchToken logs a demo user in and returns its access token.
-func benchToken(b *testing.B, p *Passwordless) string {
+func benchToken(b testing.TB, p *Passwordless) string {
 	w := benchPost(b, p, "/auth/token", url.Values{"email": {"bench@example.com"}, "token": {"246810"}})
 	if w.Code != http.StatusOK {
 		b.Fatalf("login: %d %s", w.Code, w.Body)

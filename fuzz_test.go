@@ -1,6 +1,8 @@
 package passwordless
 
 import (
+	"bufio"
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -8,7 +10,9 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // The seed corpora below run as ordinary tests with `go test`; run a
@@ -153,6 +157,76 @@ func FuzzSafeNext(f *testing.F) {
 			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
 				t.Fatalf("next %q gives host %q, which a browser reads otherwise", next, u.Hostname())
 			}
+		}
+	})
+}
+
+// FuzzCheckJudgesLikeProtection: for any request target a proxy describes
+// to {prefix}/check, the check and in-Caddy protection of the same request
+// (as Caddy's server parses it) decide alike, signed out and signed in.
+// The check may refuse what it cannot read with 400; it never lets in
+// what protection keeps out, nor keeps out what protection lets in.
+func FuzzCheckJudgesLikeProtection(f *testing.F) {
+	p := benchHandler(f, `demo_user bench@example.com 246810
+		public /public/* /health
+		protect /admin/* {
+			role admin
+		}
+		protect /*`)
+	tok := benchToken(f, p)
+	for _, s := range []string{"/public/x", "/public/../admin", "/PUBLIC/x", "/public/%2e%2e/admin", "/public%2F..%2Fadmin", "/health",
+		"/health/", "/health;x", "/admin", "/ADMIN/.", "/admin/x/..", "/app?x=/public/", "/%70ublic/x", "//public/x", "/public\\..\\admin", "*"} {
+		f.Add("GET", s, false)
+		f.Add("POST", s, true)
+	}
+	passed := caddyhttp.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) error {
+		w.WriteHeader(http.StatusTeapot)
+		return nil
+	})
+	f.Fuzz(func(t *testing.T, method, target string, signedIn bool) {
+		creds := ""
+		if signedIn {
+			creds = "Authorization: Bearer " + tok + "\r\n"
+		}
+		// The request protection sees, as Caddy's server reads it off the wire.
+		r, err := http.ReadRequest(bufio.NewReader(strings.NewReader(method + " " + target + " HTTP/1.1\r\nHost: app.example.com\r\n" + creds + "\r\n")))
+		if err != nil {
+			return
+		}
+		r.RemoteAddr = "192.0.2.1:1234"
+		w := httptest.NewRecorder()
+		r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+		if err := p.ServeHTTP(w, r, passed); err != nil {
+			t.Fatal(err)
+		}
+		inCaddy := w.Code
+
+		// The same request described to the check by a proxy.
+		c := httptest.NewRequest(http.MethodGet, "/auth/check", nil)
+		c.Header.Set("X-Forwarded-Method", method)
+		c.Header.Set("X-Forwarded-Uri", target)
+		c.Header.Set("X-Forwarded-Host", "app.example.com")
+		c.Header.Set("X-Forwarded-Proto", "http")
+		if signedIn {
+			c.Header.Set("Authorization", "Bearer "+tok)
+		}
+		ctx := context.WithValue(c.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer())
+		ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{caddyhttp.TrustedProxyVarKey: true})
+		cw := httptest.NewRecorder()
+		if err := p.ServeHTTP(cw, c.WithContext(ctx), nil); err != nil {
+			t.Fatal(err)
+		}
+		check := cw.Code
+
+		switch {
+		case check == http.StatusBadRequest:
+			// Refused as unreadable: fails closed.
+		case check == http.StatusOK && inCaddy != http.StatusTeapot:
+			t.Fatalf("%s %q (signed in: %v): the check lets in what protection answers %d", method, target, signedIn, inCaddy)
+		case check != http.StatusOK && inCaddy == http.StatusTeapot:
+			t.Fatalf("%s %q (signed in: %v): protection lets in what the check answers %d", method, target, signedIn, check)
+		case check == http.StatusForbidden && inCaddy != http.StatusForbidden:
+			t.Fatalf("%s %q (signed in: %v): the check forbids, protection answers %d", method, target, signedIn, inCaddy)
 		}
 	})
 }
