@@ -3,11 +3,18 @@ package passwordless
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
@@ -16,7 +23,8 @@ import (
 )
 
 // The seed corpora below run as ordinary tests with `go test`; run a
-// target for longer with e.g. `go test -fuzz FuzzReadFields`.
+// target for longer with e.g. `go test -fuzz FuzzReadFields` (with
+// -fuzzminimizetime 3s for the targets that write to the store).
 
 func FuzzReadFields(f *testing.F) {
 	for _, s := range []struct{ ct, body string }{
@@ -228,5 +236,79 @@ func FuzzCheckJudgesLikeProtection(f *testing.F) {
 		case check == http.StatusForbidden && inCaddy != http.StatusForbidden:
 			t.Fatalf("%s %q (signed in: %v): the check forbids, protection answers %d", method, target, signedIn, inCaddy)
 		}
+	})
+}
+
+// FuzzPasskeyLoginFinish: whatever a client posts to login/finish, the
+// answer is the one failure (400) or a sign-in (200), never an error of
+// the server; and no challenge signs in twice, however the rest of the
+// assertion is changed around it. The seeds are genuine assertions, so
+// the fuzzer starts from bodies that get past parsing.
+func FuzzPasskeyLoginFinish(f *testing.F) {
+	p := benchHandler(f, "passkeys {\n rp_id localhost\n origins http://localhost:9080\n}")
+	// Every failure counts against the client: with the default budget the
+	// fuzzer would soon meet only 429.
+	p.RateLimit.FailedPerIP = &Limit{Count: 1 << 30, Window: caddy.Duration(time.Hour)}
+	u, err := p.store.CreateUser(f.Context(), p.Realm, []Alias{{Kind: KindEmail, Value: "x@example.com"}}, nil, now())
+	if err != nil {
+		f.Fatal(err)
+	}
+	a := newSoftAuthenticator(f)
+	a.counting = true
+	k := &softKey{id: []byte("fuzz-credential"), userHandle: []byte(u.ID)}
+	if k.key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+		f.Fatal(err)
+	}
+	if err := p.store.AddPasskey(f.Context(), Passkey{Realm: p.Realm, ID: k.id, UserID: u.ID, PublicKey: k.cose(f),
+		AAGUID: make([]byte, 16), Name: "fuzz", CreatedAt: now()}, 10); err != nil {
+		f.Fatal(err)
+	}
+	for range 3 {
+		w := benchJSON(f, p, "/auth/passkeys/login/begin", []byte("{}"))
+		var opts map[string]any
+		if err := json.Unmarshal(w.Body.Bytes(), &opts); err != nil {
+			f.Fatal(err)
+		}
+		body, err := json.Marshal(a.get(opts, k))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(body)
+	}
+	f.Add([]byte(`{"id":"","rawId":"","type":"public-key","response":{}}`))
+	f.Add([]byte(`{}`))
+	var mu sync.Mutex
+	signedIn := map[string]bool{}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		w := benchJSON(t, p, "/auth/passkeys/login/finish", body)
+		switch w.Code {
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType:
+			return
+		case http.StatusOK:
+		default:
+			t.Fatalf("status %d for %q: %s", w.Code, body, w.Body)
+		}
+		var sent struct {
+			Response struct {
+				ClientDataJSON string `json:"clientDataJSON"`
+			} `json:"response"`
+		}
+		var cd struct {
+			Challenge string `json:"challenge"`
+		}
+		err := json.Unmarshal(body, &sent)
+		var raw []byte
+		if err == nil {
+			raw, err = base64.RawURLEncoding.DecodeString(strings.TrimRight(sent.Response.ClientDataJSON, "="))
+		}
+		if err != nil || json.Unmarshal(raw, &cd) != nil || cd.Challenge == "" {
+			t.Fatalf("signed in with an assertion whose challenge cannot be read: %q", body)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if signedIn[cd.Challenge] {
+			t.Fatalf("challenge %q signed in twice", cd.Challenge)
+		}
+		signedIn[cd.Challenge] = true
 	})
 }

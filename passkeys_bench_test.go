@@ -17,7 +17,7 @@ import (
 
 // benchJSON posts a JSON body, already encoded: encoding it is the
 // client's work, as the form of BenchmarkExchange is.
-func benchJSON(b *testing.B, p *Passwordless, path string, body []byte) *httptest.ResponseRecorder {
+func benchJSON(b testing.TB, p *Passwordless, path string, body []byte) *httptest.ResponseRecorder {
 	r := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
 	r.Header.Set("Content-Type", "application/json")
 	w := httptest.NewRecorder()
