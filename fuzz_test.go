@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -310,5 +311,59 @@ func FuzzPasskeyLoginFinish(f *testing.F) {
 			t.Fatalf("challenge %q signed in twice", cd.Challenge)
 		}
 		signedIn[cd.Challenge] = true
+	})
+}
+
+// FuzzAllowList: the allow list's index (maps, so that a check costs the
+// same for every alias) admits exactly the aliases, with exactly the roles,
+// that reading the lines one by one would; and parsing any file either
+// fails naming a line or gives lines whose patterns fit what they name.
+func FuzzAllowList(f *testing.F) {
+	for _, s := range []struct{ file, alias string }{
+		{"*@example.com staff\n+44* uk\nada@partner.org admin staff # lead\n", "Ada@Partner.org"},
+		{"*@*.example.com\n*@example.com a\n", "x@deep.sub.example.com"},
+		{"\uFEFF+15551234567 ops\n#comment\n  \n", "+15551234567"},
+		{"a#b@example.com\n+1*\n+12*\n", "+1 555 123 4567"},
+		{"*@xn--bcher-kva.example\n", "x@bücher.example"},
+		{"*@example.com staff\n*@*.example.com sub\n", "bob@EXAMPLE.com"},
+		{"+44* uk\n+4420* london\n", "+44 20 7946 0000"},
+		{"bob@example.com a\n", "bob@example.com"},
+	} {
+		f.Add(s.file, s.alias)
+	}
+	f.Fuzz(func(t *testing.T, file, alias string) {
+		lines, err := parseAllowFile("allow.txt", []byte(file))
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "allow.txt:") {
+				t.Fatalf("error without its line: %v", err)
+			}
+			return
+		}
+		ix := newAllowIndex(lines)
+		for _, a := range []Alias{{Kind: KindEmail}, {Kind: KindMobile}} {
+			var err error
+			if a.Kind == KindEmail {
+				a.Value, err = normalizeEmail(alias)
+			} else {
+				a.Value, err = normalizeMobile(alias)
+			}
+			if err != nil {
+				continue
+			}
+			want, wantRoles := false, []string{}
+			for _, l := range lines {
+				if l.pattern.match(a) {
+					want = true
+					wantRoles = append(wantRoles, l.roles...)
+				}
+			}
+			got, gotRoles := ix.lookup(a)
+			slices.Sort(wantRoles)
+			gotRoles = slices.Clone(gotRoles)
+			slices.Sort(gotRoles)
+			if got != want || !slices.Equal(slices.Compact(gotRoles), slices.Compact(wantRoles)) {
+				t.Fatalf("%s: index says %v %v, the lines say %v %v", a.Key(), got, gotRoles, want, wantRoles)
+			}
+		}
 	})
 }
