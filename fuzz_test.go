@@ -185,14 +185,14 @@ func FuzzCheckJudgesLikeProtection(f *testing.F) {
 	tok := benchToken(f, p)
 	for _, s := range []string{"/public/x", "/public/../admin", "/PUBLIC/x", "/public/%2e%2e/admin", "/public%2F..%2Fadmin", "/health",
 		"/health/", "/health;x", "/admin", "/ADMIN/.", "/admin/x/..", "/app?x=/public/", "/%70ublic/x", "//public/x", "/public\\..\\admin", "*"} {
-		f.Add("GET", s, false)
-		f.Add("POST", s, true)
+		f.Add("GET", s, false, false)
+		f.Add("POST", s, true, true)
 	}
 	passed := caddyhttp.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) error {
 		w.WriteHeader(http.StatusTeapot)
 		return nil
 	})
-	f.Fuzz(func(t *testing.T, method, target string, signedIn bool) {
+	f.Fuzz(func(t *testing.T, method, target string, signedIn, nginx bool) {
 		creds := ""
 		if signedIn {
 			creds = "Authorization: Bearer " + tok + "\r\n"
@@ -210,12 +210,18 @@ func FuzzCheckJudgesLikeProtection(f *testing.F) {
 		}
 		inCaddy := w.Code
 
-		// The same request described to the check by a proxy.
-		c := httptest.NewRequest(http.MethodGet, "/auth/check", nil)
-		c.Header.Set("X-Forwarded-Method", method)
-		c.Header.Set("X-Forwarded-Uri", target)
-		c.Header.Set("X-Forwarded-Host", "app.example.com")
-		c.Header.Set("X-Forwarded-Proto", "http")
+		// The same request described to the check by a proxy: as Caddy's
+		// forward_auth and Traefik do, or as nginx's auth_request does.
+		c := httptest.NewRequest(http.MethodGet, "http://app.example.com/auth/check", nil)
+		if nginx {
+			c.Header.Set("X-Original-Method", method)
+			c.Header.Set("X-Original-Uri", target)
+		} else {
+			c.Header.Set("X-Forwarded-Method", method)
+			c.Header.Set("X-Forwarded-Uri", target)
+			c.Header.Set("X-Forwarded-Host", "app.example.com")
+			c.Header.Set("X-Forwarded-Proto", "http")
+		}
 		if signedIn {
 			c.Header.Set("Authorization", "Bearer "+tok)
 		}
@@ -231,11 +237,11 @@ func FuzzCheckJudgesLikeProtection(f *testing.F) {
 		case check == http.StatusBadRequest:
 			// Refused as unreadable: fails closed.
 		case check == http.StatusOK && inCaddy != http.StatusTeapot:
-			t.Fatalf("%s %q (signed in: %v): the check lets in what protection answers %d", method, target, signedIn, inCaddy)
+			t.Fatalf("%s %q (signed in: %v, nginx: %v): the check lets in what protection answers %d", method, target, signedIn, nginx, inCaddy)
 		case check != http.StatusOK && inCaddy == http.StatusTeapot:
-			t.Fatalf("%s %q (signed in: %v): protection lets in what the check answers %d", method, target, signedIn, check)
+			t.Fatalf("%s %q (signed in: %v, nginx: %v): protection lets in what the check answers %d", method, target, signedIn, nginx, check)
 		case check == http.StatusForbidden && inCaddy != http.StatusForbidden:
-			t.Fatalf("%s %q (signed in: %v): the check forbids, protection answers %d", method, target, signedIn, inCaddy)
+			t.Fatalf("%s %q (signed in: %v, nginx: %v): the check forbids, protection answers %d", method, target, signedIn, nginx, inCaddy)
 		}
 	})
 }
