@@ -822,6 +822,20 @@ func TestAllowFileMustBeARegularFile(t *testing.T) {
 	}
 }
 
+// linesAdmit is what the allow lines say of a, read one by one: whether
+// one fits, and the roles of every line that fits.
+func linesAdmit(lines []allowLine, a Alias) (bool, []string) {
+	var roles []string
+	admitted := false
+	for _, l := range lines {
+		if l.pattern.match(a) {
+			admitted = true
+			roles = append(roles, l.roles...)
+		}
+	}
+	return admitted, roles
+}
+
 // The index answers what the patterns say, for every kind of line, with
 // the roles of every line that fits.
 func TestAllowIndexMatchesPatterns(t *testing.T) {
@@ -837,14 +851,7 @@ func TestAllowIndexMatchesPatterns(t *testing.T) {
 		{KindMobile, "+15551234567"}, {KindMobile, "+155512345678"}, {KindMobile, "+447700900123"},
 		{KindMobile, "+44"}, {KindMobile, "+4"}, {KindMobile, "+14470090012"}, {KindEmail, ""}, {KindMobile, "+15551234567@x"},
 	} {
-		var want []string
-		admitted := false
-		for _, l := range lines {
-			if l.pattern.match(a) {
-				admitted = true
-				want = append(want, l.roles...)
-			}
-		}
+		admitted, want := linesAdmit(lines, a)
 		ok, roles := ix.lookup(a)
 		slices.Sort(roles)
 		if ok != admitted || strings.Join(roles, ",") != strings.Join(want, ",") {

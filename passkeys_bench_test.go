@@ -37,21 +37,27 @@ func BenchmarkPasskeySignIn(b *testing.B) {
 	}
 }
 
-func benchPasskeySignIn(b *testing.B, cfg string) {
-	p := benchHandler(b, "passkeys {\n rp_id localhost\n origins http://localhost:9080\n}\n"+cfg)
-	u, err := p.store.CreateUser(b.Context(), p.Realm, []Alias{{Kind: KindEmail, Value: "x@example.com"}}, nil, now())
+// passkeyHolder gives p's store a user with one passkey, and answers the
+// test authenticator and the key that sign for it.
+func passkeyHolder(t testing.TB, p *Passwordless) (*softAuthenticator, *softKey) {
+	u, err := p.store.CreateUser(t.Context(), p.Realm, []Alias{{Kind: KindEmail, Value: "x@example.com"}}, nil, now())
 	if err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
-	a := newSoftAuthenticator(b)
 	k := &softKey{id: []byte("bench-credential"), userHandle: []byte(u.ID)}
 	if k.key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
-	if err := p.store.AddPasskey(b.Context(), Passkey{Realm: p.Realm, ID: k.id, UserID: u.ID, PublicKey: k.cose(b),
+	if err := p.store.AddPasskey(t.Context(), Passkey{Realm: p.Realm, ID: k.id, UserID: u.ID, PublicKey: k.cose(t),
 		AAGUID: make([]byte, 16), Name: "bench", CreatedAt: now()}, 10); err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
+	return newSoftAuthenticator(t), k
+}
+
+func benchPasskeySignIn(b *testing.B, cfg string) {
+	p := benchHandler(b, "passkeys {\n rp_id localhost\n origins http://localhost:9080\n}\n"+cfg)
+	a, k := passkeyHolder(b, p)
 	empty := []byte("{}")
 	for b.Loop() {
 		w := benchJSON(b, p, "/auth/passkeys/login/begin", empty)
