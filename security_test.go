@@ -332,6 +332,7 @@ https://localhost:9443 {
 }
 `, testPort, filepath.Join(t.TempDir(), "pwl.db"), strings.TrimPrefix(up.URL, "http://")))
 	_ = tester
+	servedCertificates(t, "127.0.0.1:9443", "localhost")
 	client := &http.Client{
 		Timeout:       10 * time.Second,
 		Transport:     &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"fmt"
 	"html"
@@ -40,20 +41,28 @@ func presentedKeys(t *testing.T, addr string, hosts ...string) string {
 	t.Helper()
 	var out []string
 	for _, h := range hosts {
-		// Caddy issues the certificates just after it starts.
-		var c *tls.Conn
-		eventually(t, "a certificate for "+h, func() bool {
-			var err error
-			c, err = tls.Dial("tcp", addr, &tls.Config{ServerName: h, InsecureSkipVerify: true})
-			return err == nil
-		})
-		for _, cert := range c.ConnectionState().PeerCertificates {
+		for _, cert := range servedCertificates(t, addr, h) {
 			sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
 			out = append(out, base64.StdEncoding.EncodeToString(sum[:]))
 		}
-		c.Close()
 	}
 	return strings.Join(out, ",")
+}
+
+// servedCertificates waits until Caddy at addr presents a certificate for
+// host, and returns the chain. Caddy issues its certificates just after a
+// config loads, in the background: a handshake before that fails with
+// "tls: internal error".
+func servedCertificates(t *testing.T, addr, host string) []*x509.Certificate {
+	t.Helper()
+	var c *tls.Conn
+	eventually(t, "a certificate for "+host, func() bool {
+		var err error
+		c, err = tls.Dial("tcp", addr, &tls.Config{ServerName: host, InsecureSkipVerify: true})
+		return err == nil
+	})
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates
 }
 
 // TestSingleSignOnInTheBrowser: auth.example.test signs people in for
