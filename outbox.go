@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // Delivery is queued. A code request stores the code and its message in
@@ -233,6 +234,9 @@ type pendingEntry struct {
 	logger *zap.Logger
 	users  int
 	counts map[AliasKind]int
+	// countFailed keeps a store that fails every poll from logging it
+	// every second; ps.mu guards it.
+	countFailed repeatedFailure
 }
 
 // add counts store in, starting the poller if it is the first.
@@ -286,11 +290,11 @@ func (ps *pendingStores) poll(stop chan struct{}) {
 			n, err := e.store.PendingMessages(ctx, now())
 			cancel()
 			ps.mu.Lock()
-			switch {
-			case err != nil && slices.Contains(ps.entries, e): // not a store closed meanwhile
-				e.logger.Warn("counting queued messages", zap.Error(err))
-			case err == nil:
+			if err == nil {
 				e.counts = n
+			}
+			if err == nil || slices.Contains(ps.entries, e) { // not a store closed meanwhile
+				e.countFailed.observe(e.logger, zapcore.WarnLevel, "counting queued messages", err, time.Now())
 			}
 			ps.mu.Unlock()
 		}
@@ -327,8 +331,13 @@ func (o *outbox) run(kind AliasKind) {
 	defer o.workers.Done()
 	poll := time.NewTicker(outboxPoll)
 	defer poll.Stop()
+	var failed repeatedFailure // a store that fails would fail every poll
 	for {
-		if n := o.deliverDue(kind); n == outboxBatch {
+		n, err := o.deliverDue(kind)
+		if o.ctx.Err() == nil {
+			failed.observe(o.logger, zapcore.ErrorLevel, "claiming queued messages", err, time.Now(), zap.String("channel", string(kind)))
+		}
+		if n == outboxBatch {
 			continue // there may be more
 		}
 		select {
@@ -342,18 +351,12 @@ func (o *outbox) run(kind AliasKind) {
 }
 
 // deliverDue claims the due messages of kind and delivers or drops each;
-// it returns how many it claimed.
-func (o *outbox) deliverDue(kind AliasKind) int {
+// it returns how many it claimed, or why it could not claim them.
+func (o *outbox) deliverDue(kind AliasKind) (int, error) {
 	store := o.store
 	msgs, err := store.ClaimOutbox(o.ctx, o.queues[kind], outboxBatch, now(), outboxLease)
-	if err != nil {
-		if o.ctx.Err() == nil {
-			o.logger.Error("claiming queued messages", zap.String("channel", string(kind)), zap.Error(err))
-		}
-		return 0
-	}
-	if len(msgs) == 0 {
-		return 0
+	if err != nil || len(msgs) == 0 {
+		return 0, err
 	}
 	// Every new message, whoever it is for, may probe the provider; a
 	// retry may not, as only deliverable messages are retried.
@@ -405,7 +408,7 @@ func (o *outbox) deliverDue(kind AliasKind) int {
 	if err := store.FinishOutbox(ctx, finished); err != nil {
 		o.logger.Error("deleting delivered messages", zap.Error(err))
 	}
-	return len(msgs)
+	return len(msgs), nil
 }
 
 // send delivers msgs in one burst and returns the ids that are done with,

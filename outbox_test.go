@@ -20,6 +20,9 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // deliveryWait bounds how long a test waits for the outbox workers.
@@ -639,5 +642,33 @@ func TestReloadDoesNotWaitForASilentSMTPServer(t *testing.T) {
 	e.tester.InitServer(global()+fmt.Sprintf("http://localhost:%d {\n respond ok\n}\n", testPort), "caddyfile")
 	if t.Failed() {
 		t.Fatal("the reload waited for the silent SMTP server")
+	}
+}
+
+// TestBrokenStoreIsNotLoggedEverySecond: an outbox over a store that
+// fails every poll (here a closed one) logs the failed claim once per
+// worker and the failed count once, not once a second each.
+func TestBrokenStoreIsNotLoggedEverySecond(t *testing.T) {
+	s, err := newSQLite(filepath.Join(t.TempDir(), "broken.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Destruct(); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.InfoLevel)
+	sender := &logSender{logger: zap.NewNop(), channel: "email", render: func(Message) (string, error) { return "", nil }}
+	o := newOutbox(s, map[AliasKind]Sender{KindEmail: sender}, zap.New(core),
+		func(AliasKind) string { return "email" }, func(OutboxMessage) Message { return Message{} })
+	// Each worker claims at once and then every outboxPoll: three failed
+	// claims apiece, and two or three failed counts.
+	time.Sleep(2*outboxPoll + outboxPoll/2)
+	o.close()
+	claims, counts := logs.FilterMessage("claiming queued messages"), logs.FilterMessage("counting queued messages")
+	if claims.Len() != outboxWorkers || counts.Len() != 1 {
+		t.Fatalf("%d lines of failed claims and %d of failed counts, want %d and 1", claims.Len(), counts.Len(), outboxWorkers)
+	}
+	if e := claims.All()[0]; e.Level != zapcore.ErrorLevel || !strings.Contains(e.ContextMap()["error"].(string), "closed") {
+		t.Fatalf("claim failure logged as %v %v", e.Level, e.ContextMap())
 	}
 }

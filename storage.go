@@ -9,6 +9,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // Store keeps everything that must outlive a request: codes, users,
@@ -422,4 +424,41 @@ type StorageConfig struct {
 	// key=value form); use `{env.DATABASE_URL}`. Tables go into the schema
 	// `passwordless` unless the string sets a search_path.
 	DSN string `json:"dsn,omitempty"`
+}
+
+// repeatedFailure keeps a failure that recurs on every tick (a database
+// file removed under a running server fails 40 checkpoints a second) from
+// filling the log: the first failure of a run is logged, and another error
+// as soon as it differs; the same one again at most once a minute, with
+// how many times it happened in between; and the end of the run.
+type repeatedFailure struct {
+	last     string // the error last logged; "" while all is well
+	loggedAt time.Time
+	since    int // failures since that line
+	total    int // failures in this run
+}
+
+// repeatEvery is the least time between two lines of the same failure.
+const repeatEvery = time.Minute
+
+// observe takes one attempt's outcome, err nil for a success; a failure
+// is logged at level.
+func (r *repeatedFailure) observe(log *zap.Logger, level zapcore.Level, msg string, err error, now time.Time, fields ...zap.Field) {
+	if err == nil {
+		if r.last != "" {
+			log.Info(msg+" works again", append(fields, zap.Int("failures", r.total))...)
+		}
+		*r = repeatedFailure{}
+		return
+	}
+	r.total++
+	r.since++
+	if r.last == err.Error() && now.Sub(r.loggedAt) < repeatEvery {
+		return
+	}
+	if r.since > 1 {
+		fields = append(fields, zap.Int("failures_not_logged", r.since-1))
+	}
+	log.Log(level, msg, append(fields, zap.Error(err))...)
+	r.last, r.loggedAt, r.since = err.Error(), now, 0
 }

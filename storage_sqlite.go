@@ -15,6 +15,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	_ "modernc.org/sqlite" // pure Go: builds without cgo
 )
 
@@ -227,6 +228,8 @@ func (s *sqliteStore) checkpoints() {
 	defer t.Stop()
 	var lastScrub time.Time
 	scrub := false
+	var failed repeatedFailure
+	log := caddy.Log().Named("http.handlers.passwordless")
 	for {
 		select {
 		case <-s.stopCheckpoints:
@@ -248,9 +251,7 @@ func (s *sqliteStore) checkpoints() {
 		} else {
 			_, err = s.ck.ExecContext(context.Background(), `PRAGMA wal_checkpoint(PASSIVE)`)
 		}
-		if err != nil {
-			caddy.Log().Named("http.handlers.passwordless").Error("sqlite checkpoint", zap.String("store", s.path), zap.Error(err))
-		}
+		failed.observe(log, zapcore.ErrorLevel, "sqlite checkpoint", err, time.Now(), zap.String("store", s.path))
 	}
 }
 

@@ -13,6 +13,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // storeFactories lists every Store implementation; each runs the same
@@ -1019,4 +1023,57 @@ func TestReadBeforeWriteNeverWaitsForTheWriter(t *testing.T) {
 			t.Fatal("the read kept the writer's gate")
 		}
 	}
+}
+
+// TestRepeatedFailureLogsARunOnce: a failure that recurs on every tick
+// (a checkpoint of a removed database, 40 a second) is one line, then one
+// a minute with the count of those not logged; another error is logged at
+// once, and so is the end of the run.
+func TestRepeatedFailureLogsARunOnce(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	log := zap.New(core)
+	var r repeatedFailure
+	t0 := time.Unix(1_800_000_000, 0)
+	gone := errors.New("unable to open database file")
+	tick := func(i int, err error) {
+		r.observe(log, zapcore.ErrorLevel, "sqlite checkpoint", err, t0.Add(time.Duration(i)*checkpointEvery), zap.String("store", "x.db"))
+	}
+	lines := func() []string {
+		var out []string
+		for _, e := range logs.TakeAll() {
+			s := e.Level.String() + " " + e.Message
+			for _, k := range []string{"error", "failures_not_logged", "failures"} {
+				if v, ok := e.ContextMap()[k]; ok {
+					s += fmt.Sprintf(" %s=%v", k, v)
+				}
+			}
+			out = append(out, s)
+		}
+		return out
+	}
+	expect := func(want ...string) {
+		t.Helper()
+		if got := lines(); !slices.Equal(got, want) {
+			t.Fatalf("logged %q, want %q", got, want)
+		}
+	}
+
+	for i := range 10 {
+		tick(i, nil)
+	}
+	expect()
+	perMinute := int(time.Minute / checkpointEvery)
+	for i := 10; i < 10+perMinute; i++ {
+		tick(i, gone)
+	}
+	expect("error sqlite checkpoint error=unable to open database file")
+	tick(10+perMinute, gone)
+	expect(fmt.Sprintf("error sqlite checkpoint error=unable to open database file failures_not_logged=%d", perMinute-1))
+	tick(11+perMinute, errors.New("disk I/O error"))
+	expect("error sqlite checkpoint error=disk I/O error")
+	tick(12+perMinute, nil)
+	tick(13+perMinute, nil)
+	expect(fmt.Sprintf("info sqlite checkpoint works again failures=%d", perMinute+2))
+	tick(14+perMinute, gone)
+	expect("error sqlite checkpoint error=unable to open database file")
 }
