@@ -15,9 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddytest"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
+	"github.com/caddyserver/certmagic"
 )
 
 // testClock is the plugin's clock in tests: real time plus an offset the
@@ -56,6 +58,12 @@ func TestMain(m *testing.M) {
 	if err := setupTestCA(dir); err != nil {
 		panic(err)
 	}
+	// Caddy keeps its internal CA and certificates, and its autosaved
+	// config, in the user's directories: a fresh one for every run makes a
+	// developer's run start as CI's does on a new machine, with no CA yet,
+	// and leaves their own Caddy's files alone.
+	caddy.DefaultStorage = &certmagic.FileStorage{Path: filepath.Join(dir, "caddy-data")}
+	caddy.ConfigAutosavePath = filepath.Join(dir, "caddy-config", "autosave.json")
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
