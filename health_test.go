@@ -23,8 +23,9 @@ func testPing(t *testing.T, s Store) {
 	}
 }
 
-// TestPingClosedStore: a store that cannot read answers an error.
-func TestPingClosedStore(t *testing.T) {
+// closedSQLite is a store that was closed: everything asked of it fails.
+func closedSQLite(t *testing.T) *sqliteStore {
+	t.Helper()
 	s, err := newSQLite(filepath.Join(t.TempDir(), "closed.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -32,6 +33,12 @@ func TestPingClosedStore(t *testing.T) {
 	if err := s.Destruct(); err != nil {
 		t.Fatal(err)
 	}
+	return s
+}
+
+// TestPingClosedStore: a store that cannot read answers an error.
+func TestPingClosedStore(t *testing.T) {
+	s := closedSQLite(t)
 	if err := s.Ping(context.Background()); err == nil {
 		t.Fatal("a closed store answers the ping")
 	}

@@ -649,13 +649,7 @@ func TestReloadDoesNotWaitForASilentSMTPServer(t *testing.T) {
 // fails every poll (here a closed one) logs the failed claim once per
 // worker and the failed count once, not once a second each.
 func TestBrokenStoreIsNotLoggedEverySecond(t *testing.T) {
-	s, err := newSQLite(filepath.Join(t.TempDir(), "broken.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Destruct(); err != nil {
-		t.Fatal(err)
-	}
+	s := closedSQLite(t)
 	core, logs := observer.New(zapcore.InfoLevel)
 	sender := &logSender{logger: zap.NewNop(), channel: "email", render: func(Message) (string, error) { return "", nil }}
 	o := newOutbox(s, map[AliasKind]Sender{KindEmail: sender}, zap.New(core),
