@@ -229,7 +229,6 @@ func (s *sqliteStore) checkpoints() {
 	var lastScrub time.Time
 	scrub := false
 	var failed repeatedFailure
-	log := caddy.Log().Named("http.handlers.passwordless")
 	for {
 		select {
 		case <-s.stopCheckpoints:
@@ -251,7 +250,12 @@ func (s *sqliteStore) checkpoints() {
 		} else {
 			_, err = s.ck.ExecContext(context.Background(), `PRAGMA wal_checkpoint(PASSIVE)`)
 		}
-		failed.observe(log, zapcore.ErrorLevel, "sqlite checkpoint", err, time.Now(), zap.String("store", s.path))
+		if err != nil || failed.last != "" {
+			// The logger of the moment: the store outlives config
+			// reloads, and a reload may replace Caddy's default logger.
+			failed.observe(caddy.Log().Named("http.handlers.passwordless"), zapcore.ErrorLevel,
+				"sqlite checkpoint", err, time.Now(), zap.String("store", s.path))
+		}
 	}
 }
 
