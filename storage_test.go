@@ -988,30 +988,34 @@ func TestReadBeforeWriteNeverWaitsForTheWriter(t *testing.T) {
 	if _, _, err := s.Failure(ctx, "email:a@example.com", 1, time.Hour, t0); err != nil {
 		t.Fatal(err)
 	}
-	check := func(when string) {
-		t.Helper()
+	// check may run on another goroutine, where t.Fatal may not be called.
+	check := func(when string) error {
 		wait, until, err := s.PeekLocked(ctx, l, "email:a@example.com", t0)
 		if err != nil || wait <= 0 || until.Sub(t0) != time.Hour {
-			t.Fatalf("%s: retry after %v, locked until %v, %v", when, wait, until, err)
+			return fmt.Errorf("%s: retry after %v, locked until %v, %v", when, wait, until, err)
 		}
+		return nil
 	}
 
 	h, err := s.db.enter(ctx) // a writer holds the connection
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		check("with the writer busy")
-	}()
+	defer h.leave() // on a failure too; leaving twice is leaving once
+	done := make(chan error, 1)
+	go func() { done <- check("with the writer busy") }()
 	select {
-	case <-done:
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("PeekLocked waited for the writer")
 	}
 	h.leave()
-	check("with the writer free")
+	if err := check("with the writer free"); err != nil {
+		t.Fatal(err)
+	}
 	// The store's own background work (purges, checkpoints) takes the
 	// gate now and then: what must not happen is that it stays taken.
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
