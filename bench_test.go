@@ -245,11 +245,7 @@ func BenchmarkExchangeParallel(b *testing.B) {
 // alone): the part that runs in the one writer, so what bounds the
 // exchanges a second that SQLite can take.
 func BenchmarkStoreSignIn(b *testing.B) {
-	s, err := openSQLite(filepath.Join(b.TempDir(), "signin.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { releaseSQLite(s) })
+	s := tempSQLite(b, "signin.db")
 	ctx := context.Background()
 	t0 := now()
 	hash := []byte("0123456789abcdef0123456789abcdef")

@@ -441,11 +441,14 @@ type repeatedFailure struct {
 // repeatEvery is the least time between two lines of the same failure.
 const repeatEvery = time.Minute
 
+// failing reports whether the last attempt failed.
+func (r *repeatedFailure) failing() bool { return r.last != "" }
+
 // observe takes one attempt's outcome, err nil for a success; a failure
 // is logged at level.
 func (r *repeatedFailure) observe(log *zap.Logger, level zapcore.Level, msg string, err error, now time.Time, fields ...zap.Field) {
 	if err == nil {
-		if r.last != "" {
+		if r.failing() {
 			log.Info(msg+" works again", append(fields, zap.Int("failures", r.total))...)
 		}
 		*r = repeatedFailure{}

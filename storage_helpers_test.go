@@ -10,6 +10,18 @@ import (
 	"time"
 )
 
+// tempSQLite opens a store in a file named name in tb's temporary
+// directory, released when tb ends.
+func tempSQLite(tb testing.TB, name string) *sqliteStore {
+	tb.Helper()
+	s, err := openSQLite(filepath.Join(tb.TempDir(), name))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { releaseSQLite(s) })
+	return s
+}
+
 // storeSQL is the SQL machinery under either store, for tests that write
 // or read rows the API has no method for.
 func storeSQL(s Store) *sqlStore {
@@ -33,14 +45,7 @@ func (s *sqlStore) SaveCode(ctx context.Context, c Code) error {
 // PasskeyByID reads the passkey of realm with that credential id alone,
 // whether or not its user is there, or answers ErrNotFound.
 func (s *sqlStore) PasskeyByID(ctx context.Context, realm string, id []byte) (Passkey, error) {
-	pk, err := scanPasskey(s.rdb.QueryRowContext(ctx, `SELECT `+passkeyColumns+` FROM passkeys WHERE realm = ? AND id = ?`, realm, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return Passkey{}, ErrNotFound
-	}
-	if err != nil {
-		return Passkey{}, fmt.Errorf("reading passkey: %w", err)
-	}
-	return pk, nil
+	return readPasskey(s.rdb.QueryRowContext(ctx, `SELECT `+passkeyColumns+` FROM passkeys WHERE realm = ? AND id = ?`, realm, id))
 }
 
 func (s *sqlStore) SessionActive(ctx context.Context, id string, now time.Time) (bool, error) {

@@ -312,7 +312,13 @@ func (s *sqlStore) RenamePasskey(ctx context.Context, userID string, id []byte, 
 	if n, _ := res.RowsAffected(); n != 1 {
 		return Passkey{}, ErrNotFound
 	}
-	pk, err := scanPasskey(s.db.QueryRowContext(ctx, `SELECT `+passkeyColumns+` FROM passkeys WHERE user_id = ? AND id = ?`, userID, id))
+	return readPasskey(s.db.QueryRowContext(ctx, `SELECT `+passkeyColumns+` FROM passkeys WHERE user_id = ? AND id = ?`, userID, id))
+}
+
+// readPasskey is the passkey of a one-row query of passkeyColumns, or
+// ErrNotFound when there is no row.
+func readPasskey(row *sql.Row) (Passkey, error) {
+	pk, err := scanPasskey(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Passkey{}, ErrNotFound
 	}

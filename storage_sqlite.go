@@ -250,7 +250,7 @@ func (s *sqliteStore) checkpoints() {
 		} else {
 			_, err = s.ck.ExecContext(context.Background(), `PRAGMA wal_checkpoint(PASSIVE)`)
 		}
-		if err != nil || failed.last != "" {
+		if err != nil || failed.failing() {
 			// The logger of the moment: the store outlives config
 			// reloads, and a reload may replace Caddy's default logger.
 			failed.observe(caddy.Log().Named("http.handlers.passwordless"), zapcore.ErrorLevel,

@@ -23,11 +23,7 @@ import (
 // contract test.
 var storeFactories = map[string]func(t *testing.T) Store{
 	"sqlite": func(t *testing.T) Store {
-		s, err := openSQLite(filepath.Join(t.TempDir(), "contract.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { releaseSQLite(s) })
+		s := tempSQLite(t, "contract.db")
 		afterFirstPurge(s)
 		return s
 	},
@@ -732,11 +728,7 @@ func TestSQLiteMigratesVersion4(t *testing.T) {
 // requests and failed or panicking jobs leave nothing behind, the others
 // are all committed.
 func TestWriteBatchKeepsJobsApart(t *testing.T) {
-	s, err := openSQLite(filepath.Join(t.TempDir(), "batch.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { releaseSQLite(s) })
+	s := tempSQLite(t, "batch.db")
 	ctx := context.Background()
 	t0 := now().Truncate(time.Millisecond)
 	codeHash := []byte("good")
@@ -974,11 +966,7 @@ func TestSQLiteMigratesVersion5(t *testing.T) {
 // both see the same committed state, and the read gives the writer's gate
 // back.
 func TestReadBeforeWriteNeverWaitsForTheWriter(t *testing.T) {
-	s, err := openSQLite(filepath.Join(t.TempDir(), "peek.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { releaseSQLite(s) })
+	s := tempSQLite(t, "peek.db")
 	ctx := context.Background()
 	t0 := now().Truncate(time.Millisecond)
 	l := RateLimit{Key: "failed-ip:192.0.2.1", Count: 1, Window: time.Hour}
